@@ -1,0 +1,439 @@
+"""Statistics of the overhead gate: paired rounds, robust bootstrap interval, group-sequential stopping.
+
+Method (details and simulation evidence in ``docs/gate-statistics.md``):
+
+* Each round ``i`` measures the reference and the candidate back to back (ABBA order, see
+  :func:`round_order`).  The per-round *log cost ratio* ``x_i`` (``log(ref/cand)`` for throughput,
+  ``log(cand/ref)`` for latency) cancels drift shared by both arms; ABBA cancels its linear part.
+* The estimate is the 20%-trimmed mean of ``x`` (robust to outlier rounds, ~94% efficient under
+  normal noise), mapped back to an overhead fraction (monotone, so intervals map too).
+* The interval is a percentile bootstrap over rounds of that trimmed mean (the recommended bootstrap
+  for trimmed means; BCa's jackknife acceleration is unstable at n < 10 and adds nothing for a
+  near-symmetric statistic).  Plain percentile intervals are too narrow for small n, so the
+  deviations from the estimate are widened by Hesterberg's small-sample factor
+  ``sqrt(n/(n-1)) * t_{df}/z`` (df = n - 2g - 1, Yuen's trimmed-mean df), applied as a scale
+  rather than as more extreme quantiles so that 2000 resamples suffice at per-look levels near 99%.
+* Looks happen only at ``looks(plan)`` (``n_looks`` planned round counts, plus at most one early
+  look when the time budget runs out, replacing the next planned one); each look uses the
+  Bonferroni level ``1 - (1 - confidence)/n_looks``, so the chance of any wrong one-sided
+  decision over the whole sequence stays below ``(1 - confidence)/2`` whatever the look times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from statistics import NormalDist
+from typing import Sequence
+
+import numpy as np
+
+TRIM = 0.2  # fraction trimmed from each end of the per-round log ratios
+MIN_INTERVAL_ROUNDS = 3
+
+__all__ = [
+    "DEFAULT_PLAN", "GateDecision", "GatePlan", "Interval", "Verdict", "decide", "error_rates",
+    "evaluate", "look_confidence", "looks", "overhead", "paired_overhead_interval", "percentile",
+    "round_order", "simulate_gate", "t_quantile", "trimmed_mean",
+]
+
+
+# ----------------------------------------------------------------------------- basic functions
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (q in [0, 100]) with linear interpolation between order statistics.
+
+    Same as ``numpy.percentile(values, q)`` (Hyndman-Fan type 7): with sorted ``v`` of length n,
+    ``h = (n - 1) * q / 100`` and the result is ``v[floor(h)] + (h - floor(h)) * (v[floor(h)+1] -
+    v[floor(h)])``.  So q=0 is the minimum, q=100 the maximum, q=50 the usual median.
+    """
+    v = sorted(float(x) for x in values)
+    if not v:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0 or math.isnan(q):
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    h = (len(v) - 1) * q / 100.0
+    lo = math.floor(h)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (h - lo) * (v[hi] - v[lo])
+
+
+def overhead(reference: float, candidate: float, higher_is_better: bool) -> float:
+    """Relative cost of the candidate: ``1 - cand/ref`` (throughput) or ``cand/ref - 1`` (latency).
+
+    Positive means the candidate is worse; 0.05 means 5% overhead.
+    """
+    if not (reference > 0 and candidate > 0):
+        raise ValueError(f"measurements must be positive, got {reference!r}, {candidate!r}")
+    return 1.0 - candidate / reference if higher_is_better else candidate / reference - 1.0
+
+
+def _log_costs(reference: Sequence[float], candidate: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    r = np.asarray(reference, dtype=float)
+    c = np.asarray(candidate, dtype=float)
+    if r.shape != c.shape or r.ndim != 1:
+        raise ValueError(f"reference and candidate must be 1-D and paired, got {r.shape} and {c.shape}")
+    if not (np.all(r > 0) and np.all(c > 0)):
+        raise ValueError("measurements must be positive and finite")
+    x = np.log(r) - np.log(c) if higher_is_better else np.log(c) - np.log(r)
+    return x
+
+
+def _to_overhead(log_cost: np.ndarray | float, higher_is_better: bool) -> np.ndarray | float:
+    """Map a log cost ratio to an overhead fraction (monotone increasing)."""
+    return -np.expm1(-log_cost) if higher_is_better else np.expm1(log_cost)
+
+
+def trimmed_mean(x: np.ndarray, trim: float = TRIM) -> np.ndarray:
+    """Mean of the middle values along the last axis, dropping ``floor(trim*n)`` at each end."""
+    n = x.shape[-1]
+    g = int(math.floor(trim * n))
+    s = np.sort(x, axis=-1)
+    return s[..., g:n - g].mean(axis=-1)
+
+
+def _t_cdf(t: float, df: int) -> float:
+    """Student-t CDF for integer df (exact finite series, Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2 == 1:
+        term, acc = math.cos(theta), 0.0
+        if df > 1:
+            acc = term
+            for k in range(3, df - 1, 2):  # coefficients 2/3, (2*4)/(3*5), ...
+                term *= c2 * (k - 1) / k
+                acc += term
+        a = 2.0 / math.pi * (theta + s * acc)
+    else:
+        term, acc = 1.0, 1.0
+        for k in range(2, df - 1, 2):  # coefficients 1/2, (1*3)/(2*4), ...
+            term *= c2 * (k - 1) / k
+            acc += term
+        a = s * acc
+    return 0.5 + 0.5 * a if t >= 0 else 0.5 - 0.5 * a
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t with integer ``df`` >= 1 (bisection on the exact CDF)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+# ----------------------------------------------------------------------------- interval
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate of the overhead fraction with a two-sided ``confidence`` interval."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+
+def _small_sample_factor(n: int, confidence: float) -> float:
+    g = int(math.floor(TRIM * n))
+    df = max(n - 2 * g - 1, 1)
+    p = 0.5 + confidence / 2.0
+    return math.sqrt(n / (n - 1)) * t_quantile(p, df) / NormalDist().inv_cdf(p)
+
+
+def _batch_interval(x: np.ndarray, confidence: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trimmed-mean estimate and widened percentile-bootstrap bounds, in log-cost units, per row.
+
+    The resample indices depend only on (n, n_boot, seed), so every row of ``x`` (and a single
+    call with the same n) sees identical resamples: batch and one-at-a-time results are equal.
+    """
+    n_rows, n = x.shape
+    if n < MIN_INTERVAL_ROUNDS:
+        raise ValueError(f"need at least {MIN_INTERVAL_ROUNDS} rounds, got {n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    est = trimmed_mean(x)
+    alpha = 1.0 - confidence
+    q_lo = np.empty(n_rows)
+    q_hi = np.empty(n_rows)
+    chunk = max(1, 4_000_000 // (n_boot * n))  # bound memory of the (rows, n_boot, n) gather
+    for start in range(0, n_rows, chunk):
+        boot = trimmed_mean(x[start:start + chunk][:, idx])
+        q = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=-1)
+        q_lo[start:start + chunk], q_hi[start:start + chunk] = q[0], q[1]
+    k = _small_sample_factor(n, confidence)
+    low = est - k * np.maximum(est - q_lo, 0.0)
+    high = est + k * np.maximum(q_hi - est, 0.0)
+    return est, low, high
+
+
+def paired_overhead_interval(
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    higher_is_better: bool,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Overhead of ``candidate`` against ``reference`` from paired rounds (``reference[i]`` and
+    ``candidate[i]`` measured adjacent in time), with a bootstrap interval over rounds.
+
+    Estimate: 20%-trimmed mean of per-round log cost ratios, as an overhead fraction.  Interval:
+    percentile bootstrap of that trimmed mean with ``n_boot`` resamples of whole rounds, deviations
+    widened by ``sqrt(n/(n-1)) * t_{n-2g-1}/z`` for small n.  Needs >= 3 rounds; deterministic for
+    a seed; a constant ratio gives a zero-width interval at that ratio.
+    """
+    x = _log_costs(reference, candidate, higher_is_better)
+    est, low, high = _batch_interval(x[None, :], confidence, n_boot, seed)
+    return Interval(
+        estimate=float(_to_overhead(est[0], higher_is_better)),
+        low=float(_to_overhead(low[0], higher_is_better)),
+        high=float(_to_overhead(high[0], higher_is_better)),
+        confidence=confidence,
+    )
+
+
+# ----------------------------------------------------------------------------- decisions
+class Verdict(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def decide(interval: Interval, max_overhead: float) -> Verdict | None:
+    """PASS if the whole interval is below ``max_overhead``, FAIL if wholly above, else None."""
+    if interval.high < max_overhead:
+        return Verdict.PASS
+    if interval.low > max_overhead:
+        return Verdict.FAIL
+    return None
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """Budget and error rates of one gate.
+
+    A round is one reference run plus one candidate run.  Default (chosen by simulation, see
+    docs/gate-statistics.md): looks at 12, 24, 36, 48 and 60 rounds, each at the Bonferroni level
+    0.99.  With per-run noise cv <= 2% (plus drift and 2% outlier runs) this gives PASS >= 99% at
+    a true 0% overhead, PASS >= 95% at 3% and FAIL >= 95% at 7% against a 5% limit, for both
+    throughput and latency, while a true overhead exactly at the limit is passed in ~1% of gates
+    (guaranteed <= 2.5%).  ``n_boot``/``seed`` fix the bootstrap so a verdict is reproducible.
+    """
+
+    min_rounds: int = 12
+    max_rounds: int = 60
+    max_seconds: float = 3600.0
+    confidence: float = 0.95
+    max_overhead: float = 0.05
+    n_looks: int = 5
+    n_boot: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not MIN_INTERVAL_ROUNDS <= self.min_rounds <= self.max_rounds:
+            raise ValueError(f"need {MIN_INTERVAL_ROUNDS} <= min_rounds <= max_rounds, got {self}")
+        if not 0.0 < self.confidence < 1.0 or self.n_looks < 1 or self.n_boot < 100:
+            raise ValueError(f"invalid plan {self}")
+
+
+DEFAULT_PLAN = GatePlan()
+
+
+def looks(plan: GatePlan) -> list[int]:
+    """Round counts at which a decision may be taken: ``n_looks`` evenly spaced from min to max."""
+    pts = np.rint(np.linspace(plan.min_rounds, plan.max_rounds, plan.n_looks)).astype(int)
+    return sorted({int(p) for p in pts})
+
+
+def look_confidence(plan: GatePlan) -> float:
+    """Two-sided confidence used at each look (Bonferroni over the planned looks)."""
+    return 1.0 - (1.0 - plan.confidence) / len(looks(plan))
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    verdict: Verdict
+    interval: Interval
+    rounds: int
+
+
+def _is_look(plan: GatePlan, n: int, elapsed_s: float) -> tuple[bool, bool]:
+    """(take a look now, this is the last chance) after ``n`` completed rounds."""
+    final = n >= plan.max_rounds or elapsed_s >= plan.max_seconds
+    return (n in looks(plan) or final), final
+
+
+def evaluate(
+    plan: GatePlan,
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    higher_is_better: bool,
+    elapsed_s: float,
+) -> GateDecision | None:
+    """The stopping rule, called after every completed round; None means "run another round".
+
+    Looks only at the planned round counts, or once when the budget (rounds or seconds) is spent;
+    then returns INCONCLUSIVE if the interval still straddles the limit.
+    """
+    n = len(reference)
+    look, final = _is_look(plan, n, elapsed_s)
+    if not look:
+        return None
+    if n < MIN_INTERVAL_ROUNDS:
+        nan = float("nan")
+        return GateDecision(Verdict.INCONCLUSIVE, Interval(nan, nan, nan, look_confidence(plan)), n) if final else None
+    interval = paired_overhead_interval(
+        reference, candidate, higher_is_better=higher_is_better,
+        confidence=look_confidence(plan), n_boot=plan.n_boot, seed=plan.seed,
+    )
+    verdict = decide(interval, plan.max_overhead)
+    if verdict is None and not final:
+        return None
+    return GateDecision(verdict or Verdict.INCONCLUSIVE, interval, n)
+
+
+def round_order(n_pairs: int, seed: int) -> list[str]:
+    """Run order for ``n_pairs`` rounds: entries ``2i`` and ``2i+1`` form round i.
+
+    Rounds alternate reference-first and candidate-first (ABBA BAAB ...), so a linear drift biases
+    consecutive rounds in opposite directions and cancels; the seed picks the first round's order.
+    """
+    first = int(np.random.default_rng(seed).integers(2))
+    out: list[str] = []
+    for i in range(n_pairs):
+        pair = ["reference", "candidate"]
+        out.extend(pair if (i + first) % 2 == 0 else pair[::-1])
+    return out
+
+
+# ----------------------------------------------------------------------------- simulation
+def _simulate_runs(
+    rng: np.random.Generator, true_overhead: float, n_rounds: int, *, cv: float, drift_per_round: float,
+    walk_sd: float, outlier_rate: float, higher_is_better: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paired measurements under the noise model: multiplicative lognormal noise (sd ``cv``) per
+    run, shared drift (linear ``drift_per_round`` plus a random walk with step sd ``walk_sd`` per
+    run), and outlier runs (probability ``outlier_rate``) 10-20% slow."""
+    order = round_order(n_rounds, int(rng.integers(2**31)))
+    m = 2 * n_rounds
+    t = np.arange(m)
+    log_level = drift_per_round * t / 2.0 + np.cumsum(rng.normal(0.0, walk_sd, m)) + rng.normal(0.0, cv, m)
+    slow = np.where(rng.random(m) < outlier_rate, rng.uniform(0.10, 0.20, m), 0.0)
+    is_cand = np.array([o == "candidate" for o in order])
+    if higher_is_better:
+        value = 1000.0 * np.exp(log_level) * (1.0 - slow) * np.where(is_cand, 1.0 - true_overhead, 1.0)
+    else:
+        value = 1e7 * np.exp(log_level) * (1.0 + slow) * np.where(is_cand, 1.0 + true_overhead, 1.0)
+    return value[~is_cand], value[is_cand]  # one of each per round, in round order
+
+
+def simulate_gate(
+    true_overhead: float, *, cv: float, drift_per_round: float, outlier_rate: float,
+    plan: GatePlan = DEFAULT_PLAN, seed: int, higher_is_better: bool = True,
+    walk_sd: float = 0.0, round_seconds: float = 20.0,
+) -> GateDecision:
+    """Run the gate loop (``evaluate`` after every round) on simulated measurements."""
+    rng = np.random.default_rng(seed)
+    ref, cand = _simulate_runs(rng, true_overhead, plan.max_rounds, cv=cv, drift_per_round=drift_per_round,
+                               walk_sd=walk_sd, outlier_rate=outlier_rate, higher_is_better=higher_is_better)
+    for n in range(1, plan.max_rounds + 1):
+        d = evaluate(plan, ref[:n], cand[:n], higher_is_better=higher_is_better, elapsed_s=n * round_seconds)
+        if d is not None:
+            return d
+    raise AssertionError("evaluate must decide by max_rounds")  # pragma: no cover
+
+
+def error_rates(
+    true_overhead: float, repeats: int, *, cv: float, drift_per_round: float = 0.0, outlier_rate: float = 0.0,
+    plan: GatePlan = DEFAULT_PLAN, seed: int = 0, higher_is_better: bool = True,
+    walk_sd: float = 0.0, round_seconds: float = 20.0,
+) -> dict[str, float]:
+    """Outcome rates over ``repeats`` simulated gates, identical to calling :func:`simulate_gate`
+    with seeds ``seed .. seed+repeats-1`` (but vectorised across repeats).
+
+    Keys: ``PASS``/``FAIL``/``INCONCLUSIVE`` (fractions), ``mean_rounds``, ``mean_abs_error`` and
+    ``p95_abs_error`` (|estimate - truth| in overhead fraction), ``within_1pp`` (fraction of
+    estimates within one percentage point of the truth).
+    """
+    runs = [_simulate_runs(np.random.default_rng(seed + i), true_overhead, plan.max_rounds, cv=cv,
+                           drift_per_round=drift_per_round, walk_sd=walk_sd, outlier_rate=outlier_rate,
+                           higher_is_better=higher_is_better) for i in range(repeats)]
+    x = np.stack([_log_costs(r, c, higher_is_better) for r, c in runs])
+    verdict = np.full(repeats, "", dtype=object)
+    rounds = np.zeros(repeats, dtype=int)
+    est = np.full(repeats, np.nan)
+    conf = look_confidence(plan)
+    for n in range(1, plan.max_rounds + 1):
+        look, final = _is_look(plan, n, n * round_seconds)
+        active = np.flatnonzero(verdict == "")
+        if not look or active.size == 0:
+            continue
+        if n < MIN_INTERVAL_ROUNDS:
+            if final:
+                verdict[active], rounds[active] = "INCONCLUSIVE", n
+                break
+            continue
+        e, lo, hi = _batch_interval(x[active, :n], conf, plan.n_boot, plan.seed)
+        ov_lo = _to_overhead(lo, higher_is_better)
+        ov_hi = _to_overhead(hi, higher_is_better)
+        v = np.where(ov_hi < plan.max_overhead, "PASS", np.where(ov_lo > plan.max_overhead, "FAIL", ""))
+        if final:
+            v = np.where(v == "", "INCONCLUSIVE", v)
+        done = v != ""
+        verdict[active[done]] = v[done]
+        rounds[active[done]] = n
+        est[active[done]] = _to_overhead(e[done], higher_is_better)
+        if final:
+            break
+    err = np.abs(est - true_overhead)
+    return {
+        "PASS": float(np.mean(verdict == "PASS")),
+        "FAIL": float(np.mean(verdict == "FAIL")),
+        "INCONCLUSIVE": float(np.mean(verdict == "INCONCLUSIVE")),
+        "mean_rounds": float(rounds.mean()),
+        "mean_abs_error": float(err.mean()),
+        "p95_abs_error": float(np.percentile(err, 95)),
+        "within_1pp": float(np.mean(err <= 0.01)),
+    }
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    """Print the simulation table of docs/gate-statistics.md: ``python -m pytest_mlperf.stats``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pytest_mlperf.stats", description=_main.__doc__)
+    ap.add_argument("--repeats", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=20_000)
+    args = ap.parse_args(argv)
+    plan = DEFAULT_PLAN
+    noise = dict(drift_per_round=0.002, walk_sd=0.002, outlier_rate=0.02)
+    print(f"plan: {plan}\nlooks: {looks(plan)} at confidence {look_confidence(plan):.4f}; noise: {noise}; "
+          f"{args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}\n")
+    print("| metric | cv | true overhead | PASS | FAIL | INCONCLUSIVE | mean rounds | mean abs err (pp) | p95 abs err (pp) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for hib, cvs in ((True, (0.005, 0.01, 0.02, 0.03)), (False, (0.01, 0.02))):
+        for cv in cvs:
+            for ov in (0.0, 0.03, 0.05, 0.07):
+                r = error_rates(ov, args.repeats, cv=cv, plan=plan, seed=args.seed, higher_is_better=hib, **noise)
+                print(f"| {'throughput' if hib else 'latency'} | {cv:.1%} | {ov:.0%} | {r['PASS']:.3f} | {r['FAIL']:.3f} "
+                      f"| {r['INCONCLUSIVE']:.3f} | {r['mean_rounds']:.1f} | {100 * r['mean_abs_error']:.2f} "
+                      f"| {100 * r['p95_abs_error']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,226 @@
+"""Unit tests of pytest_mlperf.stats against hand-computed values, and simulation tests of the gate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_mlperf.stats import (
+    DEFAULT_PLAN,
+    GateDecision,
+    GatePlan,
+    Interval,
+    Verdict,
+    decide,
+    error_rates,
+    evaluate,
+    look_confidence,
+    looks,
+    overhead,
+    paired_overhead_interval,
+    percentile,
+    round_order,
+    simulate_gate,
+    t_quantile,
+    trimmed_mean,
+)
+
+# Noise model of the simulation tests: shared linear drift of 0.2% per round plus a random walk
+# (0.2% per run), 2% of runs 10-20% slow, on top of the per-run cv under test.
+NOISE = dict(drift_per_round=0.002, walk_sd=0.002, outlier_rate=0.02)
+
+
+# ----------------------------------------------------------------------------- percentile
+@pytest.mark.parametrize(
+    "values, q, expected",
+    [
+        ([1, 2, 3, 4], 50, 2.5),
+        ([1, 2, 3, 4], 0, 1.0),
+        ([1, 2, 3, 4], 100, 4.0),
+        ([1, 2, 3, 4], 25, 1.75),  # h = 3 * 0.25 = 0.75 -> 1 + 0.75 * (2 - 1)
+        ([4, 1, 3, 2], 90, 3.7),  # unsorted input; h = 2.7 -> 3 + 0.7 * (4 - 3)
+        ([10, 20], 99, 19.9),
+        ([7], 99, 7.0),
+    ],
+)
+def test_percentile_hand_values(values, q, expected):
+    assert percentile(values, q) == pytest.approx(expected)
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_rejects_bad_input():
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1, 2], 101)
+
+
+# ----------------------------------------------------------------------------- overhead
+def test_overhead_throughput_and_latency():
+    assert overhead(100.0, 95.0, higher_is_better=True) == pytest.approx(0.05)
+    assert overhead(100.0, 110.0, higher_is_better=True) == pytest.approx(-0.10)  # candidate faster
+    assert overhead(2e6, 2.1e6, higher_is_better=False) == pytest.approx(0.05)  # latency ns
+    assert overhead(2e6, 1.8e6, higher_is_better=False) == pytest.approx(-0.10)
+    with pytest.raises(ValueError):
+        overhead(0.0, 1.0, higher_is_better=True)
+
+
+def test_t_quantile_matches_tables():
+    assert t_quantile(0.975, 5) == pytest.approx(2.5706, abs=1e-4)
+    assert t_quantile(0.995, 10) == pytest.approx(3.1693, abs=1e-4)
+    assert t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-3)
+    assert t_quantile(0.025, 5) == pytest.approx(-2.5706, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- interval
+@pytest.mark.parametrize("n", [3, 4, 12])
+def test_interval_on_constant_ratio_collapses(n):
+    ref = [100.0 * (1 + 0.1 * i) for i in range(n)]  # drifting reference level
+    iv = paired_overhead_interval(ref, [0.96 * r for r in ref], higher_is_better=True)
+    assert iv.estimate == pytest.approx(0.04) and iv.low == pytest.approx(0.04) and iv.high == pytest.approx(0.04)
+    iv = paired_overhead_interval(ref, [1.03 * r for r in ref], higher_is_better=False, confidence=0.99)
+    assert (iv.estimate, iv.low, iv.high) == pytest.approx((0.03, 0.03, 0.03))
+    assert iv.confidence == 0.99
+
+
+def test_interval_estimate_is_trimmed_mean_of_log_ratios():
+    # 10 rounds: g = floor(0.2 * 10) = 2 trimmed at each end; one outlier round either way.
+    ratios = [0.97, 0.98, 0.96, 0.97, 0.80, 0.97, 0.99, 0.96, 0.97, 1.20]
+    ref = [1000.0] * 10
+    iv = paired_overhead_interval(ref, [1000.0 * r for r in ratios], higher_is_better=True)
+    middle = sorted(-math.log(r) for r in ratios)[2:8]
+    assert iv.estimate == pytest.approx(1 - math.exp(-sum(middle) / 6))
+    assert iv.low < iv.estimate < iv.high
+    # one 20%-slow candidate run among 12 rounds: the interval stays away from 0 and from 10%
+    ratios = [0.97, 0.98, 0.96, 0.97, 0.80, 0.97, 0.99, 0.96, 0.97, 0.98, 0.97, 0.96]
+    iv = paired_overhead_interval([1000.0] * 12, [1000.0 * r for r in ratios], higher_is_better=True)
+    assert 0.02 < iv.low < iv.estimate < iv.high < 0.07
+
+
+def test_interval_deterministic_and_widens_with_confidence():
+    rng = np.random.default_rng(1)
+    ref = 1000 * np.exp(rng.normal(0, 0.02, 15))
+    cand = 0.97 * 1000 * np.exp(rng.normal(0, 0.02, 15))
+    a = paired_overhead_interval(ref, cand, higher_is_better=True, seed=7)
+    assert a == paired_overhead_interval(ref, cand, higher_is_better=True, seed=7)
+    wide = paired_overhead_interval(ref, cand, higher_is_better=True, seed=7, confidence=0.99)
+    assert wide.low < a.low < a.estimate < a.high < wide.high
+    assert wide.estimate == a.estimate
+    with pytest.raises(ValueError):
+        paired_overhead_interval(ref[:2], cand[:2], higher_is_better=True)
+    with pytest.raises(ValueError):
+        paired_overhead_interval(ref, cand[:-1], higher_is_better=True)
+
+
+def test_interval_coverage_at_small_n():
+    # 95% interval with 6 rounds of normal noise: the small-sample widening keeps coverage >= ~93%.
+    misses = 0
+    for s in range(300):
+        rng = np.random.default_rng(1000 + s)
+        ref = np.exp(rng.normal(0, 0.02, 6))
+        cand = 0.95 * np.exp(rng.normal(0, 0.02, 6))
+        iv = paired_overhead_interval(ref, cand, higher_is_better=True, n_boot=1000, seed=s)
+        misses += not (iv.low <= 0.05 <= iv.high)
+    assert misses / 300 <= 0.07
+
+
+def test_trimmed_mean_vectorised():
+    x = np.array([[1.0, 2.0, 3.0, 4.0, 100.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    assert trimmed_mean(x) == pytest.approx([3.0, 5.0])  # g = 1 for n = 5
+
+
+# ----------------------------------------------------------------------------- decisions
+def test_decide_three_branches():
+    assert decide(Interval(0.02, 0.01, 0.04, 0.95), 0.05) is Verdict.PASS
+    assert decide(Interval(0.08, 0.06, 0.10, 0.95), 0.05) is Verdict.FAIL
+    assert decide(Interval(0.05, 0.03, 0.07, 0.95), 0.05) is None
+    assert decide(Interval(0.04, 0.03, 0.05, 0.95), 0.05) is None  # touching the limit is not below it
+    assert decide(Interval(math.nan, math.nan, math.nan, 0.95), 0.05) is None
+    assert Verdict.PASS == "PASS" and str(Verdict.INCONCLUSIVE) == "INCONCLUSIVE"
+
+
+def test_default_plan_looks():
+    assert looks(DEFAULT_PLAN) == [12, 24, 36, 48, 60]
+    assert look_confidence(DEFAULT_PLAN) == pytest.approx(0.99)
+    assert looks(GatePlan(min_rounds=5, max_rounds=5, n_looks=3)) == [5]
+    with pytest.raises(ValueError):
+        GatePlan(min_rounds=2)
+
+
+def test_evaluate_stopping_rule():
+    plan = GatePlan(min_rounds=4, max_rounds=8, n_looks=2, max_seconds=100.0)
+    ref = [100.0, 101.0, 99.0, 100.0, 100.5, 99.5, 100.0, 100.2]
+    good = [r * 0.99 for r in ref]
+    assert evaluate(plan, ref[:3], good[:3], higher_is_better=True, elapsed_s=10) is None  # before min_rounds
+    d = evaluate(plan, ref[:4], good[:4], higher_is_better=True, elapsed_s=10)
+    assert isinstance(d, GateDecision) and d.verdict is Verdict.PASS and d.rounds == 4
+    assert d.interval.confidence == pytest.approx(0.975)
+    bad = [r * 0.90 for r in ref]
+    assert evaluate(plan, ref[:4], bad[:4], higher_is_better=True, elapsed_s=10).verdict is Verdict.FAIL
+    # straddling the limit: keep measuring between looks, INCONCLUSIVE at max_rounds
+    edge = [r * f for r, f in zip(ref, [0.93, 0.97, 0.95, 0.96, 0.94, 0.95, 0.97, 0.93])]
+    assert evaluate(plan, ref[:4], edge[:4], higher_is_better=True, elapsed_s=10) is None
+    assert evaluate(plan, ref[:5], edge[:5], higher_is_better=True, elapsed_s=10) is None  # not a look
+    assert evaluate(plan, ref, edge, higher_is_better=True, elapsed_s=10).verdict is Verdict.INCONCLUSIVE
+    # time budget spent: one last look at whatever count was reached
+    assert evaluate(plan, ref[:5], edge[:5], higher_is_better=True, elapsed_s=100).verdict is Verdict.INCONCLUSIVE
+    assert evaluate(plan, ref[:5], good[:5], higher_is_better=True, elapsed_s=100).verdict is Verdict.PASS
+    d = evaluate(plan, ref[:2], good[:2], higher_is_better=True, elapsed_s=100)
+    assert d.verdict is Verdict.INCONCLUSIVE and math.isnan(d.interval.estimate)
+
+
+def test_round_order_balanced_abba():
+    order = round_order(8, seed=3)
+    assert len(order) == 16 and order.count("reference") == order.count("candidate") == 8
+    pairs = [order[i:i + 2] for i in range(0, 16, 2)]
+    assert all(sorted(p) == ["candidate", "reference"] for p in pairs)
+    firsts = [p[0] for p in pairs]
+    assert firsts.count("reference") == firsts.count("candidate") == 4
+    assert all(a != b for a, b in zip(firsts, firsts[1:]))  # AB BA AB BA ...
+    assert round_order(8, seed=3) == order
+    assert {round_order(2, seed=s)[0] for s in range(20)} == {"reference", "candidate"}
+
+
+# ----------------------------------------------------------------------------- simulation
+def test_error_rates_matches_simulate_gate():
+    rates = error_rates(0.04, 12, cv=0.02, seed=500, **NOISE)
+    decisions = [simulate_gate(0.04, cv=0.02, seed=500 + i, **NOISE) for i in range(12)]
+    for v in Verdict:
+        assert rates[v.value] == pytest.approx(sum(d.verdict is v for d in decisions) / 12)
+    assert rates["mean_rounds"] == pytest.approx(np.mean([d.rounds for d in decisions]))
+    err = np.mean([abs(d.interval.estimate - 0.04) for d in decisions])
+    assert rates["mean_abs_error"] == pytest.approx(err)
+
+
+def test_drift_cancels():
+    # 2% drift per round without noise: paired ABBA log ratios keep the estimate at the truth.
+    d = simulate_gate(0.03, cv=0.0, drift_per_round=0.02, outlier_rate=0.0, seed=1)
+    assert d.verdict is Verdict.PASS and d.interval.estimate == pytest.approx(0.03, abs=1e-3)
+
+
+@pytest.mark.parametrize("cv", [0.01, 0.02])
+@pytest.mark.parametrize(
+    "true_overhead, repeats, verdict, min_rate",
+    [(0.0, 1000, "PASS", 0.99), (0.03, 600, "PASS", 0.95), (0.07, 600, "FAIL", 0.95)],
+)
+def test_gate_fidelity_targets(cv, true_overhead, repeats, verdict, min_rate):
+    r = error_rates(true_overhead, repeats, cv=cv, seed=1_000_000 + int(1e4 * true_overhead), **NOISE)
+    assert r[verdict] >= min_rate, r
+    assert r["mean_abs_error"] <= 0.01, r
+    assert r["mean_rounds"] <= DEFAULT_PLAN.max_rounds
+
+
+@pytest.mark.parametrize("true_overhead, verdict", [(0.03, "PASS"), (0.07, "FAIL")])
+def test_gate_fidelity_targets_latency(true_overhead, verdict):
+    r = error_rates(true_overhead, 600, cv=0.02, seed=2_000_000, higher_is_better=False, **NOISE)
+    assert r[verdict] >= 0.95, r
+
+
+def test_gate_error_control_at_the_limit():
+    # True overhead exactly 5%: neither verdict may be reached in more than 2.5% of gates despite
+    # five looks (the Bonferroni level keeps each one-sided error under 0.025 overall).
+    r = error_rates(0.05, 400, cv=0.02, seed=3_000_000, **NOISE)
+    assert r["PASS"] <= 0.025 and r["FAIL"] <= 0.025, r
