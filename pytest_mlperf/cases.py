@@ -1,0 +1,158 @@
+"""One measured case and its judgement: LoadGen's validity, accuracy, thresholds. Pure logic over the records
+a runner sends back; the fixtures in session.py build these and attach them to the test report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .baselines import CaseKey, Metric
+from .logs import Run
+
+# The metrics a regression is judged on, per scenario: LoadGen's detail-log keys, with their direction.
+# Where LoadGen's early-stopping estimate is missing (a run too short for it) the plain percentile still compares.
+REGRESSION_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "Offline": (
+        ("result_samples_per_second", "samples/s", True),
+        ("result_tokens_per_second", "tokens/s", True),
+    ),
+    "Server": (
+        ("result_completed_samples_per_sec", "samples/s", True),
+        ("result_completed_tokens_per_second", "tokens/s", True),
+        ("result_99.00_percentile_latency_ns", "ns", False),
+        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
+        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
+    ),
+    "SingleStream": (
+        ("early_stopping_latency_ss", "ns", False),
+        ("result_90.00_percentile_latency_ns", "ns", False),
+        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
+        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
+    ),
+    "MultiStream": (
+        ("early_stopping_latency_ms", "ns", False),
+        ("result_99.00_percentile_per_query_latency_ns", "ns", False),
+    ),
+}
+
+
+def regression_metrics(run: Run) -> dict[str, Metric]:
+    out = {}
+    for key, unit, higher in REGRESSION_METRICS.get(run.scenario, ()):
+        value = run.metrics.get(key)
+        if value is not None and value > 0:
+            out[key] = Metric(key, float(value), unit, higher)
+    return out
+
+
+@dataclass
+class CaseRun:
+    """A LoadGen run of one case, as the benchmark test sees it."""
+
+    nodeid: str
+    key: CaseKey
+    run: Run
+    log_dir: str
+    profile: str
+    tolerated: frozenset[str]
+    backend: dict[str, Any]
+    system: dict[str, str]
+    recipe: str
+    test: dict[str, Any]
+    calibration: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    accuracy_targets: dict[str, float] = field(default_factory=dict)
+    real_data: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, Metric]:
+        return regression_metrics(self.run)
+
+    @property
+    def harness_efficiency(self) -> float | None:
+        """Offline/Server: LoadGen samples/s over the bare loop's; None where it does not apply."""
+        bare = (self.calibration or {}).get("bare", {}).get("samples_per_s")
+        if not bare or self.run.scenario != "Offline" or self.run.headline is None:
+            return None
+        return float(self.run.headline.value / bare)
+
+    def _fail(self, message: str) -> None:
+        pytest.fail(f"{message}\nLoadGen logs: {self.log_dir}", pytrace=False)
+
+    def assert_valid(self) -> None:
+        """LoadGen's own verdict (min duration, min queries, early stopping, latency bound). A profile may accept
+        reasons by design (smoke runs are too short for early stopping); those are noted, not hidden."""
+        run = self.run
+        if run.errors:
+            self._fail(f"LoadGen logged {len(run.errors)} error(s):\n  " + "\n  ".join(run.errors))
+        if run.mode != "PerformanceOnly" or run.valid:
+            return
+        unmet = sorted(k for k, ok in run.constraints.items() if not ok)
+        blocking = [k for k in unmet if k.removesuffix("_met") not in self.tolerated]
+        if blocking or not unmet:
+            reasons = "; ".join(run.invalid_reasons) or "no reason logged"
+            self._fail(
+                f"LoadGen judged the {run.scenario} run INVALID: {reasons} (unmet: {', '.join(unmet) or 'none'})"
+            )
+        self.notes.append(f"INVALID for LoadGen only by {', '.join(unmet)}, which the {self.profile} profile accepts")
+
+    def assert_accuracy(self) -> None:
+        """With a real model and real data: MLPerf's accuracy targets. With a stand-in, accuracy is equality with
+        the baseline's outputs (see BaselineCheck)."""
+        if self.accuracy is None:
+            self._fail("assert_accuracy() needs an accuracy-mode run (--mlperf-mode=accuracy or both)")
+            return
+        if not self.real_data:
+            return
+        for metric, minimum in self.accuracy_targets.items():
+            value = self.accuracy.get(metric)
+            if value is None:
+                self._fail(f"accuracy metric {metric} missing from the run's accuracy result")
+            elif float(value) < minimum:
+                self._fail(f"accuracy {metric} = {float(value):.5f} is below MLPerf's target {minimum:.5f}")
+
+    def assert_latency(self, *, p90_ms: float | None = None, p99_ms: float | None = None) -> None:
+        lat = self.run.latency_ns
+        for name, limit, value in (("p90", p90_ms, lat.p90), ("p99", p99_ms, lat.p99)):
+            if limit is None:
+                continue
+            if value is None:
+                self._fail(f"the run logged no {name} latency")
+            elif value / 1e6 > limit:
+                self._fail(f"{name} latency {value / 1e6:.3f} ms exceeds the threshold {limit:.3f} ms")
+
+    def assert_throughput(self, *, min_samples_per_s: float) -> None:
+        value = self.run.metrics.get("result_samples_per_second") or self.run.metrics.get(
+            "result_completed_samples_per_sec"
+        )
+        if value is None:
+            self._fail(f"the {self.run.scenario} run logged no throughput")
+        elif value < min_samples_per_s:
+            self._fail(f"throughput {value:.6g} samples/s is below the threshold {min_samples_per_s:.6g}")
+
+    def to_record(self) -> dict[str, Any]:
+        """What the results JSON keeps of this case."""
+        accuracy = None
+        if self.accuracy is not None:
+            accuracy = {k: v for k, v in self.accuracy.items() if k != "predictions"}
+        return {
+            "nodeid": self.nodeid,
+            "key": self.key.__dict__,
+            "recipe": self.recipe,
+            "profile": self.profile,
+            "log_dir": self.log_dir,
+            "backend": self.backend,
+            "system": self.system,
+            "run": self.run.to_dict(),
+            "metrics": {n: m.value for n, m in self.metrics.items()},
+            "harness_efficiency": self.harness_efficiency,
+            "calibration": self.calibration,
+            "schedule": self.schedule,
+            "test": self.test,
+            "accuracy": accuracy,
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,270 @@
+"""pytest entry point: options and their ini twins, the `mlperf` marker, fixtures, and thin hooks.
+
+Logic lives in settings.py (parsing), session.py (fixtures' objects), cases.py (judgement), baselines.py and
+report.py. Under pytest-xdist, workers measure and attach records to their reports; the controller alone
+writes results and baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import pytest
+
+from . import settings as S
+from .baselines import write_json_atomic
+from .report import ResultsCollector
+from .session import (
+    BASELINE_PROPERTY,
+    CASES_KEY,
+    COMPARISONS_KEY,
+    PENDING_BASELINE_KEY,
+    RECORD_PROPERTY,
+    BaselineCheck,
+    LoadGenDriver,
+    MlperfSession,
+    SUTHandle,
+    make_sut,
+)
+from .workloads import workload_spec
+
+SESSION_KEY = pytest.StashKey[MlperfSession]()
+
+# name, help, argparse kwargs, ini type
+_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("scenario", "MLPerf scenario(s) to run: Offline, Server, SingleStream, MultiStream; repeat or comma-separate "
+     "(default: what each benchmark declares)", {"action": "append"}, "args"),
+    ("mode", "performance, accuracy or both (default: performance)", {}, "string"),
+    ("profile", "smoke (seconds, CPU/CI), ci (short GPU runs), official (mlperf.conf: 600 s) (default: smoke)", {},
+     "string"),
+    ("duration", "override LoadGen's min duration, e.g. 5s, 1500ms, 10m", {}, "string"),
+    ("device", "auto, cuda or cpu (default: auto)", {}, "string"),
+    ("results-dir", "where results JSON and per-case LoadGen logs go (default: mlperf-results)", {}, "string"),
+    ("baselines-dir", "where baselines are stored (default: baselines)", {}, "string"),
+    ("update-baselines", "record this run's results as the baselines (overwrites, on purpose)",
+     {"action": "store_true", "default": None}, "bool"),
+    ("require-baselines", "fail a case that has no stored baseline (what a CI gate sets)",
+     {"action": "store_true", "default": None}, "bool"),
+    ("tolerance", "how much worse than its baseline a metric may be, e.g. 5% (default: 5%)", {}, "string"),
+    ("user-conf", "a LoadGen user.conf applied on top of mlperf.conf", {}, "string"),
+    ("model", "a real model file for a workload: NAME=PATH (repeatable)", {"action": "append"}, "args"),
+    ("dataset", "a real dataset for a workload: NAME=PATH (repeatable)", {"action": "append"}, "args"),
+    ("batch-size", "batch size for Offline and Server (default: the workload's; 8 on CPU)", {}, "string"),
+    ("timeout", "seconds a runner may take for one LoadGen test before it is killed", {}, "string"),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlperf", "MLPerf Inference benchmarks (pytest-mlperf)")
+    for name, help_text, kwargs, ini_type in _OPTIONS:
+        dest = "mlperf_" + name.replace("-", "_")
+        group.addoption(f"--mlperf-{name}", dest=dest, help=help_text, **kwargs)
+        parser.addini(dest, f"{help_text} [ini twin of --mlperf-{name}]", type=ini_type,  # type: ignore[arg-type]
+                      default=None)
+
+
+def _value(config: pytest.Config, name: str) -> Any:
+    """CLI first, then ini; None when neither is set."""
+    dest = "mlperf_" + name.replace("-", "_")
+    cli = config.getoption(dest)
+    if cli is not None:
+        return cli
+    ini = config.getini(dest)
+    return ini if ini not in (None, "", []) else None
+
+
+def build_settings(config: pytest.Config) -> S.Settings:
+    def get(name: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
+        raw = _value(config, name)
+        return default if raw is None else parse(raw)
+
+    try:
+        return S.Settings(
+            scenarios=get("scenario", S.parse_scenarios),
+            modes=get("mode", S.parse_mode, ("performance",)),
+            profile=get("profile", S.parse_profile, S.PROFILES["smoke"]),
+            duration_ms=get("duration", S.parse_duration_ms),
+            device=get("device", S.parse_device, "auto"),
+            results_dir=get("results-dir", lambda v: Path(v).expanduser(), Path("mlperf-results")),
+            baselines_dir=get("baselines-dir", lambda v: Path(v).expanduser(), Path("baselines")),
+            update_baselines=bool(get("update-baselines", bool, False)),
+            require_baselines=bool(get("require-baselines", bool, False)),
+            tolerance=get("tolerance", S.parse_fraction),
+            user_conf=get("user-conf", lambda v: S.parse_name_path([f"conf={v}"], option="--mlperf-user-conf")["conf"]),
+            models=get("model", lambda v: S.parse_name_path(v, option="--mlperf-model"), {}),
+            datasets=get("dataset", lambda v: S.parse_name_path(v, option="--mlperf-dataset"), {}),
+            batch_size=get("batch-size", lambda v: S.parse_positive_int(v, option="--mlperf-batch-size")),
+            timeout_s=get("timeout", lambda v: S.parse_positive_float(v, option="--mlperf-timeout")),
+        )
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mlperf(workload, scenarios=None, backend=None, batch_size=None, streams=None, sut_options=None, "
+        "tolerance=None, timeout=None, calibrate=True): an MLPerf benchmark case measured by LoadGen",
+    )
+    settings = build_settings(config)
+    for name in [*settings.models, *settings.datasets]:
+        try:
+            workload_spec(name)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--mlperf-model/--mlperf-dataset: {exc}") from None
+    state = MlperfSession(settings=settings, rootdir=Path(config.rootpath))
+    config.stash[SESSION_KEY] = state
+    if not hasattr(config, "workerinput"):  # xdist workers measure; only the controller writes files
+        config.pluginmanager.register(ControllerReporter(config, state), "mlperf-controller")
+
+
+def _marker_kwargs(node: Any) -> dict[str, Any]:
+    marker = node.get_closest_marker("mlperf")
+    return dict(marker.kwargs) if marker else {}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = metafunc.fixturenames
+    if "mlperf_scenario" not in names and "mlperf_mode" not in names:
+        return
+    kwargs = _marker_kwargs(metafunc.definition)
+    workload = kwargs.get("workload")
+    if not workload:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} uses MLPerf fixtures but has no @pytest.mark.mlperf(workload=...)"
+        )
+    spec = workload_spec(str(workload))
+    settings = metafunc.config.stash[SESSION_KEY].settings
+    if "mlperf_scenario" in names:
+        declared = tuple(kwargs.get("scenarios") or spec.scenarios)
+        bad = [s for s in declared if s not in S.SCENARIOS]
+        if bad:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown scenario(s) {bad} in the mlperf marker")
+        chosen = [s for s in declared if s in settings.scenarios] if settings.scenarios else list(declared)
+        params = [pytest.param(s, id=f"{spec.name}-{s}") for s in chosen]
+        if not params:
+            reason = f"{spec.name} declares {', '.join(declared)}; --mlperf-scenario asked for {', '.join(settings.scenarios or ())}"
+            params = [pytest.param(None, id=f"{spec.name}-none", marks=pytest.mark.skip(reason=reason))]
+        metafunc.parametrize("mlperf_scenario", params, indirect=True)
+    if "mlperf_mode" in names:
+        metafunc.parametrize("mlperf_mode", [pytest.param(m, id=m) for m in settings.modes], indirect=True)
+
+
+# --- fixtures -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mlperf_session(pytestconfig: pytest.Config) -> MlperfSession:
+    return pytestconfig.stash[SESSION_KEY]
+
+
+@pytest.fixture(scope="session")
+def mlperf_settings(mlperf_session: MlperfSession) -> S.Settings:
+    return mlperf_session.settings
+
+
+@pytest.fixture
+def mlperf_scenario(request: pytest.FixtureRequest) -> str:
+    """The LoadGen scenario of this case (parametrized from --mlperf-scenario or the benchmark's marker)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def mlperf_mode(request: pytest.FixtureRequest) -> str:
+    """'performance' or 'accuracy' (parametrized from --mlperf-mode)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def mlperf_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
+    """The SUT of the workload named by the benchmark's mlperf marker."""
+    kwargs = _marker_kwargs(request.node)
+    return make_sut(mlperf_session, str(kwargs["workload"]), kwargs)
+
+
+@pytest.fixture
+def resnet50_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
+    """ResNet50 on ONNX Runtime (CUDA when available): --mlperf-model resnet50=PATH or the seeded stand-in."""
+    return make_sut(mlperf_session, "resnet50", _marker_kwargs(request.node))
+
+
+@pytest.fixture
+def null_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
+    """A SUT that answers each sample with its index after a delay: for testing the harness itself."""
+    return make_sut(mlperf_session, "null", _marker_kwargs(request.node))
+
+
+@pytest.fixture
+def loadgen(request: pytest.FixtureRequest, mlperf_session: MlperfSession, mlperf_scenario: str,
+            mlperf_mode: str) -> LoadGenDriver:
+    """Runs LoadGen tests of this case: `loadgen.run(sut)` returns a CaseRun."""
+    timeout = mlperf_session.settings.timeout_s or _marker_kwargs(request.node).get("timeout")
+    return LoadGenDriver(mlperf_session, request.node, mlperf_scenario, mlperf_mode,
+                         float(timeout) if timeout else None)
+
+
+@pytest.fixture
+def baseline(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> BaselineCheck:
+    """Compares a CaseRun with its stored baseline: `baseline.assert_no_regression(run)`."""
+    tolerance = mlperf_session.settings.tolerance
+    if tolerance is None:
+        marked = _marker_kwargs(request.node).get("tolerance")
+        tolerance = S.parse_fraction(str(marked)) if marked is not None else 0.05
+    return BaselineCheck(mlperf_session, request.node, tolerance)
+
+
+# --- reporting ------------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call":
+        return
+    comparisons = item.stash.get(COMPARISONS_KEY, [])
+    for case in item.stash.get(CASES_KEY, []):
+        record = case.to_record()
+        record["baseline"] = [
+            {"metric": c.metric, "baseline": c.baseline, "measured": c.measured, "change": c.change,
+             "worse_by": c.worse_by, "regressed": c.regressed, "higher_is_better": c.higher_is_better}
+            for c in comparisons
+        ]
+        report.user_properties.append((RECORD_PROPERTY, record))
+    pending = item.stash.get(PENDING_BASELINE_KEY, None)
+    if pending is not None:
+        report.user_properties.append((BASELINE_PROPERTY, pending))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is not None:
+        state.close()  # stops this process's runners (controller or xdist worker)
+
+
+class ControllerReporter:
+    """Registered only in the controller (or a run without xdist): gathers every case's record from the reports,
+    writes requested baselines and the results JSON, and prints the table."""
+
+    def __init__(self, config: pytest.Config, state: MlperfSession) -> None:
+        self.config = config
+        self.state = state
+        self.collector = ResultsCollector(state.baselines_dir)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.collector.add(report, RECORD_PROPERTY, BASELINE_PROPERTY)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.collector.records and not self.collector.written:
+            return
+        terminalreporter.write_sep("=", "MLPerf results")
+        for line in [*self.collector.table_lines(), *self.collector.note_lines()]:
+            terminalreporter.write_line(line)
+        results = self.state.results_dir / "results.json"
+        terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        if self.collector.records:
+            write_json_atomic(self.state.results_dir / "results.json",
+                              self.collector.results_document(self.state.settings))

@@ -1,0 +1,134 @@
+"""Results on the controller: records gathered from test reports, baselines written on request, the terminal
+table and the results JSON. Renderers are pure functions of the records."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .baselines import BaselineError, Baseline, load_baseline, write_baseline
+from .settings import Settings
+
+RESULTS_FORMAT = "pytest-mlperf/results"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ns":
+        return f"{value / 1e6:.3f} ms"
+    return f"{value:,.1f} {unit}"
+
+
+def headline_of(record: dict[str, Any]) -> tuple[str, str]:
+    """(metric name, formatted value) of a record's checker headline, tokens first for LLMs."""
+    run = record["run"]
+    head = run.get("token_headline") or run.get("headline")
+    if not head:
+        return "-", "-"
+    return head["metric"], format_value(head["value"], head["unit"])
+
+
+def delta_of(record: dict[str, Any]) -> str:
+    """The change of the headline metric against its baseline, or why there is none."""
+    comps = record.get("baseline") or []
+    if not comps:
+        return "no baseline"
+    worst = max(comps, key=lambda c: c["worse_by"])
+    return f"{worst['change']:+.1%}{' REGRESSED' if worst['regressed'] else ''}"
+
+
+def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    rows = [["case", "backend", "device", "headline", "p99", "validity", "vs baseline", "outcome"]]
+    for r in records:
+        key = r["key"]
+        _, value = headline_of(r)
+        p99 = r["run"].get("latency_ns", {}).get("p99")
+        validity = r["run"]["validity"]
+        if r.get("notes") and validity == "INVALID":
+            validity += "*"
+        rows.append([
+            f"{key['workload']} {key['scenario']} {key['mode']}",
+            f"{key['backend']}/{key['precision']}",
+            r["backend"].get("device", "?"),
+            value,
+            format_value(p99, "ns"),
+            validity,
+            delta_of(r) if key["mode"] == "performance" or r.get("baseline") else "-",
+            r.get("outcome", "?"),
+        ])
+    return rows
+
+
+def render_table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+@dataclass
+class ResultsCollector:
+    baselines_dir: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, report: Any, record_name: str, baseline_name: str) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == record_name:
+                self.records.append({**value, "outcome": report.outcome})
+            elif name == baseline_name and report.passed:
+                self._write_baseline(*value)
+
+    def _write_baseline(self, path_text: str, data: dict[str, Any]) -> None:
+        path = Path(path_text)
+        try:
+            baseline = Baseline.from_dict(data, source=path_text)
+        except BaselineError as exc:  # a bug on our side, never a reason to write a broken file
+            self.problems.append(f"baseline not written: {exc}")
+            return
+        try:
+            previous = load_baseline(path)
+        except BaselineError:
+            previous = None
+        write_baseline(path, baseline)
+        if previous is None:
+            self.written.append(f"baseline recorded: {path}")
+        else:
+            changes = ", ".join(
+                f"{n} {previous.metrics[n].value:.6g} -> {m.value:.6g}"
+                for n, m in baseline.metrics.items() if n in previous.metrics
+            )
+            self.written.append(f"baseline replaced (--mlperf-update-baselines): {path} [{changes}]")
+
+    def table_lines(self) -> list[str]:
+        return render_table(table_rows(self.records)) if self.records else []
+
+    def note_lines(self) -> list[str]:
+        lines = []
+        for r in self.records:
+            for note in r.get("notes", []):
+                lines.append(f"note: {r['nodeid']}: {note}")
+            eff = r.get("harness_efficiency")
+            if eff:
+                bare = r["calibration"]["bare"]["samples_per_s"]
+                lines.append(f"harness: {r['nodeid']}: LoadGen {eff:.1%} of the bare loop ({bare:,.1f} samples/s)")
+        return [*lines, *self.written, *self.problems]
+
+    def results_document(self, settings: Settings) -> dict[str, Any]:
+        return {
+            "format": RESULTS_FORMAT,
+            "version": 1,
+            "pytest_mlperf": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "profile": settings.profile.name,
+            "cases": self.records,
+        }

@@ -1,0 +1,83 @@
+"""Bare-loop measurement of a backend, in the runner: warm-up, LoadGen's expectations, harness efficiency.
+
+The loop calls `Backend.infer` on staged samples exactly as the scenario harness does, with the same batch
+size and number of streams, but without LoadGen. Its throughput and latency are the ceiling that a LoadGen
+run is compared with (harness efficiency), and they tell LoadGen how much work to pre-generate."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..suts.base import Backend
+from ..workloads.base import Dataset
+
+
+class CalibrationError(RuntimeError):
+    """The backend failed while being measured outside LoadGen."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    batch_size: int
+    streams: int
+    samples_per_s: float
+    batch_latency_p50_s: float
+    batch_latency_p90_s: float
+    batches: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def stage_for(backend: Backend, dataset: Dataset, count: int) -> list[int]:
+    indices = list(range(min(count, dataset.total_count)))
+    backend.stage(indices, dataset.load(indices))
+    return indices
+
+
+def measure(backend: Backend, indices: list[int], batch_size: int, streams: int, seconds: float) -> Measurement:
+    """Runs batches of `batch_size` staged samples on `streams` threads for about `seconds` (at least 3 batches
+    per stream after 1 warm-up batch each)."""
+    streams = max(1, streams)
+    latencies: list[list[float]] = [[] for _ in range(streams)]
+    rows = [[indices[(s * batch_size + k) % len(indices)] for k in range(batch_size)] for s in range(streams)]
+    for r in rows:  # warm-up: first runs allocate, tune kernels and fill caches
+        backend.infer(r)
+    start = time.perf_counter() + 0.01  # a common start, after the threads exist
+    deadline = start + seconds
+    ends = [start] * streams
+    errors: list[BaseException] = []
+
+    def loop(s: int) -> None:
+        while time.perf_counter() < start:
+            time.sleep(0.001)
+        try:
+            while not errors and (len(latencies[s]) < 3 or time.perf_counter() < deadline):
+                t0 = time.perf_counter()
+                backend.infer(rows[s])
+                latencies[s].append(time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+        ends[s] = time.perf_counter()
+
+    threads = [threading.Thread(target=loop, args=(s,)) for s in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise CalibrationError(f"the SUT failed during the warm-up/calibration loop: {errors[0]!r}") from errors[0]
+    elapsed = max(ends) - start
+    flat = np.array([x for per in latencies for x in per])
+    return Measurement(
+        batch_size=batch_size,
+        streams=streams,
+        samples_per_s=len(flat) * batch_size / elapsed,
+        batch_latency_p50_s=float(np.percentile(flat, 50)),
+        batch_latency_p90_s=float(np.percentile(flat, 90)),
+        batches=len(flat),
+    )

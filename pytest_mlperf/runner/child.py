@@ -1,0 +1,167 @@
+"""The runner process: hosts one workload's data and backend, and runs LoadGen tests on command.
+
+Started by runner/client.py as `python -m pytest_mlperf.runner.child ADDRESS KEYFILE` (behind the recipe's
+prefix). It listens on ADDRESS, answers one command at a time and exits on `exit` or when the pytest side goes
+away. After a failed test it exits with status 3 so that the parent replaces it: LoadGen keeps process-wide
+state that a failed test can leave broken.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import replace
+from multiprocessing.connection import Connection, Listener
+from pathlib import Path
+from typing import Any
+
+from ..loadgen import TestRequest, run_test
+from ..logs import read_accuracy_log, read_run
+from ..suts import create_backend
+from ..suts.base import Backend
+from ..suts.scheduling import BatchingHarness, ScheduleConfig
+from ..workloads import workload_module
+from ..workloads.base import Dataset
+from .calibrate import Measurement, measure, stage_for
+from .protocol import LoadRequest, RunRequest, receive, send
+
+
+class FailedTest(RuntimeError):
+    """A test failed in a way that leaves the process suspect; the runner exits after reporting it."""
+
+
+def scenario_batch(req: RunRequest, samples_per_query: int) -> tuple[int, int]:
+    """(batch size, streams) a scenario runs with: SingleStream 1, MultiStream its samples per query."""
+    scenario = req.test.scenario
+    if scenario == "SingleStream":
+        return 1, 1
+    if scenario == "MultiStream":
+        return req.test.multi_stream_samples_per_query or samples_per_query, 1
+    return req.batch_size, req.streams
+
+
+def expectations(req: RunRequest, m: Measurement, single: Measurement) -> tuple[TestRequest, float]:
+    """Fills what LoadGen should expect from the measured bare loop (values the user set are kept);
+    returns the test and the Server batcher's longest wait."""
+    t = req.test
+    ns = 1e9
+    if t.scenario == "Offline" and t.offline_expected_qps is None:
+        t = replace(t, offline_expected_qps=m.samples_per_s)
+    elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns is None:
+        t = replace(t, single_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns)))
+    elif t.scenario == "MultiStream" and t.multi_stream_expected_latency_ns is None:
+        t = replace(t, multi_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns)))
+    bound = t.server_target_latency_ns or req.official_server_latency_ns or int(0.1 * ns)
+    if t.scenario == "Server":
+        if req.server_latency_floor_factor:
+            bound = max(bound, int(req.server_latency_floor_factor * single.batch_latency_p90_s * ns))
+        qps = t.server_target_qps or req.server_load_fraction * m.samples_per_s
+        t = replace(t, server_target_latency_ns=bound, server_target_qps=qps)
+    return t, 0.1 * bound / ns
+
+
+class RunnerState:
+    def __init__(self) -> None:
+        self.load_request: LoadRequest | None = None
+        self.dataset: Dataset | None = None
+        self.backend: Backend | None = None
+        self.samples_per_query = 8
+
+    def load(self, req: LoadRequest) -> dict[str, Any]:
+        module = workload_module(req.data.workload)
+        self.dataset = module.open_dataset(req.data)
+        self.backend = create_backend(req, module)
+        self.load_request = req
+        self.samples_per_query = module.SPEC.multistream_samples_per_query
+        return {
+            "backend": self.backend.info.to_dict(),
+            "dataset": self.dataset.description,
+            "total_count": self.dataset.total_count,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+        }
+
+    def run(self, req: RunRequest) -> dict[str, Any]:
+        backend, dataset = self.backend, self.dataset
+        if backend is None or dataset is None:
+            raise RuntimeError("run before load")
+        batch, streams = scenario_batch(req, self.samples_per_query)
+        test = req.test
+        max_wait = 0.002
+        calibration: dict[str, Any] | None = None
+        if req.calibrate:  # also in accuracy mode: LoadGen must pre-generate the right amount of work there too
+            staged = stage_for(backend, dataset, max(batch * streams, 64))
+            m = measure(backend, staged, batch, streams, req.calibrate_seconds)
+            single = m if batch == 1 else measure(backend, staged, 1, 1, min(0.3, req.calibrate_seconds))
+            test, max_wait = expectations(replace(req, test=test), m, single)
+            calibration = {"bare": m.to_dict(), "single": single.to_dict()}
+        elif test.scenario == "Server":
+            bound = test.server_target_latency_ns or req.official_server_latency_ns or 100_000_000
+            max_wait = 0.1 * bound / 1e9
+        harness = BatchingHarness(backend, dataset, ScheduleConfig(test.scenario, batch, streams, max_wait))
+        try:
+            run_test(test, harness)
+        finally:
+            harness.close()
+        if harness.error:
+            raise FailedTest(f"the SUT raised during the LoadGen test:\n{harness.error}")
+        run = read_run(test.log_dir)
+        result: dict[str, Any] = {"run": run.to_dict(), "test": test.to_dict(), "calibration": calibration}
+        result["schedule"] = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait}
+        if test.mode == "accuracy":
+            entries = read_accuracy_log(Path(test.log_dir) / "mlperf_log_accuracy.json")
+            accuracy = dataset.accuracy({e.qsl_idx: e.data for e in entries})
+            preds = accuracy.get("predictions")
+            if isinstance(preds, dict):
+                accuracy["predictions"] = sorted([int(k), int(v)] for k, v in preds.items())
+            result["accuracy"] = accuracy
+        return result
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+def serve(conn: Connection) -> int:
+    state = RunnerState()
+    try:
+        while True:
+            try:
+                message = receive(conn)
+            except EOFError:
+                return 0  # the pytest side went away
+            op = message.get("op")
+            if op == "exit":
+                send(conn, {"ok": True})
+                return 0
+            try:
+                if op == "load":
+                    reply = {"ok": True, "info": state.load(LoadRequest.from_dict(message["request"]))}
+                elif op == "run":
+                    reply = {"ok": True, "result": state.run(RunRequest.from_dict(message["request"]))}
+                else:
+                    reply = {"ok": False, "error": f"unknown command {op!r}", "traceback": ""}
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the case
+                send(conn, {"ok": False, "error": str(exc) or type(exc).__name__, "traceback": traceback.format_exc()})
+                if op == "run":
+                    return 3  # LoadGen state may be broken: let the parent start a fresh runner
+                continue
+            send(conn, reply)
+    finally:
+        state.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m pytest_mlperf.runner.child ADDRESS KEYFILE", file=sys.stderr)
+        return 2
+    address, keyfile = argv
+    authkey = Path(keyfile).read_bytes()
+    with Listener(address, family="AF_UNIX", authkey=authkey) as listener:
+        with listener.accept() as conn:
+            return serve(conn)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,206 @@
+"""The pytest side of a runner process: start it from a recipe, send commands with timeouts, replace it when it
+crashes, hangs or fails a test. Nothing here imports LoadGen or a backend: CUDA is never initialised in pytest."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from multiprocessing.connection import Client, Connection
+from pathlib import Path
+from typing import Any
+
+from .protocol import LoadRequest, RunRequest, receive, send
+from .recipe import LaunchRecipe
+
+
+class RunnerError(RuntimeError):
+    """A runner failed: the message says what happened and where its logs are."""
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no runner log)"
+    return "\n".join(text[-lines:]) or "(runner log is empty)"
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Runner:
+    def __init__(self, recipe: LaunchRecipe, load: LoadRequest, log_path: Path, *, start_timeout: float = 900.0):
+        self.recipe = recipe
+        self.load_request = load
+        self.log_path = log_path
+        self.start_timeout = start_timeout
+        self.info: dict[str, Any] = {}
+        self._dir = Path(tempfile.mkdtemp(prefix="pytest-mlperf-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self._conn is not None
+
+    def start(self) -> dict[str, Any]:
+        address = str(self._dir / "runner.sock")
+        keyfile = self._dir / "key"
+        key = secrets.token_bytes(32)
+        keyfile.write_bytes(key)
+        os.chmod(keyfile, 0o600)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- runner start: {' '.join(self.recipe.argv(address, str(keyfile)))}\n".encode())
+            log.flush()
+            try:
+                self._proc = subprocess.Popen(
+                    self.recipe.argv(address, str(keyfile)),
+                    env=self.recipe.environment(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: a timeout kills it and its children
+                )
+            except OSError as exc:
+                raise RunnerError(
+                    f"could not start the {self.recipe.name} runner ({self.recipe.describe()}): {exc}"
+                ) from exc
+        self._conn = self._connect(address, key, time.monotonic() + 60)
+        reply = self.request({"op": "load", "request": self.load_request.to_dict()}, self.start_timeout, "loading")
+        self.info = reply["info"]
+        return self.info
+
+    def _connect(self, address: str, key: bytes, deadline: float) -> Connection:
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RunnerError(
+                    f"the {self.recipe.name} runner {_describe_exit(self._proc.returncode)} before it listened; "
+                    f"runner log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if os.path.exists(address):
+                try:
+                    return Client(address, family="AF_UNIX", authkey=key)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RunnerError(f"the {self.recipe.name} runner did not listen within 60 s; log {self.log_path}")
+            time.sleep(0.02)
+
+    def request(self, message: dict[str, Any], timeout: float, doing: str) -> dict[str, Any]:
+        """Sends a command and waits for its reply; kills the runner on timeout. Raises RunnerError on any failure."""
+        assert self._conn is not None and self._proc is not None
+        try:
+            send(self._conn, message)
+        except OSError as exc:
+            self.kill()
+            raise RunnerError(f"the {self.recipe.name} runner is gone ({exc}); log {self.log_path}") from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn.poll(0.2):
+                    reply = receive(self._conn)
+                    break
+            except (EOFError, OSError):
+                self._proc.wait(timeout=10)
+                code = self._proc.returncode
+                self.kill()
+                raise RunnerError(
+                    f"the {self.recipe.name} runner {_describe_exit(code)} while {doing}; "
+                    f"runner log {self.log_path}:\n{_tail(self.log_path)}"
+                ) from None
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RunnerError(
+                    f"the {self.recipe.name} runner did not finish {doing} within {timeout:.0f} s and was killed "
+                    f"(a sample never completed, or the SUT is far slower than expected; raise --mlperf-timeout "
+                    f"if it is just slow); runner log {self.log_path}"
+                )
+        if not reply.get("ok"):
+            if message.get("op") == "run":
+                self.stop()  # the runner exits after a failed test; reap it
+            raise RunnerError(
+                f"{reply.get('error')}\n(while {doing} in the {self.recipe.name} runner; log {self.log_path})\n"
+                f"{reply.get('traceback', '')}".rstrip()
+            )
+        return reply
+
+    def run(self, req: RunRequest, timeout: float, doing: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request({"op": "run", "request": req.to_dict()}, timeout, doing)["result"]
+        return result
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._conn is not None and self._proc is not None and self._proc.poll() is None:
+            try:
+                send(self._conn, {"op": "exit"})
+                self._proc.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self._proc.kill()
+            self._proc.wait(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class RunnerPool:
+    """One live runner per (recipe, load request) in this pytest process; a failed one is dropped and the next
+    request starts a fresh one."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._runners: dict[tuple[object, ...], Runner] = {}
+        self._started = 0
+
+    def _key(self, recipe: LaunchRecipe, load: LoadRequest) -> tuple[object, ...]:
+        return (recipe.key(), json.dumps(load.to_dict(), sort_keys=True))
+
+    def get(self, recipe: LaunchRecipe, load: LoadRequest) -> Runner:
+        key = self._key(recipe, load)
+        runner = self._runners.get(key)
+        if runner is not None and runner.alive:
+            return runner
+        self._started += 1
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        name = f"{worker}-{recipe.name}-{load.data.workload}-{load.backend}-{self._started}.log"
+        runner = Runner(recipe, load, self.log_dir / name)
+        self._runners[key] = runner
+        try:
+            runner.start()
+        except BaseException:
+            self._runners.pop(key, None)
+            runner.kill()
+            raise
+        return runner
+
+    def discard(self, runner: Runner) -> None:
+        runner.kill()
+        self._runners = {k: r for k, r in self._runners.items() if r is not runner}
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.stop()
+        self._runners.clear()

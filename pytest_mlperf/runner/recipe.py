@@ -1,0 +1,49 @@
+"""A launch recipe: how a runner process is started. Reference (bare metal) and candidate (under an isolation
+layer) differ only in their recipes: a command prefix, extra environment, and the GPU(s) it may see."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class LaunchRecipe:
+    name: str = "reference"
+    prefix: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    # CUDA_VISIBLE_DEVICES for the runner: None inherits the caller's; a tuple pins (an empty tuple hides all GPUs)
+    gpus: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_strings(cls, name: str, prefix: str | None, env: list[str] | None) -> LaunchRecipe:
+        pairs: dict[str, str] = {}
+        for item in env or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"bad environment entry {item!r} for the {name} recipe: write NAME=VALUE")
+            pairs[key] = value
+        return cls(name=name, prefix=tuple(shlex.split(prefix or "")), env=pairs)
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.prefix, sys.executable, "-m", "pytest_mlperf.runner.child", *args]
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        env.update(self.env)
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.env.items())]
+        if self.gpus is not None:
+            parts.append(f"CUDA_VISIBLE_DEVICES={','.join(self.gpus)}")
+        return " ".join([*parts, *self.prefix]) or "(plain)"
+
+    def key(self) -> tuple[object, ...]:
+        return (self.name, self.prefix, tuple(sorted(self.env.items())), self.gpus)

@@ -1,0 +1,284 @@
+"""Per-process session state and the objects the fixtures hand to benchmark tests.
+
+`MlperfSession` lives in `config.stash`; it owns the runner pool of this process (the controller, or one xdist
+worker). Results and baselines to write travel to the controller on the test report (`user_properties`), and
+only the controller writes files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .baselines import Baseline, BaselineError, CaseKey, compare, load_baseline
+from .cases import CaseRun
+from .loadgen import TestRequest
+from .logs import Run
+from .metrics import compare_outputs
+from .runner.client import RunnerError, RunnerPool
+from .runner.protocol import LoadRequest, RunRequest
+from .runner.recipe import LaunchRecipe
+from .settings import Settings
+from .system import describe_system
+from .workloads import workload_spec
+from .workloads.base import DataRequest, WorkloadSpec
+
+RECORD_PROPERTY = "mlperf_case"  # user_properties name of a case's record (to the controller)
+BASELINE_PROPERTY = "mlperf_baseline"  # user_properties name of a baseline to write (on --mlperf-update-baselines)
+
+
+def safe_name(nodeid: str) -> str:
+    """A test id as one directory name."""
+    name = nodeid.split("::", 1)[-1] if "::" in nodeid else nodeid
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")[:150] or "case"
+
+
+@dataclass
+class MlperfSession:
+    settings: Settings
+    rootdir: Path
+    reference: LaunchRecipe = field(default_factory=LaunchRecipe)
+    pool: RunnerPool | None = None
+
+    @property
+    def results_dir(self) -> Path:
+        return self.settings.results_dir if self.settings.results_dir.is_absolute() else self.rootdir / self.settings.results_dir
+
+    @property
+    def baselines_dir(self) -> Path:
+        d = self.settings.baselines_dir
+        return d if d.is_absolute() else self.rootdir / d
+
+    def runners(self) -> RunnerPool:
+        if self.pool is None:
+            self.pool = RunnerPool(self.results_dir / "runners")
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+@dataclass(frozen=True)
+class SUTHandle:
+    """What a runner hosts for a benchmark: workload data + model on a backend. The runner starts on first use
+    and is reused by every case of this process that asks for the same thing."""
+
+    spec: WorkloadSpec
+    load: LoadRequest
+    batch_size: int
+    streams: int
+    calibrate: bool = True
+
+    @property
+    def workload(self) -> str:
+        return self.spec.name
+
+
+def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any]) -> SUTHandle:
+    s = session.settings
+    spec = workload_spec(workload)
+    backend = str(marker_kwargs.get("backend", spec.backends[0]))
+    model = s.models.get(workload)
+    dataset = s.datasets.get(workload)
+    options = dict(marker_kwargs.get("sut_options") or {})
+    data = DataRequest(
+        workload=workload,
+        model_path=str(model) if model else None,
+        dataset_path=str(dataset) if dataset else None,
+        total_count=marker_kwargs.get("total_count"),
+    )
+    load = LoadRequest(data=data, backend=backend, device=s.device, options=options)
+    batch = s.batch_size or int(marker_kwargs.get("batch_size", 0)) or 0
+    streams = int(marker_kwargs.get("streams", 0)) or 0
+    calibrate = bool(marker_kwargs.get("calibrate", True))
+    return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate)
+
+
+@dataclass
+class LoadGenDriver:
+    """The `loadgen` fixture: runs one LoadGen test of this case in the SUT's runner."""
+
+    session: MlperfSession
+    item: pytest.Item
+    scenario: str
+    mode: str
+    timeout_s: float | None
+    recipe: LaunchRecipe | None = None
+
+    def log_dir(self, suffix: str = "") -> Path:
+        return self.session.results_dir / "logs" / (safe_name(self.item.nodeid) + suffix)
+
+    def test_request(self, sut: SUTHandle, scenario: str, mode: str, log_dir: Path, total: int) -> TestRequest:
+        s = self.session.settings
+        p = s.profile
+        return TestRequest(
+            loadgen_model=sut.spec.loadgen_model,
+            scenario=scenario,
+            mode=mode,
+            log_dir=str(log_dir),
+            total_sample_count=total,
+            performance_sample_count=p.performance_sample_count,
+            min_duration_ms=s.duration_ms or p.min_duration_ms,
+            min_query_count=p.min_query_count.get(scenario),
+            user_conf=str(s.user_conf) if s.user_conf else None,
+            server_target_qps=None,
+            multi_stream_samples_per_query=sut.spec.multistream_samples_per_query if p.name != "official" else None,
+            accuracy_sample_count=p.performance_sample_count if p.name == "smoke" else None,
+        )
+
+    def baseline_target_qps(self, key: CaseKey) -> float | None:
+        """A Server case runs at the load its baseline was recorded at, so that the two are comparable
+        (a corrupt baseline is reported by the baseline check, not here)."""
+        if self.session.settings.update_baselines:
+            return None
+        try:
+            baseline = load_baseline(key.path(self.session.baselines_dir))
+        except BaselineError:
+            return None
+        qps = baseline.settings.get("server_target_qps") if baseline else None
+        return float(qps) if qps else None
+
+    def timeout_for(self, test: TestRequest) -> float:
+        if self.timeout_s is not None:
+            return self.timeout_s
+        duration_s = (test.min_duration_ms or 600_000) / 1000
+        return max(300.0, 4 * duration_s + 120)
+
+    def run(self, sut: SUTHandle, scenario: str | None = None, mode: str | None = None,
+            *, server_target_qps: float | None = None, log_suffix: str = "") -> CaseRun:
+        scenario = scenario or self.scenario
+        mode = mode or self.mode
+        recipe = self.recipe or self.session.reference
+        pool = self.session.runners()
+        try:
+            runner = pool.get(recipe, sut.load)
+        except RunnerError as exc:
+            failure = f"could not start the {sut.workload} runner: {exc}"
+        else:
+            failure = None
+        if failure is not None:  # failed outside the except block: no chained traceback in the report
+            pytest.fail(failure, pytrace=False)
+        device = str(runner.info["backend"]["device"])
+        batch = sut.batch_size or (sut.spec.default_batch_size if device == "cuda" else 8)
+        streams = sut.streams or (2 if device == "cuda" else 1)
+        backend = runner.info["backend"]
+        system = describe_system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
+        key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
+        log_dir = self.log_dir(log_suffix)
+        shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
+        test = self.test_request(sut, scenario, mode, log_dir, int(runner.info["total_count"]))
+        if scenario == "Server" and server_target_qps is None:
+            server_target_qps = self.baseline_target_qps(key)
+        if server_target_qps is not None:
+            test = replace(test, server_target_qps=server_target_qps)
+        profile = self.session.settings.profile
+        req = RunRequest(
+            test=test,
+            batch_size=batch,
+            streams=streams,
+            calibrate=profile.calibrate and sut.calibrate,
+            calibrate_seconds=0.3 if profile.name == "smoke" else 1.0,
+            server_latency_floor_factor=profile.server_latency_floor_factor,
+            official_server_latency_ns=sut.spec.server_latency_ns,
+        )
+        doing = f"{scenario} {mode} test {self.item.nodeid}"
+        try:
+            result = runner.run(req, self.timeout_for(test), doing)
+        except RunnerError as exc:
+            pool.discard(runner)
+            failure = f"{exc}\nLoadGen logs: {log_dir}"
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        case = CaseRun(
+            nodeid=self.item.nodeid, key=key, run=Run.from_dict(result["run"]), log_dir=str(log_dir),
+            profile=profile.name, tolerated=profile.tolerated, backend=backend,
+            system={"key": system.key, **system.details}, recipe=recipe.describe(), test=result["test"],
+            calibration=result.get("calibration"), schedule=result.get("schedule"), accuracy=result.get("accuracy"),
+            accuracy_targets=dict(sut.spec.accuracy_targets),
+            real_data=sut.load.data.model_path is not None and sut.load.data.dataset_path is not None,
+        )
+        self.item.stash.setdefault(CASES_KEY, []).append(case)
+        return case
+
+
+CASES_KEY = pytest.StashKey[list]()
+
+
+@dataclass
+class BaselineCheck:
+    """The `baseline` fixture: compares a case with its stored baseline, or records it on request."""
+
+    session: MlperfSession
+    item: pytest.Item
+    tolerance: float
+
+    def path_for(self, case: CaseRun) -> Path:
+        return case.key.path(self.session.baselines_dir)
+
+    def assert_no_regression(self, case: CaseRun, *, tolerance: float | None = None) -> None:
+        tol = self.tolerance if tolerance is None else tolerance
+        path = self.path_for(case)
+        settings = self.session.settings
+        if settings.update_baselines:
+            self._record(case, path)
+            return
+        try:
+            baseline = load_baseline(path)
+        except BaselineError as exc:
+            baseline, failure = None, f"corrupt baseline: {exc}"
+        else:
+            failure = None
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        if baseline is None:
+            message = (
+                f"no baseline at {path} (record one on the reference system with --mlperf-update-baselines)"
+            )
+            if settings.require_baselines:
+                pytest.fail(message + " (--mlperf-require-baselines is set)", pytrace=False)
+            case.notes.append(message)
+            return
+        comparisons = compare(baseline, case.metrics, tol)
+        self.item.stash[COMPARISONS_KEY] = comparisons
+        problems = [c.describe() for c in comparisons if c.regressed]
+        problems += self._accuracy_problems(case, baseline)
+        if problems:
+            pytest.fail(
+                f"regression against baseline {path}:\n  " + "\n  ".join(problems) + f"\nLoadGen logs: {case.log_dir}",
+                pytrace=False,
+            )
+
+    def _accuracy_problems(self, case: CaseRun, baseline: Baseline) -> list[str]:
+        if case.accuracy is None or baseline.accuracy is None:
+            return []
+        expected = {int(i): int(c) for i, c in baseline.accuracy.get("predictions", [])}
+        actual = {int(i): int(c) for i, c in case.accuracy.get("predictions", [])}
+        if not expected:
+            return []
+        differ = compare_outputs(expected, actual)
+        if not differ:
+            return []
+        shown = ", ".join(f"#{i}: {expected.get(i)} -> {actual.get(i)}" for i in differ[:8])
+        return [f"outputs differ from the baseline's on {len(differ)} of {len(expected)} samples ({shown})"]
+
+    def _record(self, case: CaseRun, path: Path) -> None:
+        baseline = Baseline(
+            key=case.key,
+            metrics=case.metrics,
+            accuracy=case.accuracy,
+            settings={k: case.test.get(k) for k in ("server_target_qps", "server_target_latency_ns", "min_duration_ms")},
+            system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
+                    "loadgen": case.run.loadgen_version or ""},
+            recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+COMPARISONS_KEY = pytest.StashKey[list]()
+PENDING_BASELINE_KEY = pytest.StashKey[tuple]()

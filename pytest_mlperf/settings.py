@@ -1,0 +1,183 @@
+"""Session settings: options, ini keys and markers resolved once into a frozen, validated `Settings`.
+
+Precedence is CLI > ini > marker > workload default. The parsers here raise `ValueError` with a message
+meant for the user; the plugin turns them into `pytest.UsageError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+SCENARIOS: tuple[str, ...] = ("Offline", "Server", "SingleStream", "MultiStream")
+MODES: tuple[str, ...] = ("performance", "accuracy")
+DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long and how strictly a run measures. Values of None leave LoadGen's mlperf.conf value."""
+
+    name: str
+    min_duration_ms: int | None
+    # per scenario: the fewest queries; smoke sets enough for LoadGen's early-stopping estimate where cheap
+    min_query_count: Mapping[str, int]
+    performance_sample_count: int | None
+    # LoadGen INVALID reasons this profile accepts by design, e.g. smoke runs are too short for early stopping
+    tolerated: frozenset[str]
+    # relax the Server latency bound to at least this many times the measured batch-1 latency (CPU stand-ins)
+    server_latency_floor_factor: float | None
+    calibrate: bool
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        min_duration_ms=1500,
+        min_query_count={"Offline": 1, "Server": 64, "SingleStream": 64, "MultiStream": 16},
+        performance_sample_count=64,
+        tolerated=frozenset({"early_stopping", "perf_constraints"}),
+        server_latency_floor_factor=8.0,
+        calibrate=True,
+    ),
+    "ci": Profile(
+        name="ci",
+        min_duration_ms=10_000,
+        min_query_count={"Offline": 1, "Server": 100, "SingleStream": 100, "MultiStream": 100},
+        performance_sample_count=None,
+        tolerated=frozenset({"early_stopping"}),
+        server_latency_floor_factor=None,
+        calibrate=True,
+    ),
+    "official": Profile(
+        name="official",
+        min_duration_ms=None,
+        min_query_count={},
+        performance_sample_count=None,
+        tolerated=frozenset(),
+        server_latency_floor_factor=None,
+        calibrate=False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    scenarios: tuple[str, ...] | None = None  # None: what each benchmark declares
+    modes: tuple[str, ...] = ("performance",)
+    profile: Profile = PROFILES["smoke"]
+    duration_ms: int | None = None
+    device: str = "auto"
+    results_dir: Path = Path("mlperf-results")
+    baselines_dir: Path = Path("baselines")
+    update_baselines: bool = False
+    require_baselines: bool = False
+    tolerance: float = 0.05
+    user_conf: Path | None = None
+    models: Mapping[str, Path] = field(default_factory=dict)
+    datasets: Mapping[str, Path] = field(default_factory=dict)
+    batch_size: int | None = None
+    timeout_s: float | None = None
+
+
+def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:
+    """Accepts repeated values and comma lists, case-insensitively; returns canonical names in order."""
+    if not values:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    by_lower = {s.lower(): s for s in SCENARIOS}
+    out: list[str] = []
+    for raw in items:
+        for name in filter(None, (p.strip() for p in raw.split(","))):
+            canonical = by_lower.get(name.lower())
+            if canonical is None:
+                raise ValueError(f"unknown MLPerf scenario {name!r}: choose from {', '.join(SCENARIOS)}")
+            if canonical not in out:
+                out.append(canonical)
+    return tuple(out) or None
+
+
+def parse_mode(value: str) -> tuple[str, ...]:
+    v = value.strip().lower()
+    if v == "both":
+        return MODES
+    if v in MODES:
+        return (v,)
+    raise ValueError(f"unknown --mlperf-mode {value!r}: choose from performance, accuracy, both")
+
+
+def parse_profile(value: str) -> Profile:
+    try:
+        return PROFILES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown --mlperf-profile {value!r}: choose from {', '.join(PROFILES)}") from None
+
+
+def parse_device(value: str) -> str:
+    v = value.strip().lower()
+    if v not in DEVICES:
+        raise ValueError(f"unknown --mlperf-device {value!r}: choose from {', '.join(DEVICES)}")
+    return v
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*$")
+
+
+def parse_duration_ms(value: str) -> int:
+    """'1500ms', '2s', '2.5', '10m' -> milliseconds (a bare number is seconds)."""
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"bad --mlperf-duration {value!r}: write e.g. 2s, 1500ms or 10m")
+    number, unit = float(m.group(1)), (m.group(2) or "s")
+    ms = number * {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}[unit]
+    if ms <= 0:
+        raise ValueError(f"--mlperf-duration must be positive, got {value!r}")
+    return int(round(ms))
+
+
+def parse_fraction(value: str, *, option: str = "--mlperf-tolerance") -> float:
+    """'5%' or '0.05' -> 0.05; must lie in (0, 1)."""
+    text = value.strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"bad {option} {value!r}: write a percentage like 5% or a fraction like 0.05") from None
+    if not 0 < number < 1:
+        raise ValueError(f"{option} must be between 0% and 100% (exclusive), got {value!r}")
+    return number
+
+
+def parse_name_path(values: list[str] | None, *, option: str, must_exist: bool = True) -> dict[str, Path]:
+    """['resnet50=/m/r.onnx'] -> {'resnet50': Path(...)}; a later entry for a name wins."""
+    out: dict[str, Path] = {}
+    for raw in values or []:
+        name, sep, path = raw.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"bad {option} {raw!r}: write NAME=PATH, e.g. resnet50=/models/resnet50_v1.onnx")
+        p = Path(path.strip()).expanduser()
+        if must_exist and not p.exists():
+            raise ValueError(f"{option} {name.strip()}: {p} does not exist; point it at an existing file or folder")
+        out[name.strip()] = p
+    return out
+
+
+def parse_positive_int(value: str, *, option: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"bad {option} {value!r}: write a whole number") from None
+    if number < 1:
+        raise ValueError(f"{option} must be at least 1, got {value!r}")
+    return number
+
+
+def parse_positive_float(value: str, *, option: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"bad {option} {value!r}: write a number of seconds") from None
+    if number <= 0:
+        raise ValueError(f"{option} must be positive, got {value!r}")
+    return number

@@ -1,0 +1,27 @@
+"""Backends by name. Imported only in runner processes: backends may initialise CUDA."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from .base import Backend, BackendError
+
+BACKENDS = ("onnxruntime", "null")
+
+
+def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
+    if req.backend == "null":
+        from .null import NullBackend
+
+        return NullBackend(req.options)
+    if req.backend == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise BackendError(
+                "onnxruntime is not installed: pip install 'pytest-mlperf[cpu]' (CPU) or 'pytest-mlperf[gpu]' (CUDA)"
+            ) from None
+        from .onnxruntime import OrtClassifier
+
+        return OrtClassifier(workload.model_file(req.data), req.device, req.options)
+    raise BackendError(f"unknown backend {req.backend!r}: known backends are {', '.join(BACKENDS)}")

@@ -1,0 +1,37 @@
+"""The contract every backend keeps, so scenario scheduling and the runner stay backend-agnostic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    backend: str  # "onnxruntime", "null", ...
+    device: str  # "cuda" | "cpu"
+    precision: str  # "fp32", "fp16", ...
+    details: dict[str, str] = field(default_factory=dict)  # provider, versions, model hash, GPU name
+
+    def to_dict(self) -> dict[str, object]:
+        return {"backend": self.backend, "device": self.device, "precision": self.precision, "details": self.details}
+
+
+class Backend(Protocol):
+    """A model that answers batches of QSL indices whose samples it has staged (on its device)."""
+
+    info: BackendInfo
+
+    def stage(self, indices: Sequence[int], samples: np.ndarray) -> None:
+        """Keep these samples ready for `infer` (on the GPU for CUDA backends); replaces what was staged."""
+
+    def infer(self, indices: Sequence[int]) -> np.ndarray:
+        """Synchronous inference on staged samples; row i is the response of indices[i]."""
+
+    def close(self) -> None: ...
+
+
+class BackendError(RuntimeError):
+    """A backend could not be created; the message says what to install or point to."""

@@ -1,0 +1,122 @@
+"""How a batch backend serves each LoadGen scenario.
+
+- SingleStream and MultiStream: one query at a time; served inline on LoadGen's issue thread (no thread hop,
+  which is most of the harness's own latency).
+- Offline: one query of many samples, cut into batches; `streams` threads run batches concurrently (a GPU is
+  better fed by 2-3 streams than by one).
+- Server: queries of one sample arrive on a Poisson schedule; `streams` batcher threads each take the first
+  waiting sample and gather more until the batch is full or `max_wait_s` has passed (dynamic batching under the
+  latency bound).
+
+An exception in a worker thread is kept, its samples are completed empty so LoadGen can end the test, and the
+runner reports the traceback and fails the case (nothing is turned silently into an empty answer).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..loadgen import Responder
+from ..workloads.base import Dataset
+from .base import Backend
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    scenario: str
+    batch_size: int
+    streams: int = 1
+    max_wait_s: float = 0.002
+
+
+class BatchingHarness:
+    """Implements `loadgen.Harness` over a `Backend` for one scenario."""
+
+    def __init__(self, backend: Backend, dataset: Dataset, config: ScheduleConfig) -> None:
+        self.backend = backend
+        self.dataset = dataset
+        self.config = config
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        if config.scenario in ("Server", "Offline"):
+            for n in range(max(1, config.streams)):
+                t = threading.Thread(target=self._serve, name=f"mlperf-stream-{n}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    # --- LoadGen callbacks -------------------------------------------------------------------------------
+    def load(self, indices: list[int]) -> None:
+        self.backend.stage(indices, self.dataset.load(indices))
+
+    def unload(self, indices: list[int]) -> None:
+        """Staged samples are replaced by the next `load`; nothing to free eagerly."""
+
+    def issue(self, samples: list[tuple[int, int]], responder: Responder) -> None:
+        self._responder = responder
+        if self.config.scenario in ("SingleStream", "MultiStream"):
+            self._run_batch(samples)
+        else:
+            for pair in samples:
+                self._queue.put(pair)
+
+    def flush(self) -> None:
+        """Nothing is held back between issues: batchers never wait longer than max_wait_s."""
+
+    # --- work ------------------------------------------------------------------------------------------------
+    def _run_batch(self, batch: Sequence[tuple[int, int]]) -> None:
+        ids = [i for i, _ in batch]
+        try:
+            outputs = self.backend.infer([idx for _, idx in batch])
+        except BaseException:  # noqa: BLE001 - reported by the runner with its traceback
+            with self._lock:
+                self.error = self.error or traceback.format_exc()
+            self._responder.complete_empty(ids)
+            return
+        self._responder.complete(ids, outputs)
+
+    def _serve(self) -> None:
+        cfg = self.config
+        # Offline fills batches from a queue that already holds the whole query: no waiting needed
+        max_wait = cfg.max_wait_s if cfg.scenario == "Server" else 0.0
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = self._gather(batch, cfg.batch_size, max_wait)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _gather(self, batch: list[tuple[int, int]], size: int, max_wait: float) -> bool:
+        """Adds waiting samples to `batch` until full or max_wait passes; True when told to stop."""
+        deadline = time.perf_counter() + max_wait
+        while len(batch) < size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    return False
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    return False
+            if item is None:
+                return True
+            batch.append(item)
+        return False
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads.clear()

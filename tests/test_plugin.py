@@ -1,0 +1,200 @@
+"""The plugin through real pytest sessions (pytester) against the null SUT: options, ids, baselines, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = """
+import pytest
+pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={options!r},
+                                calibrate={calibrate!r})
+
+def test_null(null_sut, loadgen, baseline):
+    run = loadgen.run(null_sut)
+    run.assert_valid()
+    baseline.assert_no_regression(run)
+"""
+
+
+def bench(pytester: pytest.Pytester, scenarios=("Offline",), calibrate: bool = True, **options: object) -> None:
+    pytester.makepyfile(test_bench=BENCH.format(scenarios=list(scenarios), options=options, calibrate=calibrate))
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # a subprocess: each session gets fresh LoadGen runners and a clean plugin state
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--mlperf-duration=0.5s", *args)
+
+
+def baseline_files(pytester: pytest.Pytester) -> list[Path]:
+    return sorted((pytester.path / "baselines").rglob("*.json"))
+
+
+def test_ids_carry_workload_scenario_and_mode(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline", "SingleStream"))
+    result = pytester.runpytest("--collect-only", "-q", "--mlperf-mode=both")
+    result.stdout.fnmatch_lines([
+        "*test_null[[]null-Offline-performance]",
+        "*test_null[[]null-Offline-accuracy]",
+        "*test_null[[]null-SingleStream-performance]",
+        "*test_null[[]null-SingleStream-accuracy]",
+    ])
+
+
+def test_scenario_option_selects_and_skips_undeclared(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline",))
+    result = pytester.runpytest("--collect-only", "-q", "--mlperf-scenario=offline,Server")
+    result.stdout.fnmatch_lines(["*test_null[[]null-Offline-performance]"])
+    assert "Server" not in result.stdout.str()
+    result = pytester.runpytest("-q", "--mlperf-scenario=Server")
+    result.assert_outcomes(skipped=1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mlperf-scenario=Offlien"], "unknown MLPerf scenario 'Offlien'*"),
+        (["--mlperf-mode=fast"], "*unknown --mlperf-mode 'fast'*"),
+        (["--mlperf-profile=nightly"], "*unknown --mlperf-profile 'nightly'*"),
+        (["--mlperf-tolerance=150%"], "*--mlperf-tolerance must be between*"),
+        (["--mlperf-duration=soon"], "*bad --mlperf-duration 'soon'*"),
+        (["--mlperf-model", "resnet50=/nowhere/r.onnx"], "*resnet50: /nowhere/r.onnx does not exist*"),
+        (["--mlperf-model", "bert=/"], "*unknown workload 'bert'*"),
+        (["--mlperf-device=tpu"], "*unknown --mlperf-device 'tpu'*"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    bench(pytester)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}"])
+
+
+def test_ini_twin_is_read_and_cli_wins(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline", "SingleStream"))
+    pytester.makeini("[pytest]\nmlperf_scenario = SingleStream\nmlperf_mode = both\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*null-SingleStream-performance]", "*null-SingleStream-accuracy]"])
+    assert "Offline" not in result.stdout.str()
+    result = pytester.runpytest("--collect-only", "-q", "--mlperf-scenario=Offline", "--mlperf-mode=accuracy")
+    assert "null-Offline-accuracy" in result.stdout.str() and "SingleStream" not in result.stdout.str()
+
+
+def test_missing_baseline_passes_and_says_how_to_record(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*MLPerf results*", "*null Offline performance*no baseline*", "*--mlperf-update-baselines*"])
+    doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
+    (case,) = doc["cases"]
+    assert case["run"]["validity"] == "VALID" and case["metrics"]["result_samples_per_second"] > 0
+    assert (Path(case["log_dir"]) / "mlperf_log_detail.txt").is_file()
+
+
+def test_require_baselines_fails_without_one(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    result = run(pytester, "--mlperf-require-baselines")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no baseline at*--mlperf-require-baselines is set*"])
+
+
+def test_record_then_pass_then_slower_sut_fails(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline", "SingleStream"), delay_ms=4)
+    result = run(pytester, "--mlperf-update-baselines", "--mlperf-mode=both")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*baseline recorded:*Offline-performance-null-none-*.json*"])
+    files = baseline_files(pytester)
+    assert len(files) == 4
+    recorded = {f: f.read_bytes() for f in files}
+
+    result = run(pytester, "--mlperf-require-baselines", "--mlperf-tolerance=50%", "--mlperf-mode=both")
+    result.assert_outcomes(passed=4)
+    assert {f: f.read_bytes() for f in files} == recorded  # a plain run never writes baselines
+
+    bench(pytester, scenarios=("Offline", "SingleStream"), delay_ms=16)  # 4x slower per batch
+    result = run(pytester, "--mlperf-tolerance=50%", "--mlperf-mode=performance")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*regression against baseline*Offline-performance*",
+        "*result_samples_per_second: measured * samples/s vs baseline * samples/s (-*%; higher is better*",
+        "*regression against baseline*SingleStream-performance*",
+        "*result_90.00_percentile_latency_ns: measured * ns vs baseline * ns (+*%; lower is better*",
+    ])
+    assert {f: f.read_bytes() for f in files} == recorded
+
+
+def test_changed_outputs_fail_accuracy_against_baseline(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    run(pytester, "--mlperf-update-baselines", "--mlperf-mode=accuracy").assert_outcomes(passed=1)
+    (path,) = baseline_files(pytester)
+    data = json.loads(path.read_text())
+    data["accuracy"]["predictions"][3][1] += 1000  # as if the layer had changed one result
+    path.write_text(json.dumps(data))
+    result = run(pytester, "--mlperf-mode=accuracy")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*outputs differ from the baseline's on 1 of * samples (#3: *"])
+
+
+def test_corrupt_baseline_fails_naming_file(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    run(pytester, "--mlperf-update-baselines").assert_outcomes(passed=1)
+    (path,) = baseline_files(pytester)
+    path.write_text(path.read_text()[:40])
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*corrupt baseline: {path}: corrupt JSON at line*"])
+    assert path.read_text().endswith("\n") is False  # left as the user left it
+
+
+def test_update_replaces_on_purpose_and_says_so(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    run(pytester, "--mlperf-update-baselines").assert_outcomes(passed=1)
+    result = run(pytester, "--mlperf-update-baselines")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*baseline replaced (--mlperf-update-baselines):*result_samples_per_second * -> *"])
+
+
+def test_sut_exception_fails_case_and_session_goes_on(pytester: pytest.Pytester) -> None:
+    # without calibration the faults land inside LoadGen's test (its issue thread)
+    bench(pytester, scenarios=("Offline", "SingleStream"), calibrate=False, raise_after=2)
+    result = run(pytester)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*the SUT raised during the LoadGen test*", "*RuntimeError: null SUT: raising on batch*"])
+
+
+def test_sut_exception_during_calibration_is_reported(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline",), raise_after=2)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the SUT failed during the warm-up/calibration loop: RuntimeError('null SUT: raising*"])
+
+
+def test_crashing_runner_is_reported_and_replaced(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("SingleStream", "MultiStream"), calibrate=False, crash_after=3)
+    result = run(pytester)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*runner was killed by SIGKILL while SingleStream performance test*runner log*"])
+    assert "During handling" not in result.stdout.str()
+    logs = list((pytester.path / "mlperf-results" / "runners").glob("*.log"))
+    assert len(logs) == 2  # one runner per case: the crashed one was replaced
+
+
+def test_hanging_sut_is_killed_at_timeout(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("SingleStream", "Offline"), calibrate=False, hang_after=5)
+    result = run(pytester, "--mlperf-timeout=8")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*did not finish SingleStream performance test*within 8 s and was killed*"])
+
+
+def test_xdist_workers_report_to_controller_which_alone_writes(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    bench(pytester, scenarios=("Offline", "SingleStream", "Server", "MultiStream"))
+    result = run(pytester, "-n", "2", "--mlperf-update-baselines")
+    result.assert_outcomes(passed=4)
+    doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
+    assert sorted(c["key"]["scenario"] for c in doc["cases"]) == ["MultiStream", "Offline", "Server", "SingleStream"]
+    assert len(baseline_files(pytester)) == 4
+    runner_logs = {p.name.split("-")[0] for p in (pytester.path / "mlperf-results" / "runners").glob("*.log")}
+    assert runner_logs == {"gw0", "gw1"}
