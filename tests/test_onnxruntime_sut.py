@@ -1,0 +1,94 @@
+"""The ONNX Runtime backend: graph wrapping, staging, batches; the GPU path behind the `gpu` marker."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pytest_mlperf.suts.base import BackendError
+from pytest_mlperf.suts.onnxruntime import OrtClassifier, providers_for, wrap_with_gather
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def tiny_classifier(classes: int = 10, nhwc: bool = False, argmax: bool = True, name: str = "input") -> onnx.ModelProto:
+    """A model of the resnet50 interface: mean over pixels then a fixed linear layer."""
+    shape = ["N", 224, 224, 3] if nhwc else ["N", 3, 224, 224]
+    axes = [1, 2] if nhwc else [2, 3]
+    rng = np.random.default_rng(0)
+    weight = helper.make_tensor("W", TensorProto.FLOAT, [3, classes], rng.normal(size=(3, classes)).astype(np.float32).flatten())
+    nodes = [
+        helper.make_node("ReduceMean", [name, "axes"], ["pooled"], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "W"], ["logits"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])]
+    if argmax:
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["ArgMax:0"], axis=1, keepdims=0))
+        outputs.insert(0, helper.make_tensor_value_info("ArgMax:0", TensorProto.INT64, ["N"]))
+    axes_t = helper.make_tensor("axes", TensorProto.INT64, [2], axes)
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
+                              outputs, [weight, axes_t])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def expected_classes(model: onnx.ModelProto, images: np.ndarray, nhwc: bool) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = images.transpose(0, 2, 3, 1) if nhwc else images
+    logits = sess.run(["logits"], {sess.get_inputs()[0].name: feed})[0]
+    return logits.argmax(axis=1)
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+@pytest.mark.parametrize("argmax", [True, False])
+def test_wrapped_model_picks_rows_and_classifies_like_the_original(tmp_path, nhwc: bool, argmax: bool) -> None:
+    model = tiny_classifier(nhwc=nhwc, argmax=argmax)
+    images = np.random.default_rng(1).normal(size=(6, 3, 224, 224)).astype(np.float32)
+    want = expected_classes(model, images, nhwc)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    backend = OrtClassifier(path, "cpu", {})
+    backend.stage([10, 11, 12, 13, 14, 15], images)  # QSL indices need not start at 0
+    assert backend.infer([12, 10, 15]).ravel().tolist() == [want[2], want[0], want[5]]
+    assert backend.infer([11]).ravel().tolist() == [want[1]]  # another batch size on the same thread
+    assert backend.info.device == "cpu" and backend.info.details["providers"] == "CPUExecutionProvider"
+    with pytest.raises(BackendError, match="were not loaded"):
+        backend.infer([3])
+
+
+def test_mlperf_1001_class_models_are_shifted_to_imagenet_labels(tmp_path) -> None:
+    model = tiny_classifier(classes=1001)
+    _, _, offset = wrap_with_gather(onnx.load_from_string(model.SerializeToString()))
+    assert offset == -1
+    _, _, offset = wrap_with_gather(tiny_classifier(classes=1000))
+    assert offset == 0
+
+
+def test_models_that_are_not_image_classifiers_are_refused() -> None:
+    bad = tiny_classifier()
+    bad.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 5
+    with pytest.raises(BackendError, match=r"expected NCHW \[N,3,H,W\] or NHWC"):
+        wrap_with_gather(bad)
+
+
+def test_cuda_without_gpu_build_says_what_to_install() -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(BackendError, match=r"pip install 'pytest-mlperf\[gpu\]'"):
+        providers_for("cuda")
+    assert providers_for("auto") == (["CPUExecutionProvider"], "cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_provider_runs_staged_batches_on_the_gpu(tmp_path) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu and a GPU")
+    model = tiny_classifier()
+    images = np.random.default_rng(2).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    backend = OrtClassifier(path, "cuda", {})
+    assert backend.info.device == "cuda"
+    backend.stage([0, 1, 2, 3], images)
+    assert backend.infer([0, 1, 2, 3]).ravel().tolist() == expected_classes(model, images, False).tolist()
