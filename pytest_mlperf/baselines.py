@@ -81,6 +81,12 @@ class Baseline:
             raise bad(f"not a pytest-mlperf baseline (expected \"format\": \"{FORMAT}\")")
         if data.get("version") != VERSION:
             raise bad(f"baseline format version {data.get('version')!r}, this pytest-mlperf reads {VERSION}")
+        for name in ("key", "metrics"):
+            if not isinstance(data.get(name), dict):
+                raise bad(f"\"{name}\" must be an object")
+        for name in ("settings", "system"):
+            if data.get(name) is not None and not isinstance(data[name], dict):
+                raise bad(f"\"{name}\" must be an object or null")
         try:
             key = CaseKey(**data["key"])
             metrics = {}
@@ -109,11 +115,14 @@ class Baseline:
 def load_baseline(path: Path) -> Baseline | None:
     """The baseline at `path`, or None when there is none. Raises BaselineError when it exists but is unusable."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot be read ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(
+            f"{path}: cannot be read as a UTF-8 JSON file ({exc}). Fix or delete the file, or record it again "
+            "with --mlperf-update-baselines"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

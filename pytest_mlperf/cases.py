@@ -67,6 +67,9 @@ class CaseRun:
     accuracy_targets: dict[str, float] = field(default_factory=dict)
     real_data: bool = False
     notes: list[str] = field(default_factory=list)
+    missing_baseline: str | None = None  # where its baseline would be, when there is none
+    baseline_path: str | None = None  # the baseline it was judged against
+    outputs_match: bool | None = None  # accuracy mode: every output equal to the baseline's
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -155,4 +158,7 @@ class CaseRun:
             "test": self.test,
             "accuracy": accuracy,
             "notes": list(self.notes),
+            "missing_baseline": self.missing_baseline,
+            "baseline_path": self.baseline_path,
+            "outputs_match": self.outputs_match,
         }

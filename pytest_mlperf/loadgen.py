@@ -124,9 +124,11 @@ def _apply(ts: lg.TestSettings, req: TestRequest, user_keys: set[str]) -> None:
     if psc is not None:
         psc = min(psc, req.total_sample_count)
     put("performance_sample_count_override", "performance_sample_count_override", psc)
-    put("offline_expected_qps", "offline_expected_qps", req.offline_expected_qps)
-    put("single_stream_expected_latency_ns", "single_stream_expected_latency_ns", req.single_stream_expected_latency_ns)
-    put("multi_stream_expected_latency_ns", "multi_stream_expected_latency_ns", req.multi_stream_expected_latency_ns)
+    # mlperf.conf/user.conf spell the expectations as target_qps (Offline) and target_latency (SingleStream,
+    # MultiStream); LoadGen stores them in the *_expected_* fields
+    put("offline_expected_qps", "target_qps", req.offline_expected_qps)
+    put("single_stream_expected_latency_ns", "target_latency", req.single_stream_expected_latency_ns)
+    put("multi_stream_expected_latency_ns", "target_latency", req.multi_stream_expected_latency_ns)
     put("server_target_qps", "target_qps", req.server_target_qps)
     put("server_target_latency_ns", "target_latency", req.server_target_latency_ns)
     put("multi_stream_samples_per_query", "samples_per_query", req.multi_stream_samples_per_query)

@@ -3,6 +3,7 @@ table and the results JSON. Renderers are pure functions of the records."""
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,9 +36,11 @@ def headline_of(record: dict[str, Any]) -> tuple[str, str]:
 
 def delta_of(record: dict[str, Any]) -> str:
     """The change of the headline metric against its baseline, or why there is none."""
+    if record.get("outputs_match") is not None:
+        return "outputs equal" if record["outputs_match"] else "OUTPUTS DIFFER"
     comps = record.get("baseline") or []
     if not comps:
-        return "no baseline"
+        return "no baseline" if record.get("missing_baseline") else "-"
     worst = max(comps, key=lambda c: c["worse_by"])
     return f"{worst['change']:+.1%}{' REGRESSED' if worst['regressed'] else ''}"
 
@@ -58,7 +61,7 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             value,
             format_value(p99, "ns"),
             validity,
-            delta_of(r) if key["mode"] == "performance" or r.get("baseline") else "-",
+            delta_of(r),
             r.get("outcome", "?"),
         ])
     return rows
@@ -120,6 +123,13 @@ class ResultsCollector:
             if eff:
                 bare = r["calibration"]["bare"]["samples_per_s"]
                 lines.append(f"harness: {r['nodeid']}: LoadGen {eff:.1%} of the bare loop ({bare:,.1f} samples/s)")
+        missing = [r["missing_baseline"] for r in self.records if r.get("missing_baseline")]
+        if missing:
+            common = Path(os.path.commonpath(missing)) if len(missing) > 1 else Path(missing[0]).parent
+            lines.append(
+                f"no baseline for {len(missing)} case(s) under {common}: record them on the reference system with "
+                "--mlperf-update-baselines (--mlperf-require-baselines makes a missing baseline fail)"
+            )
         return [*lines, *self.written, *self.problems]
 
     def results_document(self, settings: Settings) -> dict[str, Any]:

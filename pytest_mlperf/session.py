@@ -242,8 +242,9 @@ class BaselineCheck:
             )
             if settings.require_baselines:
                 pytest.fail(message + " (--mlperf-require-baselines is set)", pytrace=False)
-            case.notes.append(message)
+            case.missing_baseline = str(path)
             return
+        case.baseline_path = str(path)
         comparisons = compare(baseline, case.metrics, tol)
         self.item.stash[COMPARISONS_KEY] = comparisons
         problems = [c.describe() for c in comparisons if c.regressed]
@@ -262,6 +263,7 @@ class BaselineCheck:
         if not expected:
             return []
         differ = compare_outputs(expected, actual)
+        case.outputs_match = not differ
         if not differ:
             return []
         shown = ", ".join(f"#{i}: {expected.get(i)} -> {actual.get(i)}" for i in differ[:8])

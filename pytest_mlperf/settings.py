@@ -6,6 +6,7 @@ meant for the user; the plugin turns them into `pytest.UsageError`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ def parse_duration_ms(value: str) -> int:
     ms = number * {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}[unit]
     if ms <= 0:
         raise ValueError(f"--mlperf-duration must be positive, got {value!r}")
-    return int(round(ms))
+    return max(1, int(round(ms)))  # LoadGen counts whole milliseconds; a positive duration never becomes 0
 
 
 def parse_fraction(value: str, *, option: str = "--mlperf-tolerance") -> float:
@@ -178,6 +179,6 @@ def parse_positive_float(value: str, *, option: str) -> float:
         number = float(value)
     except ValueError:
         raise ValueError(f"bad {option} {value!r}: write a number of seconds") from None
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{option} must be positive, got {value!r}")
     return number

@@ -1,0 +1,335 @@
+"""Tests for pytest_mlperf.loadgen against the real mlperf_loadgen module (no GPU, no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+lg = pytest.importorskip("mlperf_loadgen")
+
+from pytest_mlperf.loadgen import (  # noqa: E402
+    LoadGenError,
+    Responder,
+    TestRequest,
+    build_test_settings,
+    run_test,
+    user_conf_keys,
+)
+from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
+
+# pytest would otherwise try to collect the dataclass named Test*
+TestRequest.__test__ = False  # type: ignore[attr-defined]
+
+
+def make_request(tmp_path: Path, scenario: str = "Server", mode: str = "performance", **kw) -> TestRequest:
+    return TestRequest("resnet50", scenario, mode, str(tmp_path / "logs"), 100, **kw)
+
+
+# --------------------------------------------------------------------------- user_conf_keys
+
+
+def test_user_conf_keys_model_and_wildcards(tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text(
+        "# a comment line: resnet50.Server.ignored_key = 1\n"
+        "\n"
+        "resnet50.Server.target_qps = 1000\n"
+        "  resnet50.Server.target_latency=20   # trailing comment\n"
+        "*.Server.min_duration = 60000\n"
+        "resnet50.*.min_query_count = 100\n"
+        "*.*.performance_sample_count_override = 1024\n"
+        "resnet50.Offline.target_qps = 5000\n"  # another scenario
+        "retinanet.Server.samples_per_query = 8\n"  # another model
+        "bert-99.*.max_async_queries = 1\n"  # another model, wildcard scenario
+        "resnet50.Server.broken line\n"  # not a key = value line
+        "resnet50.Server = 3\n"
+        "#resnet50.Server.commented_out = 3\n"
+    )
+    assert user_conf_keys(conf, "resnet50", "Server") == {
+        "target_qps", "target_latency", "min_duration", "min_query_count", "performance_sample_count_override",
+    }
+    assert user_conf_keys(conf, "resnet50", "Offline") == {
+        "target_qps", "min_query_count", "performance_sample_count_override",
+    }
+    assert user_conf_keys(conf, "retinanet", "Server") == {
+        "samples_per_query", "min_duration", "performance_sample_count_override",
+    }
+    assert user_conf_keys(conf, "gptj", "SingleStream") == {"performance_sample_count_override"}
+
+
+def test_user_conf_keys_model_names_with_dashes_and_underscores(tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("llama3_1-8b.Offline.target_qps = 12.5\nllama3_1-8b-edge.Offline.min_duration = 1\n")
+    assert user_conf_keys(conf, "llama3_1-8b", "Offline") == {"target_qps"}
+
+
+def test_user_conf_keys_empty_file(tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("")
+    assert user_conf_keys(conf, "resnet50", "Offline") == set()
+
+
+# --------------------------------------------------------------------------- build_test_settings
+
+
+def test_mlperf_conf_defaults_are_loaded_on_every_call(tmp_path: Path) -> None:
+    # LoadGen's FromConfig(path, model, scenario, 1) loads mlperf.conf only on the first call in a process;
+    # build_test_settings must give the same defaults however often it is called.
+    for _ in range(3):
+        ts = build_test_settings(make_request(tmp_path, "Server"))
+        assert ts.server_target_latency_ns == 15_000_000  # resnet50 Server: 15 ms in mlperf.conf
+        assert ts.scenario == lg.TestScenario.Server
+        assert ts.mode == lg.TestMode.PerformanceOnly
+    ss = build_test_settings(make_request(tmp_path, "SingleStream"))
+    assert ss.scenario == lg.TestScenario.SingleStream
+    again = build_test_settings(make_request(tmp_path, "Server"))
+    assert again.server_target_latency_ns == 15_000_000
+
+
+def test_mlperf_conf_defaults_survive_a_raw_loadgen_load(tmp_path: Path) -> None:
+    # another library in the process may already have used the embedded mlperf.conf
+    raw = lg.TestSettings()
+    raw.FromConfig("", "resnet50", "Server", 0)
+    assert build_test_settings(make_request(tmp_path, "Server")).server_target_latency_ns == 15_000_000
+
+
+def test_request_values_fill_what_no_conf_sets(tmp_path: Path) -> None:
+    ts = build_test_settings(make_request(
+        tmp_path, "Server", min_duration_ms=1500, min_query_count=64, performance_sample_count=64,
+        server_target_qps=123.0, server_target_latency_ns=40_000_000,
+    ))
+    assert ts.min_duration_ms == 1500
+    assert ts.min_query_count == 64
+    assert ts.performance_sample_count_override == 64
+    assert ts.server_target_qps == 123.0
+    assert ts.server_target_latency_ns == 40_000_000
+
+
+def test_unset_request_values_keep_mlperf_conf(tmp_path: Path) -> None:
+    ts = build_test_settings(make_request(tmp_path, "Server"))
+    default = lg.TestSettings()
+    default.FromConfig("", "resnet50", "Server", 0)
+    assert ts.min_duration_ms == default.min_duration_ms
+    assert ts.min_query_count == default.min_query_count
+    assert ts.server_target_qps == default.server_target_qps
+
+
+def test_performance_sample_count_is_capped_at_the_dataset(tmp_path: Path) -> None:
+    ts = build_test_settings(make_request(tmp_path, "Offline", performance_sample_count=5000))
+    assert ts.performance_sample_count_override == 100  # total_sample_count
+
+
+def test_accuracy_mode_and_sample_count(tmp_path: Path) -> None:
+    ts = build_test_settings(make_request(tmp_path, "Offline", "accuracy", accuracy_sample_count=500))
+    assert ts.mode == lg.TestMode.AccuracyOnly
+    assert ts.accuracy_sample_count_override == 100  # capped at total_sample_count
+    ts = build_test_settings(make_request(tmp_path, "Offline", "accuracy", accuracy_sample_count=10))
+    assert ts.accuracy_sample_count_override == 10
+
+
+def test_token_latencies_switch(tmp_path: Path) -> None:
+    assert build_test_settings(make_request(tmp_path, "Offline", use_token_latencies=True)).use_token_latencies
+    assert not build_test_settings(make_request(tmp_path, "Offline")).use_token_latencies
+
+
+def test_multistream_samples_per_query(tmp_path: Path) -> None:
+    ts = build_test_settings(make_request(tmp_path, "MultiStream", multi_stream_samples_per_query=4,
+                                     multi_stream_expected_latency_ns=2_000_000))
+    assert ts.multi_stream_samples_per_query == 4
+    assert ts.multi_stream_expected_latency_ns == 2_000_000
+
+
+def test_user_conf_values_win_over_the_request(tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text(
+        "resnet50.Server.min_duration = 3000\n"
+        "*.Server.target_latency = 20\n"
+        "resnet50.*.min_query_count = 77\n"
+        "resnet50.Offline.min_duration = 9999\n"  # another scenario: not for this run
+    )
+    ts = build_test_settings(make_request(
+        tmp_path, "Server", user_conf=str(conf), min_duration_ms=100, min_query_count=5,
+        server_target_latency_ns=5_000_000, server_target_qps=3.0,
+    ))
+    assert ts.min_duration_ms == 3000
+    assert ts.server_target_latency_ns == 20_000_000  # conf is in ms
+    assert ts.min_query_count == 77
+    assert ts.server_target_qps == 3.0  # the conf does not set it: ours applies
+    # and mlperf.conf still underlies the user conf (the conf does not set the performance sample count)
+    assert ts.performance_sample_count_override == build_test_settings(
+        make_request(tmp_path, "Server")).performance_sample_count_override
+
+
+@pytest.mark.parametrize("scenario, line, attr, ours, theirs", [
+    ("Offline", "resnet50.Offline.target_qps = 1234", "offline_expected_qps", 99.0, 1234.0),
+    ("SingleStream", "resnet50.SingleStream.target_latency = 7", "single_stream_expected_latency_ns",
+     5_000, 7_000_000),
+    ("MultiStream", "resnet50.MultiStream.target_latency = 9", "multi_stream_expected_latency_ns",
+     5_000, 9_000_000),
+])
+def test_user_conf_expected_qps_and_latency_win_over_calibration(tmp_path: Path, scenario, line, attr, ours,
+                                                                  theirs) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text(line + "\n")
+    ts = build_test_settings(make_request(tmp_path, scenario, user_conf=str(conf), **{attr: ours}))
+    assert getattr(ts, attr) == theirs
+
+
+def test_missing_user_conf_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.conf"
+    with pytest.raises(LoadGenError) as exc:
+        build_test_settings(make_request(tmp_path, user_conf=str(missing)))
+    assert str(exc.value) == f"--mlperf-user-conf {missing} does not exist"
+
+
+def test_user_conf_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LoadGenError, match="does not exist"):
+        build_test_settings(make_request(tmp_path, user_conf=str(tmp_path)))
+
+
+@pytest.mark.parametrize("text", ["this is not a conf line\n", "resnet50.Server.target_qps = fast\n"])
+def test_garbage_user_conf_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text(text)
+    with pytest.raises(LoadGenError) as exc:
+        build_test_settings(make_request(tmp_path, user_conf=str(conf)))
+    message = str(exc.value)
+    assert f"LoadGen rejected user.conf {conf}" in message
+    assert "rc -22" in message
+    assert "MODEL.SCENARIO.key = value" in message
+
+
+def test_server_issue_query_threads_forced_to_zero(tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("resnet50.Server.server_num_issue_query_threads = 4\n")
+    assert build_test_settings(make_request(tmp_path, "Server")).server_num_issue_query_threads == 0
+    assert build_test_settings(make_request(tmp_path, "Server", user_conf=str(conf))).server_num_issue_query_threads == 0
+
+
+@pytest.mark.parametrize("field, value, phrase", [
+    ("scenario", "Streaming", "unknown scenario 'Streaming'"),
+    ("scenario", "offline", "unknown scenario 'offline'"),
+    ("mode", "both", "unknown mode 'both'"),
+])
+def test_unknown_scenario_or_mode(tmp_path: Path, field: str, value: str, phrase: str) -> None:
+    kw = {"scenario": "Offline", "mode": "performance", field: value}
+    req = TestRequest("resnet50", kw["scenario"], kw["mode"], str(tmp_path), 10)
+    with pytest.raises(LoadGenError, match=phrase):
+        build_test_settings(req)
+
+
+# --------------------------------------------------------------------------- TestRequest
+
+
+def test_test_request_round_trips_through_json() -> None:
+    req = TestRequest(
+        "llama3_1-8b", "Server", "accuracy", "/tmp/logs/x", 13368, performance_sample_count=13368,
+        min_duration_ms=1500, min_query_count=64, user_conf="/conf/user.conf", offline_expected_qps=1.5,
+        single_stream_expected_latency_ns=1000, multi_stream_expected_latency_ns=2000, server_target_qps=2.5,
+        server_target_latency_ns=3000, multi_stream_samples_per_query=8, use_token_latencies=True,
+        accuracy_sample_count=100,
+    )
+    data = req.to_dict()
+    assert data["loadgen_model"] == "llama3_1-8b" and data["use_token_latencies"] is True
+    assert TestRequest.from_dict(json.loads(json.dumps(data))) == req
+    minimal = TestRequest("resnet50", "Offline", "performance", "/l", 10)
+    assert TestRequest.from_dict(minimal.to_dict()) == minimal
+
+
+def test_test_request_to_dict_is_a_copy() -> None:
+    req = TestRequest("resnet50", "Offline", "performance", "/l", 10)
+    data = req.to_dict()
+    data["scenario"] = "Server"
+    assert req.scenario == "Offline"
+
+
+def test_test_request_from_dict_rejects_unknown_fields() -> None:
+    with pytest.raises(TypeError):
+        TestRequest.from_dict({**TestRequest("resnet50", "Offline", "performance", "/l", 10).to_dict(), "x": 1})
+
+
+# --------------------------------------------------------------------------- Responder
+
+
+@pytest.mark.parametrize("tokens", [[], [42]])
+def test_complete_tokens_needs_two_tokens(tokens: list[int]) -> None:
+    # raises before it touches LoadGen, so no test needs to be running
+    with pytest.raises(LoadGenError) as exc:
+        Responder().complete_tokens(7, np.array(tokens, dtype=np.int64))
+    assert str(exc.value) == f"sample 7 returned {len(tokens)} token(s); token latencies need at least 2"
+
+
+# --------------------------------------------------------------------------- run_test
+
+
+class EchoHarness:
+    """Completes every sample at once with its QSL index as one int32."""
+
+    def __init__(self) -> None:
+        self.loaded: list[int] = []
+        self.unloaded: list[int] = []
+        self.issued = 0
+
+    def issue(self, samples: list[tuple[int, int]], responder: Responder) -> None:
+        self.issued += len(samples)
+        responder.complete([i for i, _ in samples], np.array([idx for _, idx in samples], dtype=np.int32))
+
+    def flush(self) -> None:
+        pass
+
+    def load(self, indices: list[int]) -> None:
+        self.loaded.extend(indices)
+
+    def unload(self, indices: list[int]) -> None:
+        self.unloaded.extend(indices)
+
+
+def test_run_test_writes_logs_into_the_given_folder(tmp_path: Path) -> None:
+    log_dir = tmp_path / "deep" / "case-logs"  # created by run_test
+    req = TestRequest("resnet50", "SingleStream", "performance", str(log_dir), 16,
+                      performance_sample_count=16, min_duration_ms=200, min_query_count=32,
+                      single_stream_expected_latency_ns=2_000)  # enough queries pre-generated for 200 ms
+    harness = EchoHarness()
+    run_test(req, harness)
+    for name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt", "mlperf_log_accuracy.json"):
+        assert (log_dir / name).is_file(), name
+    assert not (log_dir / "audit.config").exists()
+    run = read_run(log_dir)
+    assert run.scenario == "SingleStream"
+    assert run.mode == "PerformanceOnly"
+    # LoadGen keeps the errors FromConfig logged earlier in this process (the garbage user.conf tests above) and
+    # writes them into the next test's detail log; the runner replaces its process after a failure, so only
+    # errors of this run count here.
+    assert [e for e in run.errors if not e.startswith("error_invalid_config")] == []
+    assert run.settings["min_duration_ms"] == 200
+    assert run.constraints["min_duration_met"] and run.constraints["min_queries_met"]
+    assert run.query_count is not None and run.query_count >= 32
+    assert harness.issued >= 32
+    assert sorted(harness.loaded) == list(range(16))
+    assert sorted(harness.unloaded) == list(range(16))
+    assert read_accuracy_log(log_dir / "mlperf_log_accuracy.json") == []  # performance mode logs no outputs
+
+
+def test_run_test_refuses_an_existing_audit_config(tmp_path: Path) -> None:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    audit = log_dir / "audit.config"
+    audit.write_text("*.*.mode = 2\n")
+    harness = EchoHarness()
+    req = TestRequest("resnet50", "SingleStream", "performance", str(log_dir), 16, min_duration_ms=200)
+    with pytest.raises(LoadGenError) as exc:
+        run_test(req, harness)
+    assert str(exc.value) == f"{audit} exists: remove it; an audit config would silently change the test"
+    assert harness.issued == 0 and harness.loaded == []
+    assert sorted(p.name for p in log_dir.iterdir()) == ["audit.config"]  # nothing ran
+
+
+def test_run_test_refuses_a_log_dir_that_is_a_file(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "logs"
+    not_a_dir.write_text("")
+    req = TestRequest("resnet50", "SingleStream", "performance", str(not_a_dir), 16, min_duration_ms=200)
+    with pytest.raises((LoadGenError, FileExistsError)):
+        run_test(req, EchoHarness())

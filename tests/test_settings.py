@@ -1,0 +1,339 @@
+"""Tests for pytest_mlperf.settings: the option parsers and the profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_mlperf.settings import (
+    DEVICES,
+    MODES,
+    PROFILES,
+    SCENARIOS,
+    Settings,
+    parse_device,
+    parse_duration_ms,
+    parse_fraction,
+    parse_mode,
+    parse_name_path,
+    parse_positive_float,
+    parse_positive_int,
+    parse_profile,
+    parse_scenarios,
+)
+
+# --------------------------------------------------------------------------- parse_scenarios
+
+
+@pytest.mark.parametrize("values", [None, [], "", [""], [" , ,"]])
+def test_parse_scenarios_nothing_means_what_each_benchmark_declares(values) -> None:
+    assert parse_scenarios(values) is None
+
+
+def test_parse_scenarios_accepts_a_single_string() -> None:
+    assert parse_scenarios("Offline") == ("Offline",)
+
+
+def test_parse_scenarios_comma_lists_and_repeats_keep_order() -> None:
+    assert parse_scenarios(["Server,Offline", "MultiStream"]) == ("Server", "Offline", "MultiStream")
+
+
+def test_parse_scenarios_is_case_insensitive_and_returns_canonical_names() -> None:
+    assert parse_scenarios(["offline", "SINGLESTREAM", "multistream", "sErVeR"]) == (
+        "Offline", "SingleStream", "MultiStream", "Server")
+
+
+def test_parse_scenarios_strips_blanks_and_skips_empty_items() -> None:
+    assert parse_scenarios([" server , ,offline ,"]) == ("Server", "Offline")
+
+
+def test_parse_scenarios_dedupes_keeping_first_occurrence() -> None:
+    assert parse_scenarios(["Server,offline", "SERVER", "Offline,SingleStream,server"]) == (
+        "Server", "Offline", "SingleStream")
+
+
+def test_parse_scenarios_all_four() -> None:
+    assert parse_scenarios([",".join(SCENARIOS)]) == SCENARIOS
+
+
+@pytest.mark.parametrize("bad", ["Ofline", "offline-llm", "single stream"])
+def test_parse_scenarios_unknown_name_lists_the_choices(bad: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_scenarios(["Offline", bad])
+    message = str(exc.value)
+    assert repr(bad) in message
+    assert "Offline, Server, SingleStream, MultiStream" in message
+
+
+# --------------------------------------------------------------------------- parse_mode / profile / device
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("performance", ("performance",)),
+    ("accuracy", ("accuracy",)),
+    (" Accuracy ", ("accuracy",)),
+    ("both", ("performance", "accuracy")),
+    ("BOTH", ("performance", "accuracy")),
+])
+def test_parse_mode(value: str, expected: tuple[str, ...]) -> None:
+    assert parse_mode(value) == expected
+
+
+def test_parse_mode_both_is_every_mode_performance_first() -> None:
+    assert parse_mode("both") == MODES == ("performance", "accuracy")
+
+
+@pytest.mark.parametrize("bad", ["", "perf", "all", "performance,accuracy"])
+def test_parse_mode_rejects_unknown_and_lists_choices(bad: str) -> None:
+    with pytest.raises(ValueError, match="choose from performance, accuracy, both") as exc:
+        parse_mode(bad)
+    assert "--mlperf-mode" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["smoke", "ci", "official"])
+def test_parse_profile_returns_the_profile_object(name: str) -> None:
+    assert parse_profile(name) is PROFILES[name]
+    assert parse_profile(f" {name.upper()} ") is PROFILES[name]
+
+
+def test_parse_profile_unknown_lists_choices() -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_profile("nightly")
+    assert "'nightly'" in str(exc.value)
+    assert "choose from smoke, ci, official" in str(exc.value)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("CUDA", "cuda"), (" cpu ", "cpu")])
+def test_parse_device(value: str, expected: str) -> None:
+    assert parse_device(value) == expected
+    assert expected in DEVICES
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:0", "rocm", ""])
+def test_parse_device_rejects_unknown(bad: str) -> None:
+    with pytest.raises(ValueError, match="choose from auto, cuda, cpu"):
+        parse_device(bad)
+
+
+# --------------------------------------------------------------------------- parse_duration_ms
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1500ms", 1500),
+    ("2s", 2000),
+    ("2.5s", 2500),
+    ("10m", 600_000),
+    ("10min", 600_000),
+    ("0.5m", 30_000),
+    (" 3 s ", 3000),
+    ("1.5ms", 2),
+])
+def test_parse_duration_ms_units(value: str, expected: int) -> None:
+    assert parse_duration_ms(value) == expected
+
+
+@pytest.mark.parametrize("value, expected", [("2", 2000), ("2.5", 2500), ("0.25", 250)])
+def test_parse_duration_ms_bare_number_is_seconds(value: str, expected: int) -> None:
+    assert parse_duration_ms(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "0s", "0ms", "0.0m"])
+def test_parse_duration_ms_zero_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        parse_duration_ms(value)
+
+
+@pytest.mark.parametrize("value", ["-2s", "-1", "abc", "", "2h", "2 seconds", "1e3ms", "s", "ms2", "2.s"])
+def test_parse_duration_ms_negative_and_garbage_are_refused_with_an_example(value: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_duration_ms(value)
+    message = str(exc.value)
+    assert "--mlperf-duration" in message
+    assert repr(value) in message
+    assert "2s, 1500ms or 10m" in message
+
+
+def test_parse_duration_ms_never_returns_zero_for_a_positive_input() -> None:
+    try:
+        result = parse_duration_ms("0.4ms")
+    except ValueError:
+        return  # refusing is fine too
+    assert result > 0
+
+
+# --------------------------------------------------------------------------- parse_fraction
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("5%", 0.05), ("0.05", 0.05), (" 12.5% ", 0.125), ("0.5", 0.5), ("99.9%", 0.999), ("1e-3", 0.001),
+])
+def test_parse_fraction(value: str, expected: float) -> None:
+    assert parse_fraction(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", ["0", "0%", "1", "100%", "150%", "-5%", "-0.1", "2", "nan"])
+def test_parse_fraction_must_lie_strictly_between_0_and_1(value: str) -> None:
+    with pytest.raises(ValueError, match=r"between 0% and 100% \(exclusive\)") as exc:
+        parse_fraction(value)
+    assert "--mlperf-tolerance" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["five", "%", "", "5%%", "0.05x"])
+def test_parse_fraction_garbage_says_how_to_write_it(value: str) -> None:
+    with pytest.raises(ValueError, match="write a percentage like 5% or a fraction like 0.05"):
+        parse_fraction(value)
+
+
+def test_parse_fraction_names_the_option_it_was_given() -> None:
+    with pytest.raises(ValueError, match="--my-gate"):
+        parse_fraction("x", option="--my-gate")
+    with pytest.raises(ValueError, match="--my-gate"):
+        parse_fraction("200%", option="--my-gate")
+
+
+# --------------------------------------------------------------------------- parse_name_path
+
+
+def test_parse_name_path_maps_names_to_paths(tmp_path: Path) -> None:
+    model = tmp_path / "r.onnx"
+    model.write_bytes(b"x")
+    data = tmp_path / "imagenet"
+    data.mkdir()
+    out = parse_name_path([f"resnet50={model}", f" imagenet = {data} "], option="--mlperf-model")
+    assert out == {"resnet50": model, "imagenet": data}
+
+
+def test_parse_name_path_nothing_is_empty() -> None:
+    assert parse_name_path(None, option="--mlperf-model") == {}
+    assert parse_name_path([], option="--mlperf-model") == {}
+
+
+def test_parse_name_path_later_entry_for_a_name_wins(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.touch()
+    b.touch()
+    assert parse_name_path([f"m={a}", f"m={b}"], option="--mlperf-model") == {"m": b}
+
+
+def test_parse_name_path_keeps_equals_signs_in_the_path(tmp_path: Path) -> None:
+    odd = tmp_path / "a=b.onnx"
+    odd.touch()
+    assert parse_name_path([f"m={odd}"], option="--mlperf-model") == {"m": odd}
+
+
+def test_parse_name_path_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "m.onnx").touch()
+    assert parse_name_path(["m=~/m.onnx"], option="--mlperf-model") == {"m": tmp_path / "m.onnx"}
+
+
+@pytest.mark.parametrize("raw", ["resnet50", "=/tmp", "resnet50=", " = ", "resnet50 /m.onnx"])
+def test_parse_name_path_requires_name_equals_path(raw: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_name_path([raw], option="--mlperf-model")
+    message = str(exc.value)
+    assert message.startswith(f"bad --mlperf-model {raw!r}")
+    assert "write NAME=PATH" in message
+
+
+def test_parse_name_path_missing_file_names_option_name_and_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(ValueError) as exc:
+        parse_name_path([f"resnet50={missing}"], option="--mlperf-model")
+    message = str(exc.value)
+    assert message.startswith("--mlperf-model resnet50: ")
+    assert str(missing) in message
+    assert "does not exist" in message
+
+
+def test_parse_name_path_missing_file_allowed_when_not_required(tmp_path: Path) -> None:
+    missing = tmp_path / "later.onnx"
+    assert parse_name_path([f"m={missing}"], option="--x", must_exist=False) == {"m": missing}
+
+
+# --------------------------------------------------------------------------- positive numbers
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("32", 32), (" 7 ", 7)])
+def test_parse_positive_int(value: str, expected: int) -> None:
+    assert parse_positive_int(value, option="--mlperf-batch-size") == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_parse_positive_int_below_one(value: str) -> None:
+    with pytest.raises(ValueError, match=r"--mlperf-batch-size must be at least 1"):
+        parse_positive_int(value, option="--mlperf-batch-size")
+
+
+@pytest.mark.parametrize("value", ["1.5", "x", "", "1e3"])
+def test_parse_positive_int_garbage(value: str) -> None:
+    with pytest.raises(ValueError, match=r"write a whole number") as exc:
+        parse_positive_int(value, option="--mlperf-batch-size")
+    assert "bad --mlperf-batch-size" in str(exc.value)
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1.0), ("0.25", 0.25), ("1e3", 1000.0)])
+def test_parse_positive_float(value: str, expected: float) -> None:
+    assert parse_positive_float(value, option="--mlperf-timeout") == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.0", "-inf"])
+def test_parse_positive_float_not_positive(value: str) -> None:
+    with pytest.raises(ValueError, match="--mlperf-timeout must be positive"):
+        parse_positive_float(value, option="--mlperf-timeout")
+
+
+@pytest.mark.parametrize("value", ["x", "", "5s"])
+def test_parse_positive_float_garbage(value: str) -> None:
+    with pytest.raises(ValueError, match="bad --mlperf-timeout .*write a number of seconds"):
+        parse_positive_float(value, option="--mlperf-timeout")
+
+
+def test_parse_positive_float_refuses_nan() -> None:
+    with pytest.raises(ValueError, match="--mlperf-timeout"):
+        parse_positive_float("nan", option="--mlperf-timeout")
+
+
+# --------------------------------------------------------------------------- profiles and defaults
+
+
+def test_profiles_are_named_by_their_key() -> None:
+    assert set(PROFILES) == {"smoke", "ci", "official"}
+    for name, profile in PROFILES.items():
+        assert profile.name == name
+
+
+def test_official_profile_overrides_nothing_and_tolerates_nothing() -> None:
+    official = PROFILES["official"]
+    assert official.min_duration_ms is None
+    assert dict(official.min_query_count) == {}
+    assert official.performance_sample_count is None
+    assert official.tolerated == frozenset()
+    assert official.server_latency_floor_factor is None
+    assert official.calibrate is False
+
+
+def test_shorter_profiles_cover_every_scenario_and_only_tolerate_known_reasons() -> None:
+    known = {"early_stopping", "perf_constraints", "min_duration", "min_queries"}
+    for name in ("smoke", "ci"):
+        profile = PROFILES[name]
+        assert set(profile.min_query_count) == set(SCENARIOS)
+        assert all(n >= 1 for n in profile.min_query_count.values())
+        assert profile.min_duration_ms and profile.min_duration_ms > 0
+        assert profile.tolerated <= known
+        # a run too short for LoadGen's duration or query count must never be accepted
+        assert not profile.tolerated & {"min_duration", "min_queries"}
+    assert PROFILES["smoke"].min_duration_ms < PROFILES["ci"].min_duration_ms
+    assert PROFILES["ci"].tolerated <= PROFILES["smoke"].tolerated
+
+
+def test_settings_defaults() -> None:
+    s = Settings()
+    assert s.scenarios is None
+    assert s.modes == ("performance",)
+    assert s.profile is PROFILES["smoke"]
+    assert s.device == "auto"
+    assert 0 < s.tolerance < 1
+    with pytest.raises(AttributeError):
+        s.tolerance = 0.1  # type: ignore[misc]  # frozen
