@@ -83,6 +83,15 @@ class CaseRun:
             return None
         return float(self.run.headline.value / bare)
 
+    @property
+    def latency_overhead(self) -> float | None:
+        """SingleStream: LoadGen's p50 latency over the bare loop's batch-1 p50, minus one; None elsewhere."""
+        bare = (self.calibration or {}).get("bare", {}).get("batch_latency_p50_s")
+        p50 = self.run.latency_ns.p50
+        if not bare or p50 is None or self.run.scenario != "SingleStream":
+            return None
+        return float(p50 / 1e9 / bare - 1.0)
+
     def _fail(self, message: str) -> None:
         pytest.fail(f"{message}\nLoadGen logs: {self.log_dir}", pytrace=False)
 
@@ -153,6 +162,7 @@ class CaseRun:
             "run": self.run.to_dict(),
             "metrics": {n: m.value for n, m in self.metrics.items()},
             "harness_efficiency": self.harness_efficiency,
+            "latency_overhead": self.latency_overhead,
             "calibration": self.calibration,
             "schedule": self.schedule,
             "test": self.test,

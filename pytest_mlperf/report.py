@@ -123,6 +123,10 @@ class ResultsCollector:
             if eff:
                 bare = r["calibration"]["bare"]["samples_per_s"]
                 lines.append(f"harness: {r['nodeid']}: LoadGen {eff:.1%} of the bare loop ({bare:,.1f} samples/s)")
+            over = r.get("latency_overhead")
+            if over is not None:
+                bare_ms = r["calibration"]["bare"]["batch_latency_p50_s"] * 1e3
+                lines.append(f"harness: {r['nodeid']}: LoadGen p50 {over:+.1%} over the bare batch-1 p50 ({bare_ms:.3f} ms)")
         missing = [r["missing_baseline"] for r in self.records if r.get("missing_baseline")]
         if missing:
             common = Path(os.path.commonpath(missing)) if len(missing) > 1 else Path(missing[0]).parent

@@ -30,7 +30,8 @@ def tiny_classifier(classes: int = 10, nhwc: bool = False, argmax: bool = True, 
     axes_t = helper.make_tensor("axes", TensorProto.INT64, [2], axes)
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
                               outputs, [weight, axes_t])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    # IR 8: onnx 1.23 writes IR 14 by default, which onnxruntime-gpu 1.31 cannot read
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
 
 
 def expected_classes(model: onnx.ModelProto, images: np.ndarray, nhwc: bool) -> np.ndarray:
@@ -92,3 +93,48 @@ def test_cuda_provider_runs_staged_batches_on_the_gpu(tmp_path) -> None:
     assert backend.info.device == "cuda"
     backend.stage([0, 1, 2, 3], images)
     assert backend.infer([0, 1, 2, 3]).ravel().tolist() == expected_classes(model, images, False).tolist()
+
+
+def test_shape_buckets_and_padding() -> None:
+    from pytest_mlperf.suts.scheduling import pad_to_bucket, shape_buckets
+
+    assert shape_buckets(32) == (1, 2, 4, 8, 16, 32)
+    assert shape_buckets(24) == (1, 2, 4, 8, 16, 24)
+    assert shape_buckets(1) == (1,)
+    assert pad_to_bucket([7, 9, 11], (1, 2, 4, 8)) == [7, 9, 11, 11]
+    assert pad_to_bucket([5], (1, 2, 4)) == [5]
+    assert pad_to_bucket(list(range(9)), (1, 2, 4, 8)) == list(range(9))  # larger than every bucket: as is
+
+
+def test_padded_batches_answer_only_their_own_samples() -> None:
+    from pytest_mlperf.loadgen import Responder
+    from pytest_mlperf.suts.null import NullBackend
+    from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
+    from pytest_mlperf.workloads.null import NullDataset
+
+    class Recorder(Responder):
+        def __init__(self) -> None:
+            self.calls: list[tuple[list[int], list[int]]] = []
+
+        def complete(self, ids, outputs) -> None:  # type: ignore[override]
+            self.calls.append((list(ids), outputs.ravel().tolist()))
+
+    backend = NullBackend({"delay_ms": 0})
+    seen: list[int] = []
+    infer = backend.infer
+    backend.infer = lambda idx: (seen.append(len(idx)), infer(idx))[1]  # type: ignore[method-assign]
+    harness = BatchingHarness(backend, NullDataset(64), ScheduleConfig("Offline", 8, 1, 0.0, (1, 2, 4, 8)))
+    recorder = Recorder()
+    try:
+        harness.issue([(100 + i, i) for i in range(11)], recorder)  # one batch of 8 and a remainder of 3
+        for _ in range(200):
+            if sum(len(ids) for ids, _ in recorder.calls) == 11:
+                break
+            import time
+
+            time.sleep(0.01)
+    finally:
+        harness.close()
+    assert sorted(seen) == [4, 8]  # the remainder of 3 ran as a warmed shape of 4
+    answered = {i: out for ids, outs in recorder.calls for i, out in zip(ids, outs)}
+    assert answered == {100 + i: i for i in range(11)}

@@ -39,6 +39,17 @@ def stage_for(backend: Backend, dataset: Dataset, count: int) -> list[int]:
     return indices
 
 
+def warm_up(backend: Backend, indices: list[int], sizes: tuple[int, ...]) -> None:
+    """Runs each batch shape twice, so that no first-run cost (kernel selection, allocation) lands in a test."""
+    try:
+        for size in sizes:
+            rows = [indices[k % len(indices)] for k in range(size)]
+            backend.infer(rows)
+            backend.infer(rows)
+    except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
+        raise CalibrationError(f"the SUT failed during the warm-up/calibration loop: {exc!r}") from exc
+
+
 def measure(backend: Backend, indices: list[int], batch_size: int, streams: int, seconds: float) -> Measurement:
     """Runs batches of `batch_size` staged samples on `streams` threads for about `seconds` (at least 3 batches
     per stream after 1 warm-up batch each)."""

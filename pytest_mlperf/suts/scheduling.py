@@ -8,6 +8,12 @@
   waiting sample and gather more until the batch is full or `max_wait_s` has passed (dynamic batching under the
   latency bound).
 
+On a GPU every new batch shape can cost a first run far longer than a batch (ONNX Runtime's CUDA provider
+searches convolution algorithms per shape): with `buckets`, a batch is padded to the smallest bucket that holds
+it (repeating its last sample; the padded outputs are dropped), and calibration warms every bucket first.
+Without this, Server batches of every size from 1 to the maximum stall the first seconds of a run and the
+queue never recovers.
+
 An exception in a worker thread is kept, its samples are completed empty so LoadGen can end the test, and the
 runner reports the traceback and fails the case (nothing is turned silently into an empty answer).
 """
@@ -32,6 +38,24 @@ class ScheduleConfig:
     batch_size: int
     streams: int = 1
     max_wait_s: float = 0.002
+    buckets: tuple[int, ...] = ()  # batch shapes the backend sees (padded up to); empty: no padding
+
+
+def shape_buckets(batch_size: int) -> tuple[int, ...]:
+    """Powers of two below `batch_size`, and `batch_size` itself: at most log2(batch)+1 shapes to warm up."""
+    sizes = {batch_size}
+    b = 1
+    while b < batch_size:
+        sizes.add(b)
+        b *= 2
+    return tuple(sorted(sizes))
+
+
+def pad_to_bucket(indices: list[int], buckets: Sequence[int]) -> list[int]:
+    """`indices` padded with its last element up to the smallest bucket that holds it (unchanged if none does)."""
+    n = len(indices)
+    target = next((b for b in buckets if b >= n), n)
+    return indices + [indices[-1]] * (target - n)
 
 
 class BatchingHarness:
@@ -43,7 +67,8 @@ class BatchingHarness:
         self.config = config
         self.error: str | None = None
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        # items are runs of samples: a whole batch (Offline) or one sample (Server); None stops a stream
+        self._queue: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         if config.scenario in ("Server", "Offline"):
             for n in range(max(1, config.streams)):
@@ -63,8 +88,9 @@ class BatchingHarness:
         if self.config.scenario in ("SingleStream", "MultiStream"):
             self._run_batch(samples)
         else:
-            for pair in samples:
-                self._queue.put(pair)
+            size = self.config.batch_size
+            for start in range(0, len(samples), size):  # Offline: whole batches, not one put per sample
+                self._queue.put(samples[start:start + size])
 
     def flush(self) -> None:
         """Nothing is held back between issues: batchers never wait longer than max_wait_s."""
@@ -72,8 +98,11 @@ class BatchingHarness:
     # --- work ------------------------------------------------------------------------------------------------
     def _run_batch(self, batch: Sequence[tuple[int, int]]) -> None:
         ids = [i for i, _ in batch]
+        indices = [idx for _, idx in batch]
+        if self.config.buckets:
+            indices = pad_to_bucket(indices, self.config.buckets)
         try:
-            outputs = self.backend.infer([idx for _, idx in batch])
+            outputs = self.backend.infer(indices)[: len(ids)]
         except BaseException:  # noqa: BLE001 - reported by the runner with its traceback
             with self._lock:
                 self.error = self.error or traceback.format_exc()
@@ -89,7 +118,7 @@ class BatchingHarness:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             stop = self._gather(batch, cfg.batch_size, max_wait)
             self._run_batch(batch)
             if stop:
@@ -111,7 +140,7 @@ class BatchingHarness:
                     return False
             if item is None:
                 return True
-            batch.append(item)
+            batch.extend(item)
         return False
 
     def close(self) -> None:

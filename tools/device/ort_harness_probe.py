@@ -1,0 +1,125 @@
+"""Harness cost of the ONNX Runtime ResNet50 SUT, measured in one process (run on the GPU machine).
+
+    python3 tools/device/ort_harness_probe.py OUT.json [--seconds 10]
+
+1. whether ORT's run_with_iobinding releases the GIL (a Python counter thread's rate during inference);
+2. bare-loop throughput and latency over batch sizes and streams;
+3. Offline: LoadGen samples/s over the bare loop measured just before and just after (same batch, streams, duration);
+4. SingleStream: LoadGen p50 over the bare batch-1 p50, bracketed the same way;
+5. Server: LoadGen at a fixed fraction of the bare throughput for a few batcher settings (validity, p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.logs import read_run
+from pytest_mlperf.runner.calibrate import measure
+from pytest_mlperf.standins.resnet50 import ensure_resnet50
+from pytest_mlperf.suts.onnxruntime import OrtClassifier
+from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
+from pytest_mlperf.workloads.resnet50 import SyntheticImages
+
+
+def gil_probe(backend: OrtClassifier, rows: list[int], seconds: float = 2.0) -> dict[str, float]:
+    count = [0]
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    time.sleep(seconds / 2)
+    idle = count[0]
+    count[0] = 0
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end:
+        backend.infer(rows)
+    busy = count[0]
+    stop.set()
+    t.join()
+    return {"spin_rate_idle": idle / (seconds / 2), "spin_rate_during_inference": busy / (seconds / 2)}
+
+
+def loadgen_run(backend, dataset, test: TestRequest, cfg: ScheduleConfig) -> dict:
+    harness = BatchingHarness(backend, dataset, cfg)
+    try:
+        run_test(test, harness)
+    finally:
+        harness.close()
+    run = read_run(test.log_dir)
+    return {"validity": run.validity, "reasons": list(run.invalid_reasons), "metrics": run.metrics,
+            "p50_ns": run.latency_ns.p50, "p99_ns": run.latency_ns.p99, "schedule": cfg.__dict__}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="a dry run of every step with small sizes (CPU)")
+    args = ap.parse_args()
+    sizes = ((1, 4), (1, 2)) if args.quick else ((1, 4, 8, 16, 32, 64), (1, 2, 3))
+    big = 4 if args.quick else 32
+    secs = args.seconds
+    result: dict = {}
+    backend = OrtClassifier(ensure_resnet50(), args.device, {})
+    dataset = SyntheticImages(len(range(64 if args.quick else 1024)), 0)
+    staged = list(range(64 if args.quick else 1024))
+    backend.stage(staged, dataset.load(staged))
+    result["backend"] = backend.info.to_dict()
+    result["gil"] = gil_probe(backend, staged[:32])
+    result["bare"] = [measure(backend, staged, bs, s, 1.5).to_dict() for bs in sizes[0] for s in sizes[1]]
+    logs = Path(tempfile.mkdtemp())
+    base = TestRequest(loadgen_model="resnet50", scenario="Offline", mode="performance", log_dir="",
+                       total_sample_count=1024, performance_sample_count=1024, min_duration_ms=int(secs * 1000),
+                       min_query_count=100)
+
+    for streams in sizes[1][1:]:
+        before = measure(backend, staged, big, streams, secs)
+        test = replace(base, log_dir=str(logs / f"offline{streams}"), offline_expected_qps=before.samples_per_s)
+        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Offline", big, streams))
+        after = measure(backend, staged, big, streams, secs)
+        bare = (before.samples_per_s + after.samples_per_s) / 2
+        lg["bare_before"], lg["bare_after"] = before.samples_per_s, after.samples_per_s
+        lg["efficiency"] = lg["metrics"]["result_samples_per_second"] / bare
+        result[f"offline_streams{streams}"] = lg
+
+    before = measure(backend, staged, 1, 1, secs / 2)
+    test = replace(base, scenario="SingleStream", log_dir=str(logs / "ss"),
+                   single_stream_expected_latency_ns=int(before.batch_latency_p50_s * 1e9))
+    lg = loadgen_run(backend, dataset, test, ScheduleConfig("SingleStream", 1))
+    after = measure(backend, staged, 1, 1, secs / 2)
+    bare_p50 = (before.batch_latency_p50_s + after.batch_latency_p50_s) / 2
+    lg["bare_p50_s"] = [before.batch_latency_p50_s, after.batch_latency_p50_s]
+    lg["p50_overhead"] = lg["p50_ns"] / 1e9 / bare_p50 - 1
+    result["singlestream"] = lg
+
+    peak = measure(backend, staged, big, 2, 2.0).samples_per_s
+    result["server"] = []
+    settings = ((0.5, 2, 1.5, big), (0.5, 3, 1.5, big), (0.5, 2, 0.5, big), (0.7, 3, 1.5, big), (0.3, 2, 1.5, big))
+    for fraction, streams, wait_ms, bs in settings[:1] if args.quick else settings:
+        test = replace(base, scenario="Server", log_dir=str(logs / f"server{fraction}-{streams}-{wait_ms}"),
+                       server_target_qps=fraction * peak,
+                       server_target_latency_ns=15_000_000 if args.device == "cuda" else 1_000_000_000)
+        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Server", bs, streams, wait_ms / 1000))
+        lg["target_qps"] = fraction * peak
+        result["server"].append(lg)
+        print(json.dumps({k: lg[k] for k in ("validity", "p99_ns", "target_qps", "schedule")}), flush=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("bare", "server")}, indent=1, default=str)[:6000])
+    for m in result["bare"]:
+        print(m)
+
+
+if __name__ == "__main__":
+    main()
