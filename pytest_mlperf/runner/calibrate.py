@@ -39,15 +39,22 @@ def stage_for(backend: Backend, dataset: Dataset, count: int) -> list[int]:
     return indices
 
 
-def warm_up(backend: Backend, indices: list[int], sizes: tuple[int, ...]) -> None:
-    """Runs each batch shape twice, so that no first-run cost (kernel selection, allocation) lands in a test."""
+def _failed(exc: BaseException) -> CalibrationError:
+    return CalibrationError(f"the SUT failed during the warm-up/calibration loop: {exc!r}")
+
+
+def _run_all(backend: Backend, batches: list[list[int]]) -> None:
     try:
-        for size in sizes:
-            rows = [indices[k % len(indices)] for k in range(size)]
-            backend.infer(rows)
+        for rows in batches:
             backend.infer(rows)
     except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
-        raise CalibrationError(f"the SUT failed during the warm-up/calibration loop: {exc!r}") from exc
+        raise _failed(exc) from exc
+
+
+def warm_up(backend: Backend, indices: list[int], sizes: tuple[int, ...]) -> None:
+    """Runs each batch shape twice, so that no first-run cost (kernel selection, allocation) lands in a test."""
+    batches = [[indices[k % len(indices)] for k in range(size)] for size in sizes]
+    _run_all(backend, [b for b in batches for _ in range(2)])
 
 
 def measure(backend: Backend, indices: list[int], batch_size: int, streams: int, seconds: float) -> Measurement:
@@ -56,8 +63,7 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
     streams = max(1, streams)
     latencies: list[list[float]] = [[] for _ in range(streams)]
     rows = [[indices[(s * batch_size + k) % len(indices)] for k in range(batch_size)] for s in range(streams)]
-    for r in rows:  # warm-up: first runs allocate, tune kernels and fill caches
-        backend.infer(r)
+    _run_all(backend, rows)  # warm-up: first runs allocate, tune kernels and fill caches
     start = time.perf_counter() + 0.01  # a common start, after the threads exist
     deadline = start + seconds
     ends = [start] * streams
@@ -81,7 +87,7 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
     for t in threads:
         t.join()
     if errors:
-        raise CalibrationError(f"the SUT failed during the warm-up/calibration loop: {errors[0]!r}") from errors[0]
+        raise _failed(errors[0]) from errors[0]
     elapsed = max(ends) - start
     flat = np.array([x for per in latencies for x in per])
     return Measurement(
