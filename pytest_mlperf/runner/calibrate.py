@@ -64,14 +64,20 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
     latencies: list[list[float]] = [[] for _ in range(streams)]
     rows = [[indices[(s * batch_size + k) % len(indices)] for k in range(batch_size)] for s in range(streams)]
     _run_all(backend, rows)  # warm-up: first runs allocate, tune kernels and fill caches
-    start = time.perf_counter() + 0.01  # a common start, after the threads exist
-    deadline = start + seconds
-    ends = [start] * streams
+    clock: list[float] = []  # [start, deadline], set once every thread has warmed itself up
+    go = threading.Event()
+    warmed = threading.Barrier(streams + 1)
+    ends = [0.0] * streams
     errors: list[BaseException] = []
 
     def loop(s: int) -> None:
-        while time.perf_counter() < start:
-            time.sleep(0.001)
+        try:
+            backend.infer(rows[s])  # per-thread first use (e.g. CUDA handles) stays outside the clock
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+        warmed.wait()
+        go.wait()
+        deadline = clock[1]
         try:
             while not errors and (len(latencies[s]) < 3 or time.perf_counter() < deadline):
                 t0 = time.perf_counter()
@@ -84,6 +90,10 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
     threads = [threading.Thread(target=loop, args=(s,)) for s in range(streams)]
     for t in threads:
         t.start()
+    warmed.wait()
+    start = time.perf_counter()
+    clock.extend([start, start + seconds])
+    go.set()
     for t in threads:
         t.join()
     if errors:

@@ -90,6 +90,7 @@ class RunnerState:
         test = req.test
         max_wait = 0.002
         calibration: dict[str, Any] | None = None
+        staged: list[int] = []
         # GPUs pay a first-run cost per batch shape: pad Offline/Server batches to a few shapes, warmed up below
         dynamic = test.scenario in ("Offline", "Server") and backend.info.device == "cuda"
         buckets = shape_buckets(batch) if dynamic else ()
@@ -103,7 +104,8 @@ class RunnerState:
         elif test.scenario == "Server":
             bound = test.server_target_latency_ns or req.official_server_latency_ns or 100_000_000
             max_wait = 0.1 * bound / 1e9
-        harness = BatchingHarness(backend, dataset, ScheduleConfig(test.scenario, batch, streams, max_wait, buckets))
+        harness = BatchingHarness(backend, dataset, ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
+                                  warm_indices=staged if req.calibrate else ())
         try:
             run_test(test, harness)
         finally:

@@ -61,7 +61,8 @@ def pad_to_bucket(indices: list[int], buckets: Sequence[int]) -> list[int]:
 class BatchingHarness:
     """Implements `loadgen.Harness` over a `Backend` for one scenario."""
 
-    def __init__(self, backend: Backend, dataset: Dataset, config: ScheduleConfig) -> None:
+    def __init__(self, backend: Backend, dataset: Dataset, config: ScheduleConfig,
+                 warm_indices: Sequence[int] = ()) -> None:
         self.backend = backend
         self.dataset = dataset
         self.config = config
@@ -71,10 +72,22 @@ class BatchingHarness:
         self._queue: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         if config.scenario in ("Server", "Offline"):
-            for n in range(max(1, config.streams)):
-                t = threading.Thread(target=self._serve, name=f"mlperf-stream-{n}", daemon=True)
-                t.start()
-                self._threads.append(t)
+            self._start_streams(warm_indices)
+
+    def _start_streams(self, warm_indices: Sequence[int]) -> None:
+        """Starts the stream threads; each first runs every bucket on itself (GPU runtimes keep per-thread state,
+        e.g. ONNX Runtime's CUDA handles, whose creation would otherwise land in the test) and then serves."""
+        streams = max(1, self.config.streams)
+        ready = threading.Barrier(streams + 1)
+        for n in range(streams):
+            t = threading.Thread(target=self._serve, args=(ready, list(warm_indices)), name=f"mlperf-stream-{n}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        ready.wait()
+        if self.error is not None:
+            self.close()
+            raise RuntimeError(f"a stream failed its warm-up:\n{self.error}")
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
@@ -110,7 +123,21 @@ class BatchingHarness:
             return
         self._responder.complete(ids, outputs)
 
-    def _serve(self) -> None:
+    def _warm(self, indices: list[int]) -> None:
+        try:
+            for size in self.config.buckets or (self.config.batch_size,):
+                rows = [indices[k % len(indices)] for k in range(size)]
+                self.backend.infer(rows)
+        except BaseException:  # noqa: BLE001 - reported by the constructor
+            with self._lock:
+                self.error = self.error or traceback.format_exc()
+
+    def _serve(self, ready: threading.Barrier, warm_indices: list[int]) -> None:
+        if warm_indices:
+            self._warm(warm_indices)
+        ready.wait()
+        if self.error is not None:
+            return
         cfg = self.config
         # Offline fills batches from a queue that already holds the whole query: no waiting needed
         max_wait = cfg.max_wait_s if cfg.scenario == "Server" else 0.0

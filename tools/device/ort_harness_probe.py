@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from pytest_mlperf.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
-from pytest_mlperf.runner.calibrate import measure
+from pytest_mlperf.runner.calibrate import measure, warm_up
 from pytest_mlperf.standins.resnet50 import ensure_resnet50
 from pytest_mlperf.suts.onnxruntime import OrtClassifier
-from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
+from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from pytest_mlperf.workloads.resnet50 import SyntheticImages
 
 
@@ -50,15 +53,50 @@ def gil_probe(backend: OrtClassifier, rows: list[int], seconds: float = 2.0) -> 
     return {"spin_rate_idle": idle / (seconds / 2), "spin_rate_during_inference": busy / (seconds / 2)}
 
 
-def loadgen_run(backend, dataset, test: TestRequest, cfg: ScheduleConfig) -> dict:
-    harness = BatchingHarness(backend, dataset, cfg)
+class TimedHarness(BatchingHarness):
+    """Timestamps where a sample's time goes: issue callback, queue wait, batch run (inference + completion)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.enqueued: dict[int, float] = {}
+        self.batches: list[tuple[int, float, float]] = []
+        self.issue_s: list[float] = []
+        super().__init__(*args, **kwargs)
+
+    def issue(self, samples, responder) -> None:
+        t0 = time.perf_counter()
+        for i, _ in samples:
+            self.enqueued[i] = t0
+        super().issue(samples, responder)
+        self.issue_s.append(time.perf_counter() - t0)
+
+    def _run_batch(self, batch) -> None:
+        t0 = time.perf_counter()
+        wait = max(t0 - self.enqueued.get(i, t0) for i, _ in batch)
+        super()._run_batch(batch)
+        self.batches.append((len(batch), wait, time.perf_counter() - t0))
+
+    def breakdown(self) -> dict[str, float]:
+        if not self.batches:
+            return {}
+        q = lambda xs, p: float(np.percentile(xs, p) * 1e3)  # noqa: E731
+        sizes = [b[0] for b in self.batches]
+        waits = [b[1] for b in self.batches]
+        runs = [b[2] for b in self.batches]
+        return {"batches": len(sizes), "batch_mean": float(np.mean(sizes)), "wait_p50_ms": q(waits, 50),
+                "wait_p99_ms": q(waits, 99), "run_p50_ms": q(runs, 50), "run_p99_ms": q(runs, 99),
+                "issue_p50_ms": q(self.issue_s, 50), "issue_p99_ms": q(self.issue_s, 99)}
+
+
+def loadgen_run(backend, dataset, test: TestRequest, cfg: ScheduleConfig, warm: list[int] | None = None) -> dict:
+    harness = TimedHarness(backend, dataset, cfg, warm_indices=warm or ())
     try:
         run_test(test, harness)
     finally:
         harness.close()
     run = read_run(test.log_dir)
     return {"validity": run.validity, "reasons": list(run.invalid_reasons), "metrics": run.metrics,
-            "p50_ns": run.latency_ns.p50, "p99_ns": run.latency_ns.p99, "schedule": cfg.__dict__}
+            "p50_ns": run.latency_ns.p50, "p99_ns": run.latency_ns.p99, "schedule": cfg.__dict__,
+            "breakdown": harness.breakdown()}
 
 
 def main() -> None:
@@ -67,6 +105,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="a dry run of every step with small sizes (CPU)")
+    ap.add_argument("--skip-table", action="store_true", help="skip the GIL probe and the batch x streams table")
+    ap.add_argument("--server-only", action="store_true", help="only the Server runs")
     args = ap.parse_args()
     sizes = ((1, 4), (1, 2)) if args.quick else ((1, 4, 8, 16, 32, 64), (1, 2, 3))
     big = 4 if args.quick else 32
@@ -77,47 +117,64 @@ def main() -> None:
     staged = list(range(64 if args.quick else 1024))
     backend.stage(staged, dataset.load(staged))
     result["backend"] = backend.info.to_dict()
-    result["gil"] = gil_probe(backend, staged[:32])
-    result["bare"] = [measure(backend, staged, bs, s, 1.5).to_dict() for bs in sizes[0] for s in sizes[1]]
+    warm_up(backend, staged, shape_buckets(64))
+    buckets = shape_buckets(big)
+    if not args.skip_table:
+        result["gil"] = gil_probe(backend, staged[:32])
+        result["bare"] = [measure(backend, staged, bs, s, 1.5).to_dict() for bs in sizes[0] for s in sizes[1]]
     logs = Path(tempfile.mkdtemp())
     base = TestRequest(loadgen_model="resnet50", scenario="Offline", mode="performance", log_dir="",
                        total_sample_count=1024, performance_sample_count=1024, min_duration_ms=int(secs * 1000),
                        min_query_count=100)
 
-    for streams in sizes[1][1:]:
+    for streams in ([] if args.server_only else sizes[1][1:]):
         before = measure(backend, staged, big, streams, secs)
         test = replace(base, log_dir=str(logs / f"offline{streams}"), offline_expected_qps=before.samples_per_s)
-        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Offline", big, streams))
+        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Offline", big, streams, 0.0, buckets), warm=staged)
         after = measure(backend, staged, big, streams, secs)
         bare = (before.samples_per_s + after.samples_per_s) / 2
         lg["bare_before"], lg["bare_after"] = before.samples_per_s, after.samples_per_s
         lg["efficiency"] = lg["metrics"]["result_samples_per_second"] / bare
         result[f"offline_streams{streams}"] = lg
 
-    before = measure(backend, staged, 1, 1, secs / 2)
-    test = replace(base, scenario="SingleStream", log_dir=str(logs / "ss"),
-                   single_stream_expected_latency_ns=int(before.batch_latency_p50_s * 1e9))
-    lg = loadgen_run(backend, dataset, test, ScheduleConfig("SingleStream", 1))
-    after = measure(backend, staged, 1, 1, secs / 2)
-    bare_p50 = (before.batch_latency_p50_s + after.batch_latency_p50_s) / 2
-    lg["bare_p50_s"] = [before.batch_latency_p50_s, after.batch_latency_p50_s]
-    lg["p50_overhead"] = lg["p50_ns"] / 1e9 / bare_p50 - 1
-    result["singlestream"] = lg
+    if not args.server_only:
+        before = measure(backend, staged, 1, 1, secs / 2)
+        test = replace(base, scenario="SingleStream", log_dir=str(logs / "ss"),
+                       single_stream_expected_latency_ns=int(before.batch_latency_p50_s * 1e9))
+        lg = loadgen_run(backend, dataset, test, ScheduleConfig("SingleStream", 1))
+        after = measure(backend, staged, 1, 1, secs / 2)
+        bare_p50 = (before.batch_latency_p50_s + after.batch_latency_p50_s) / 2
+        lg["bare_p50_s"] = [before.batch_latency_p50_s, after.batch_latency_p50_s]
+        lg["p50_overhead"] = lg["p50_ns"] / 1e9 / bare_p50 - 1
+        result["singlestream"] = lg
 
     peak = measure(backend, staged, big, 2, 2.0).samples_per_s
     result["server"] = []
-    settings = ((0.5, 2, 1.5, big), (0.5, 3, 1.5, big), (0.5, 2, 0.5, big), (0.7, 3, 1.5, big), (0.3, 2, 1.5, big))
-    for fraction, streams, wait_ms, bs in settings[:1] if args.quick else settings:
+    settings = ((0.5, 2, 1.5, big, 0.005), (0.5, 1, 1.5, big, 0.005), (0.5, 2, 0.0, big, 0.005),
+                (0.5, 2, 1.5, big, 0.0002), (0.3, 3, 1.5, big, 0.005))
+    for fraction, streams, wait_ms, bs, switch in settings[:1] if args.quick else settings:
+        sys.setswitchinterval(switch)
         test = replace(base, scenario="Server", log_dir=str(logs / f"server{fraction}-{streams}-{wait_ms}"),
                        server_target_qps=fraction * peak,
                        server_target_latency_ns=15_000_000 if args.device == "cuda" else 1_000_000_000)
-        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Server", bs, streams, wait_ms / 1000))
+        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Server", bs, streams, wait_ms / 1000, buckets),
+                         warm=staged)
         lg["target_qps"] = fraction * peak
+        lg["switch_interval_s"] = switch
         result["server"].append(lg)
-        print(json.dumps({k: lg[k] for k in ("validity", "p99_ns", "target_qps", "schedule")}), flush=True)
+        print(json.dumps({k: lg[k] for k in ("validity", "p50_ns", "p99_ns", "target_qps", "switch_interval_s",
+                                             "breakdown")}), flush=True)
+    sys.setswitchinterval(0.005)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("bare", "server")}, indent=1, default=str)[:6000])
-    for m in result["bare"]:
+    for k in ("offline_streams2", "offline_streams3"):
+        o = result.get(k)
+        if o:
+            print(k, o["validity"], o["metrics"]["result_samples_per_second"], o["bare_before"], o["bare_after"],
+                  f"efficiency {o['efficiency']:.4f}")
+    ss = result.get("singlestream")
+    if ss:
+        print("singlestream p50", ss["p50_ns"], "bare", ss["bare_p50_s"], f"overhead {ss['p50_overhead']:+.4f}")
+    for m in result.get("bare", []):
         print(m)
 
 

