@@ -166,7 +166,8 @@ class LoadGenDriver:
             pytest.fail(failure, pytrace=False)
         device = str(runner.info["backend"]["device"])
         batch = sut.batch_size or (sut.spec.default_batch_size if device == "cuda" else 8)
-        streams = sut.streams or (2 if device == "cuda" else 1)
+        # measured on an H100 (docs/performance.md): 3 streams keep the GPU fed between batches, 2 do not quite
+        streams = sut.streams or (3 if device == "cuda" else 1)
         backend = runner.info["backend"]
         system = describe_system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
         key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)

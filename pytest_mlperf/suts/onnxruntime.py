@@ -115,8 +115,14 @@ class OrtClassifier:
         model, self._output, self._offset = wrap_with_gather(onnx.load(str(model_path)))
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if "intra_op_threads" in options:
-            so.intra_op_num_threads = int(options["intra_op_threads"])  # type: ignore[call-overload]
+        # On CUDA the whole graph runs on the GPU: ORT's CPU thread pool (one spinning thread per core by default)
+        # only competes for the cores that LoadGen's issue thread and the Python stream threads need.
+        gpu = resolved == "cuda"
+        threads = int(options.get("intra_op_threads", 1 if gpu else 0))  # type: ignore[call-overload]
+        if threads:
+            so.intra_op_num_threads = threads
+        spinning = bool(options.get("allow_spinning", not gpu))
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
         used = self.session.get_providers()
         if resolved == "cuda" and "CUDAExecutionProvider" not in used:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -54,12 +55,16 @@ def gil_probe(backend: OrtClassifier, rows: list[int], seconds: float = 2.0) -> 
 
 
 class TimedHarness(BatchingHarness):
-    """Timestamps where a sample's time goes: issue callback, queue wait, batch run (inference + completion)."""
+    """Timestamps where a sample's time goes: issue callback, queue wait, gathering, batch run (inference +
+    completion), and a per-batch timeline (stream, start, end, size, queue depth) to find idle gaps."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.enqueued: dict[int, float] = {}
         self.batches: list[tuple[int, float, float]] = []
+        self.timeline: list[tuple[str, float, float, int, int, float]] = []
+        self.issue_at: list[float] = []
         self.issue_s: list[float] = []
+        self._gathered = threading.local()
         super().__init__(*args, **kwargs)
 
     def issue(self, samples, responder) -> None:
@@ -67,13 +72,24 @@ class TimedHarness(BatchingHarness):
         for i, _ in samples:
             self.enqueued[i] = t0
         super().issue(samples, responder)
+        self.issue_at.append(t0)
         self.issue_s.append(time.perf_counter() - t0)
+
+    def _gather(self, batch, size, max_wait):
+        t0 = time.perf_counter()
+        stop = super()._gather(batch, size, max_wait)
+        self._gathered.seconds = time.perf_counter() - t0
+        return stop
 
     def _run_batch(self, batch) -> None:
         t0 = time.perf_counter()
+        depth = self._queue.qsize()
         wait = max(t0 - self.enqueued.get(i, t0) for i, _ in batch)
         super()._run_batch(batch)
-        self.batches.append((len(batch), wait, time.perf_counter() - t0))
+        t1 = time.perf_counter()
+        self.batches.append((len(batch), wait, t1 - t0))
+        self.timeline.append((threading.current_thread().name, t0, t1, len(batch), depth,
+                              getattr(self._gathered, "seconds", 0.0)))
 
     def breakdown(self) -> dict[str, float]:
         if not self.batches:
@@ -82,9 +98,31 @@ class TimedHarness(BatchingHarness):
         sizes = [b[0] for b in self.batches]
         waits = [b[1] for b in self.batches]
         runs = [b[2] for b in self.batches]
-        return {"batches": len(sizes), "batch_mean": float(np.mean(sizes)), "wait_p50_ms": q(waits, 50),
-                "wait_p99_ms": q(waits, 99), "run_p50_ms": q(runs, 50), "run_p99_ms": q(runs, 99),
-                "issue_p50_ms": q(self.issue_s, 50), "issue_p99_ms": q(self.issue_s, 99)}
+        out = {"batches": len(sizes), "batch_mean": float(np.mean(sizes)), "wait_p50_ms": q(waits, 50),
+               "wait_p99_ms": q(waits, 99), "run_p50_ms": q(runs, 50), "run_p99_ms": q(runs, 99),
+               "issue_p50_ms": q(self.issue_s, 50), "issue_p99_ms": q(self.issue_s, 99)}
+        if self.timeline:
+            t0 = min(t[1] for t in self.timeline)
+            t1 = max(t[2] for t in self.timeline)
+            by_stream: dict[str, list] = {}
+            for row in self.timeline:
+                by_stream.setdefault(row[0], []).append(row)
+            gaps = []
+            for rows in by_stream.values():
+                rows.sort(key=lambda r: r[1])
+                out[f"busy_{rows[0][0]}"] = sum(r[2] - r[1] for r in rows) / (t1 - t0)
+                gaps += [b[1] - a[2] for a, b in zip(rows, rows[1:])]
+            out["gap_p50_ms"] = q(gaps, 50) if gaps else 0.0
+            out["gap_p99_ms"] = q(gaps, 99) if gaps else 0.0
+            out["gather_p50_ms"] = q([r[5] for r in self.timeline], 50)
+            out["gather_p99_ms"] = q([r[5] for r in self.timeline], 99)
+            out["depth_at_start_p50"] = float(np.percentile([r[4] for r in self.timeline], 50))
+            inter = np.diff(sorted(self.issue_at))
+            out["issue_gap_p50_ms"] = float(np.percentile(inter, 50) * 1e3) if len(inter) else 0.0
+            out["issue_gap_max_ms"] = float(inter.max() * 1e3) if len(inter) else 0.0
+            span = max(self.issue_at) - min(self.issue_at)
+            out["issue_rate_per_s"] = len(self.issue_at) / span if span > 0 else 0.0
+        return out
 
 
 def loadgen_run(backend, dataset, test: TestRequest, cfg: ScheduleConfig, warm: list[int] | None = None) -> dict:
@@ -150,20 +188,35 @@ def main() -> None:
 
     peak = measure(backend, staged, big, 2, 2.0).samples_per_s
     result["server"] = []
-    settings = ((0.5, 2, 1.5, big, 0.005), (0.5, 1, 1.5, big, 0.005), (0.5, 2, 0.0, big, 0.005),
-                (0.5, 2, 1.5, big, 0.0002), (0.3, 3, 1.5, big, 0.005))
-    for fraction, streams, wait_ms, bs, switch in settings[:1] if args.quick else settings:
+    # (load fraction, streams, max wait ms, batch, switch interval, garbage collector during the test)
+    settings = ((0.5, 2, 1.5, big, 0.005, "default"),)
+    spinning = OrtClassifier(ensure_resnet50(), args.device, {"intra_op_threads": 0, "allow_spinning": True})
+    spinning.stage(staged, dataset.load(staged))
+    warm_up(spinning, staged, buckets)
+    variants = [(backend, "1 thread, no spinning"), (spinning, "ORT default threads, spinning")]
+    result["server_variants"] = [name for _, name in variants]
+    for (sut, variant), (fraction, streams, wait_ms, bs, switch, collector) in (
+            [(v, settings[0]) for v in variants] + [(variants[0], (0.7, 2, 1.5, big, 0.005, "default"))]):
         sys.setswitchinterval(switch)
-        test = replace(base, scenario="Server", log_dir=str(logs / f"server{fraction}-{streams}-{wait_ms}"),
+        gc.collect()
+        if collector == "freeze":
+            gc.freeze()
+        elif collector == "disable":
+            gc.disable()
+        test = replace(base, scenario="Server", log_dir=str(logs / f"server{len(result['server'])}"),
                        server_target_qps=fraction * peak,
                        server_target_latency_ns=15_000_000 if args.device == "cuda" else 1_000_000_000)
-        lg = loadgen_run(backend, dataset, test, ScheduleConfig("Server", bs, streams, wait_ms / 1000, buckets),
+        lg = loadgen_run(sut, dataset, test, ScheduleConfig("Server", bs, streams, wait_ms / 1000, buckets),
                          warm=staged)
         lg["target_qps"] = fraction * peak
         lg["switch_interval_s"] = switch
+        lg["gc"] = collector
+        lg["variant"] = variant
+        gc.unfreeze()
+        gc.enable()
         result["server"].append(lg)
-        print(json.dumps({k: lg[k] for k in ("validity", "p50_ns", "p99_ns", "target_qps", "switch_interval_s",
-                                             "breakdown")}), flush=True)
+        print(json.dumps({k: lg[k] for k in ("validity", "p50_ns", "p99_ns", "target_qps", "variant", "breakdown")}),
+              flush=True)
     sys.setswitchinterval(0.005)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     for k in ("offline_streams2", "offline_streams3"):
