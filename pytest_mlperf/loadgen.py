@@ -47,6 +47,8 @@ class LoadGenError(RuntimeError):
 class TestRequest:
     """Everything one StartTest needs; crosses the runner boundary as a dict."""
 
+    __test__ = False  # a name pytest would otherwise try to collect as a test class
+
     loadgen_model: str  # the model name in mlperf.conf, e.g. "resnet50", "llama3_1-8b"
     scenario: str
     mode: str  # "performance" | "accuracy"

@@ -187,6 +187,7 @@ class LoadGenDriver:
             calibrate_seconds=0.3 if profile.name == "smoke" else 1.0,
             server_latency_floor_factor=profile.server_latency_floor_factor,
             official_server_latency_ns=sut.spec.server_latency_ns,
+            expectation_margin=profile.expectation_margin,
         )
         doing = f"{scenario} {mode} test {self.item.nodeid}"
         try:

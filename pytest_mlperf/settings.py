@@ -31,6 +31,8 @@ class Profile:
     # relax the Server latency bound to at least this many times the measured batch-1 latency (CPU stand-ins)
     server_latency_floor_factor: float | None
     calibrate: bool
+    # calibrated expectations err by this factor towards more work (see runner/child.expectations)
+    expectation_margin: float = 1.0
 
 
 PROFILES: dict[str, Profile] = {
@@ -42,6 +44,7 @@ PROFILES: dict[str, Profile] = {
         tolerated=frozenset({"early_stopping", "perf_constraints"}),
         server_latency_floor_factor=8.0,
         calibrate=True,
+        expectation_margin=1.5,
     ),
     "ci": Profile(
         name="ci",
@@ -51,6 +54,7 @@ PROFILES: dict[str, Profile] = {
         tolerated=frozenset({"early_stopping"}),
         server_latency_floor_factor=None,
         calibrate=True,
+        expectation_margin=1.2,
     ),
     "official": Profile(
         name="official",
@@ -164,21 +168,19 @@ def parse_name_path(values: list[str] | None, *, option: str, must_exist: bool =
     return out
 
 
-def parse_positive_int(value: str, *, option: str) -> int:
+def _parse_positive(value: str, option: str, convert: type, what: str, bound: str) -> float:
     try:
-        number = int(value)
+        number = convert(value)
     except ValueError:
-        raise ValueError(f"bad {option} {value!r}: write a whole number") from None
-    if number < 1:
-        raise ValueError(f"{option} must be at least 1, got {value!r}")
+        raise ValueError(f"bad {option} {value!r}: write {what}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{option} must be {bound}, got {value!r}")
     return number
+
+
+def parse_positive_int(value: str, *, option: str) -> int:
+    return int(_parse_positive(value, option, int, "a whole number", "at least 1"))
 
 
 def parse_positive_float(value: str, *, option: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"bad {option} {value!r}: write a number of seconds") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{option} must be positive, got {value!r}")
-    return number
+    return float(_parse_positive(value, option, float, "a number of seconds", "positive"))

@@ -46,12 +46,15 @@ def expectations(req: RunRequest, m: Measurement, single: Measurement) -> tuple[
     returns the test and the Server batcher's longest wait."""
     t = req.test
     ns = 1e9
+    # LoadGen pre-generates work from these: too little ends a run before its min duration (INVALID), too much
+    # only makes it longer, so a short, noisy calibration errs towards more work by the profile's margin
+    margin = req.expectation_margin
     if t.scenario == "Offline" and t.offline_expected_qps is None:
-        t = replace(t, offline_expected_qps=m.samples_per_s)
+        t = replace(t, offline_expected_qps=m.samples_per_s * margin)
     elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns is None:
-        t = replace(t, single_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns)))
+        t = replace(t, single_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns / margin)))
     elif t.scenario == "MultiStream" and t.multi_stream_expected_latency_ns is None:
-        t = replace(t, multi_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns)))
+        t = replace(t, multi_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns / margin)))
     bound = t.server_target_latency_ns or req.official_server_latency_ns or int(0.1 * ns)
     if t.scenario == "Server":
         if req.server_latency_floor_factor:

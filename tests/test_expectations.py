@@ -1,0 +1,51 @@
+"""What the runner tells LoadGen to expect from a calibration: the safe direction, user values kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_mlperf.loadgen import TestRequest
+from pytest_mlperf.runner.calibrate import Measurement
+from pytest_mlperf.runner.child import expectations
+from pytest_mlperf.runner.protocol import RunRequest
+
+BATCH = Measurement(batch_size=8, streams=1, samples_per_s=100.0, batch_latency_p50_s=0.08, batch_latency_p90_s=0.1,
+                    batches=10)
+SINGLE = Measurement(batch_size=1, streams=1, samples_per_s=40.0, batch_latency_p50_s=0.025,
+                     batch_latency_p90_s=0.03, batches=10)
+
+
+def request(scenario: str, margin: float = 1.5, **test: object) -> RunRequest:
+    t = TestRequest(loadgen_model="resnet50", scenario=scenario, mode="performance", log_dir="x",
+                    total_sample_count=64, **test)  # type: ignore[arg-type]
+    return RunRequest(test=t, batch_size=8, expectation_margin=margin, server_latency_floor_factor=8.0,
+                      official_server_latency_ns=15_000_000)
+
+
+def test_offline_expects_more_throughput_than_measured() -> None:
+    t, _ = expectations(request("Offline"), BATCH, SINGLE)
+    assert t.offline_expected_qps == pytest.approx(150.0)  # more work: the run can only get longer
+
+
+@pytest.mark.parametrize("scenario, field", [("SingleStream", "single_stream_expected_latency_ns"),
+                                             ("MultiStream", "multi_stream_expected_latency_ns")])
+def test_stream_scenarios_expect_lower_latency_than_measured(scenario: str, field: str) -> None:
+    t, _ = expectations(request(scenario), BATCH, SINGLE)
+    assert getattr(t, field) == int(0.08 * 1e9 / 1.5)  # more queries generated: never runs out before min duration
+
+
+def test_values_the_user_set_are_kept() -> None:
+    t, _ = expectations(request("Offline", offline_expected_qps=7.0), BATCH, SINGLE)
+    assert t.offline_expected_qps == 7.0
+
+
+def test_server_bound_relaxed_to_the_floor_and_load_is_half_the_throughput() -> None:
+    t, max_wait = expectations(request("Server"), BATCH, SINGLE)
+    assert t.server_target_latency_ns == int(8.0 * 0.03 * 1e9)  # 240 ms > the official 15 ms on this "CPU"
+    assert t.server_target_qps == pytest.approx(50.0)
+    assert max_wait == pytest.approx(0.024)
+
+
+def test_server_keeps_a_fixed_target_qps_from_the_baseline() -> None:
+    t, _ = expectations(request("Server", server_target_qps=12.5), BATCH, SINGLE)
+    assert t.server_target_qps == 12.5
