@@ -189,6 +189,13 @@ def resnet50_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) 
 
 
 @pytest.fixture
+def llama_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
+    """Llama 3.1 8B (MLPerf llama3_1-8b) on transformers (CUDA bf16 when available, else CPU fp32):
+    --mlperf-model llama3_1-8b=DIR or the seeded tiny stand-in."""
+    return make_sut(mlperf_session, "llama3_1-8b", _marker_kwargs(request.node))
+
+
+@pytest.fixture
 def null_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """A SUT that answers each sample with its index after a delay: for testing the harness itself."""
     return make_sut(mlperf_session, "null", _marker_kwargs(request.node))

@@ -260,15 +260,15 @@ class BaselineCheck:
     def _accuracy_problems(self, case: CaseRun, baseline: Baseline) -> list[str]:
         if case.accuracy is None or baseline.accuracy is None:
             return []
-        expected = {int(i): int(c) for i, c in baseline.accuracy.get("predictions", [])}
-        actual = {int(i): int(c) for i, c in case.accuracy.get("predictions", [])}
+        expected = {int(i): _output(c) for i, c in baseline.accuracy.get("predictions", [])}
+        actual = {int(i): _output(c) for i, c in case.accuracy.get("predictions", [])}
         if not expected:
             return []
         differ = compare_outputs(expected, actual)
         case.outputs_match = not differ
         if not differ:
             return []
-        shown = ", ".join(f"#{i}: {expected.get(i)} -> {actual.get(i)}" for i in differ[:8])
+        shown = ", ".join(f"#{i}: {_short(expected.get(i))} -> {_short(actual.get(i))}" for i in differ[:8])
         return [f"outputs differ from the baseline's on {len(differ)} of {len(expected)} samples ({shown})"]
 
     def _record(self, case: CaseRun, path: Path) -> None:
@@ -282,6 +282,18 @@ class BaselineCheck:
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+def _output(value: Any) -> int | list[int]:
+    """A recorded output: a class index, or an LLM's token ids."""
+    return [int(t) for t in value] if isinstance(value, list) else int(value)
+
+
+def _short(value: int | list[int] | None) -> str:
+    """An output for a failure message: token lists cut to their first tokens."""
+    if isinstance(value, list) and len(value) > 8:
+        return f"[{', '.join(map(str, value[:8]))}, ... ({len(value)} tokens)]"
+    return str(value)
 
 
 COMPARISONS_KEY = pytest.StashKey[list]()

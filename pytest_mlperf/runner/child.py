@@ -20,11 +20,13 @@ from ..loadgen import TestRequest, run_test
 from ..logs import read_accuracy_log, read_run
 from ..suts import create_backend
 from ..suts.base import Backend
+from ..suts.generation import GenerationHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
 from .calibrate import Measurement, measure, stage_for, warm_up
 from .protocol import LoadRequest, RunRequest, receive, send
+from .tokens import prepare_generation
 
 
 class FailedTest(RuntimeError):
@@ -70,6 +72,7 @@ class RunnerState:
         self.dataset: Dataset | None = None
         self.backend: Backend | None = None
         self.samples_per_query = 8
+        self.token_latencies = False  # the workload is judged on TTFT/TPOT and tokens/s (LLMs)
 
     def load(self, req: LoadRequest) -> dict[str, Any]:
         module = workload_module(req.data.workload)
@@ -77,6 +80,7 @@ class RunnerState:
         self.backend = create_backend(req, module)
         self.load_request = req
         self.samples_per_query = module.SPEC.multistream_samples_per_query
+        self.token_latencies = module.SPEC.token_latencies
         return {
             "backend": self.backend.info.to_dict(),
             "dataset": self.dataset.description,
@@ -89,6 +93,11 @@ class RunnerState:
         backend, dataset = self.backend, self.dataset
         if backend is None or dataset is None:
             raise RuntimeError("run before load")
+        if self.token_latencies:
+            req = replace(req, test=replace(req.test, use_token_latencies=True))
+        if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
+            test, harness, calibration, schedule = prepare_generation(req, backend, dataset)  # type: ignore[arg-type]
+            return self._finish(test, harness, calibration, schedule)
         batch, streams = scenario_batch(req, self.samples_per_query)
         test = req.test
         max_wait = 0.002
@@ -109,6 +118,13 @@ class RunnerState:
             max_wait = 0.1 * bound / 1e9
         harness = BatchingHarness(backend, dataset, ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
                                   warm_indices=staged if req.calibrate else ())
+        schedule = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}
+        return self._finish(test, harness, calibration, schedule)
+
+    def _finish(self, test: TestRequest, harness: BatchingHarness | GenerationHarness,
+                calibration: dict[str, Any] | None, schedule: dict[str, Any]) -> dict[str, Any]:
+        """Runs the LoadGen test and reads its logs (and accuracy) into the result sent back."""
+        assert self.dataset is not None
         try:
             run_test(test, harness)
         finally:
@@ -117,13 +133,14 @@ class RunnerState:
             raise FailedTest(f"the SUT raised during the LoadGen test:\n{harness.error}")
         run = read_run(test.log_dir)
         result: dict[str, Any] = {"run": run.to_dict(), "test": test.to_dict(), "calibration": calibration}
-        result["schedule"] = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}
+        result["schedule"] = schedule
         if test.mode == "accuracy":
             entries = read_accuracy_log(Path(test.log_dir) / "mlperf_log_accuracy.json")
-            accuracy = dataset.accuracy({e.qsl_idx: e.data for e in entries})
+            accuracy = self.dataset.accuracy({e.qsl_idx: e.data for e in entries})
             preds = accuracy.get("predictions")
-            if isinstance(preds, dict):
-                accuracy["predictions"] = sorted([int(k), int(v)] for k, v in preds.items())
+            if isinstance(preds, dict):  # a class per sample, or a list of token ids (LLMs)
+                accuracy["predictions"] = sorted([int(k), v if isinstance(v, list) else int(v)]
+                                                 for k, v in preds.items())
             result["accuracy"] = accuracy
         return result
 

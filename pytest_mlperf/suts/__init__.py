@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from types import ModuleType
 
 from .base import Backend, BackendError
 
-BACKENDS = ("onnxruntime", "null")
+BACKENDS = ("onnxruntime", "transformers", "null")
 
 
 def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
@@ -24,4 +25,13 @@ def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa
         from .onnxruntime import OrtClassifier
 
         return OrtClassifier(workload.model_file(req.data), req.device, req.options)
+    if req.backend == "transformers":
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+            raise BackendError(
+                "torch and transformers are not installed: pip install 'pytest-mlperf[llm]' "
+                "(on a GPU machine install a CUDA build of torch first)"
+            )
+        from .transformers_llm import TransformersLLM
+
+        return TransformersLLM(workload.model_dir(req.data), req.device, req.options)  # type: ignore[return-value]
     raise BackendError(f"unknown backend {req.backend!r}: known backends are {', '.join(BACKENDS)}")

@@ -19,6 +19,7 @@ class WorkloadSpec:
     multistream_samples_per_query: int = 8
     default_batch_size: int = 32
     accuracy_targets: Mapping[str, float] = field(default_factory=dict)  # metric -> minimum, real model + data only
+    token_latencies: bool = False  # LLMs: LoadGen measures TTFT/TPOT and tokens/s (use_token_latencies)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""The runner's setup of one LoadGen test for a token-generating backend (LLM workloads).
+
+Calibration is a short bare loop of the same backend calls the harness makes, without LoadGen:
+- Offline: `generate_batch` with the run's batch size and streams -> offline_expected_qps (samples/s);
+- SingleStream: streamed requests one at a time -> single_stream_expected_latency_ns (p50 per request);
+- Server: the same streamed loop -> target QPS = load fraction x streams x requests/s per stream (a load
+  level, so the profile's expectation margin does not apply to it).
+The first call of each kind is a warm-up outside the clock (allocations, kernel selection). GPU shape buckets
+(suts/scheduling.py) are not used: prompt lengths vary per sample, so padding to a few batch sizes would not
+bound the shapes a generation sees.
+
+The Server latency bound of an LLM is LoadGen's TTFT/TPOT pair from mlperf.conf (or the user's user.conf);
+`server_target_latency_ns` is left alone because LoadGen ignores it with token latencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..loadgen import TestRequest
+from ..suts.generation import (
+    GenerationConfig,
+    GenerationHarness,
+    GenerationMeasurement,
+    TokenBackend,
+    measure_batches,
+    measure_streams,
+)
+from ..workloads.base import Dataset
+from .calibrate import CalibrationError
+from .protocol import RunRequest
+
+
+def generation_batch(req: RunRequest) -> tuple[int, int]:
+    """(batch size, streams): SingleStream 1 x 1; Server streams requests one at a time on `streams` threads."""
+    if req.test.scenario == "SingleStream":
+        return 1, 1
+    if req.test.scenario == "Server":
+        return 1, req.streams
+    return req.batch_size, req.streams
+
+
+def _stage(backend: TokenBackend, dataset: Dataset, count: int) -> list[int]:
+    indices = list(range(min(count, dataset.total_count)))
+    backend.stage(indices, list(dataset.load(indices)))
+    return indices
+
+
+def calibrate_generation(backend: TokenBackend, dataset: Dataset, scenario: str, batch: int, streams: int,
+                         seconds: float) -> GenerationMeasurement:
+    try:
+        staged = _stage(backend, dataset, max(batch * streams, 8))
+        if scenario == "Offline":
+            backend.generate_batch([staged[k % len(staged)] for k in range(batch)])  # warm-up
+            return measure_batches(backend, staged, batch, streams, seconds)
+        backend.generate_stream(staged[0], lambda _: None)  # warm-up
+        return measure_streams(backend, staged[1:] + staged[:1], seconds)
+    except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
+        raise CalibrationError(f"the SUT failed during the warm-up/calibration loop: {exc!r}") from exc
+
+
+def generation_expectations(req: RunRequest, m: GenerationMeasurement, streams: int) -> TestRequest:
+    """What LoadGen should expect, from the bare loop; values the user (or a baseline) set are kept."""
+    t = req.test
+    # as runner/child.expectations: too little pre-generated work ends a run before its min duration, so the
+    # short bare loop errs towards more work by the profile's margin (output lengths vary per prompt, too)
+    margin = getattr(req, "expectation_margin", 1.0)
+    if t.scenario == "Offline" and t.offline_expected_qps is None:
+        t = replace(t, offline_expected_qps=m.samples_per_s * margin)
+    elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns is None:
+        t = replace(t, single_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * 1e9 / margin)))
+    elif t.scenario == "Server" and t.server_target_qps is None:
+        t = replace(t, server_target_qps=req.server_load_fraction * streams * m.samples_per_s)
+    return t
+
+
+def prepare_generation(req: RunRequest, backend: TokenBackend, dataset: Dataset
+                       ) -> tuple[TestRequest, GenerationHarness, dict[str, Any] | None, dict[str, Any]]:
+    """(test to run, harness, calibration record, schedule record) for one LLM case."""
+    batch, streams = generation_batch(req)
+    test = replace(req.test, use_token_latencies=True)
+    calibration: dict[str, Any] | None = None
+    if req.calibrate:  # also in accuracy mode: Server's schedule and SingleStream's expectations still apply
+        m = calibrate_generation(backend, dataset, test.scenario, batch, streams, req.calibrate_seconds)
+        test = generation_expectations(replace(req, test=test), m, streams)
+        calibration = {"bare": m.to_dict()}
+    harness = GenerationHarness(backend, dataset, GenerationConfig(test.scenario, batch, streams))
+    schedule = {"batch_size": batch, "streams": streams, "token_latencies": True}
+    return test, harness, calibration, schedule

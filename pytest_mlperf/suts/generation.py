@@ -1,0 +1,243 @@
+"""How a token-generating backend (an LLM) serves LoadGen's Offline, Server and SingleStream scenarios.
+
+- Offline: one query of many samples, cut into batches of `batch_size` prompts; `streams` threads each run
+  whole batches (`generate_batch`) and complete every sample with its token ids and count. No first-token
+  report: LoadGen measures Offline in tokens per second only.
+- Server: queries of one sample arrive on a Poisson schedule into a queue; `streams` threads each take one
+  request and stream it (`generate_stream`): FirstTokenComplete when the first new token exists, then
+  QuerySamplesComplete with all tokens, so LoadGen measures time to first token (TTFT) and time per output
+  token (TPOT). A request is never batched with others here: what a Server run measures is per-request
+  streaming, and continuous batching belongs to serving engines, not to a transformers `generate` loop.
+- SingleStream: one sample at a time, streamed inline on LoadGen's issue thread (no thread hop).
+
+Responses are int32 token ids. LoadGen computes TPOT as (end - first token) / (n_tokens - 1), so every answer
+must hold at least 2 tokens: backends guarantee it (min_new_tokens=2), and `Responder.complete_tokens` rejects
+fewer. An exception in a thread is kept, its samples are completed empty so LoadGen can end the test, and the
+runner reports the traceback and fails the case (the same conventions as suts/scheduling.py).
+
+`measure_generation` is the bare loop the runner calibrates with: the same calls without LoadGen.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..loadgen import Responder
+from ..workloads.base import Dataset
+from .base import BackendInfo
+
+
+class TokenBackend(Protocol):
+    """A model that generates token ids for the prompts (QSL indices) it has staged."""
+
+    info: BackendInfo
+    streams_tokens: bool  # True: the runner serves it with GenerationHarness and token latencies
+
+    def stage(self, indices: Sequence[int], samples: Sequence[object]) -> None:
+        """Keep these prompts ready (tokenized) for generation; replaces what was staged."""
+
+    def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Generates for a batch of staged prompts; item i holds the new token ids of indices[i]."""
+
+    def generate_stream(self, index: int, on_first_token: Callable[[np.ndarray], None]) -> np.ndarray:
+        """Generates for one staged prompt, calling `on_first_token` (with the first new token id) as soon as
+        it exists; returns all new token ids, the first included."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    scenario: str  # "Offline" | "Server" | "SingleStream"
+    batch_size: int = 1
+    streams: int = 1
+
+
+_STOP = None  # queue item that ends a stream thread
+
+
+class GenerationHarness:
+    """Implements `loadgen.Harness` over a `TokenBackend` for one scenario."""
+
+    def __init__(self, backend: TokenBackend, dataset: Dataset, config: GenerationConfig) -> None:
+        if config.scenario not in ("Offline", "Server", "SingleStream"):
+            raise ValueError(f"token generation serves Offline, Server and SingleStream, not {config.scenario}")
+        self.backend = backend
+        self.dataset = dataset
+        self.config = config
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._responder: Responder | None = None
+        # Offline items are whole batches, Server items single requests
+        self._queue: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        if config.scenario != "SingleStream":
+            for n in range(max(1, config.streams)):
+                t = threading.Thread(target=self._serve, name=f"mlperf-generate-{n}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    # --- LoadGen callbacks -------------------------------------------------------------------------------
+    def load(self, indices: list[int]) -> None:
+        self.backend.stage(indices, list(self.dataset.load(indices)))
+
+    def unload(self, indices: list[int]) -> None:
+        """Staged prompts are replaced by the next `load`; nothing to free eagerly."""
+
+    def issue(self, samples: list[tuple[int, int]], responder: Responder) -> None:
+        self._responder = responder
+        if self.config.scenario == "SingleStream":
+            for sample in samples:
+                self._stream(sample)
+        elif self.config.scenario == "Server":
+            for sample in samples:
+                self._queue.put([sample])
+        else:
+            size = max(1, self.config.batch_size)
+            for start in range(0, len(samples), size):
+                self._queue.put(samples[start:start + size])
+
+    def flush(self) -> None:
+        """Nothing is held back: every queued request is served as soon as a stream is free."""
+
+    # --- work ------------------------------------------------------------------------------------------------
+    def _failed(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            self.error = self.error or traceback.format_exc()
+        assert self._responder is not None
+        self._responder.complete_empty(ids)
+
+    def _batch(self, batch: Sequence[tuple[int, int]]) -> None:
+        assert self._responder is not None
+        ids = [i for i, _ in batch]
+        done = 0
+        try:
+            outputs = self.backend.generate_batch([idx for _, idx in batch])
+            if len(outputs) != len(ids):
+                raise RuntimeError(f"generate_batch returned {len(outputs)} answers for {len(ids)} prompts")
+            for sample_id, tokens in zip(ids, outputs):
+                self._responder.complete_tokens(sample_id, tokens)
+                done += 1
+        except BaseException:  # noqa: BLE001 - reported by the runner with its traceback
+            self._failed(ids[done:])
+
+    def _stream(self, sample: tuple[int, int]) -> None:
+        responder = self._responder
+        assert responder is not None
+        sample_id, index = sample
+        try:
+            tokens = self.backend.generate_stream(index, lambda first: responder.first_token(sample_id, first))
+            responder.complete_tokens(sample_id, tokens)
+        except BaseException:  # noqa: BLE001 - reported by the runner with its traceback
+            self._failed([sample_id])
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if self.config.scenario == "Server":
+                self._stream(item[0])
+            else:
+                self._batch(item)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for t in self._threads:
+            t.join(timeout=60)
+        self._threads.clear()
+
+
+# --- bare loop ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationMeasurement:
+    """The bare generation loop; field names match runner/calibrate.Measurement where they mean the same."""
+
+    batch_size: int
+    streams: int
+    samples_per_s: float
+    tokens_per_s: float
+    batch_latency_p50_s: float  # a batch (Offline) or one streamed request
+    batch_latency_p90_s: float
+    batches: int
+    ttft_p50_s: float | None = None  # streamed requests only
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def _summarize(batch: int, streams: int, elapsed: float, latencies: list[float], tokens: int,
+               ttfts: list[float]) -> GenerationMeasurement:
+    lat = np.array(latencies)
+    return GenerationMeasurement(
+        batch_size=batch, streams=streams, samples_per_s=len(lat) * batch / elapsed, tokens_per_s=tokens / elapsed,
+        batch_latency_p50_s=float(np.percentile(lat, 50)), batch_latency_p90_s=float(np.percentile(lat, 90)),
+        batches=len(lat), ttft_p50_s=float(np.percentile(ttfts, 50)) if ttfts else None,
+    )
+
+
+def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: int, streams: int,
+                    seconds: float) -> GenerationMeasurement:
+    """`generate_batch` on `streams` threads until `seconds` pass (at least one batch each), cycling through
+    `indices` so each stream sees different prompts. Throughput counts every sample of every batch."""
+    streams = max(1, streams)
+    latencies: list[float] = []
+    counts: list[int] = []
+    errors: list[BaseException] = []
+    start = time.perf_counter()
+    deadline = start + seconds
+    lock = threading.Lock()
+
+    def loop(s: int) -> None:
+        k = s
+        try:
+            while not errors:
+                rows = [indices[(k * batch_size + j) % len(indices)] for j in range(batch_size)]
+                t0 = time.perf_counter()
+                out = backend.generate_batch(rows)
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+                    counts.append(sum(len(o) for o in out))
+                k += streams
+                if time.perf_counter() >= deadline:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(s,)) for s in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return _summarize(batch_size, streams, time.perf_counter() - start, latencies, sum(counts), [])
+
+
+def measure_streams(backend: TokenBackend, indices: Sequence[int], seconds: float,
+                    min_requests: int = 3) -> GenerationMeasurement:
+    """`generate_stream` one request at a time (SingleStream's and each Server stream's work)."""
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    k = 0
+    while len(latencies) < min_requests or time.perf_counter() < start + seconds:
+        first: list[float] = []
+        t0 = time.perf_counter()
+        out = backend.generate_stream(indices[k % len(indices)], lambda _: first.append(time.perf_counter()))
+        latencies.append(time.perf_counter() - t0)
+        ttfts.extend(f - t0 for f in first[:1])
+        tokens += len(out)
+        k += 1
+    return _summarize(1, 1, time.perf_counter() - start, latencies, tokens, ttfts)
