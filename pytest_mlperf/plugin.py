@@ -50,6 +50,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("model", "a real model file for a workload: NAME=PATH (repeatable)", {"action": "append"}, "args"),
     ("dataset", "a real dataset for a workload: NAME=PATH (repeatable)", {"action": "append"}, "args"),
     ("batch-size", "batch size for Offline and Server (default: the workload's; 8 on CPU)", {}, "string"),
+    ("streams", "concurrent inference streams (threads) for Offline and Server (default: 3 on CUDA, 1 on CPU)", {},
+     "string"),
     ("timeout", "seconds a runner may take for one LoadGen test before it is killed", {}, "string"),
 ]
 
@@ -94,6 +96,7 @@ def build_settings(config: pytest.Config) -> S.Settings:
             models=get("model", lambda v: S.parse_name_path(v, option="--mlperf-model"), {}),
             datasets=get("dataset", lambda v: S.parse_name_path(v, option="--mlperf-dataset"), {}),
             batch_size=get("batch-size", lambda v: S.parse_positive_int(v, option="--mlperf-batch-size")),
+            streams=get("streams", lambda v: S.parse_positive_int(v, option="--mlperf-streams")),
             timeout_s=get("timeout", lambda v: S.parse_positive_float(v, option="--mlperf-timeout")),
         )
     except ValueError as exc:

@@ -95,7 +95,7 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
     )
     load = LoadRequest(data=data, backend=backend, device=s.device, options=options)
     batch = s.batch_size or int(marker_kwargs.get("batch_size", 0)) or 0
-    streams = int(marker_kwargs.get("streams", 0)) or 0
+    streams = s.streams or int(marker_kwargs.get("streams", 0)) or 0
     calibrate = bool(marker_kwargs.get("calibrate", True))
     return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate)
 
@@ -166,8 +166,8 @@ class LoadGenDriver:
             pytest.fail(failure, pytrace=False)
         device = str(runner.info["backend"]["device"])
         batch = sut.batch_size or (sut.spec.default_batch_size if device == "cuda" else 8)
-        # measured on an H100 (docs/performance.md): 3 streams keep the GPU fed between batches, 2 do not quite
-        streams = sut.streams or (3 if device == "cuda" else 1)
+        # per workload, measured on an H100 (docs/performance.md): ResNet50 on ORT needs 3 to keep the GPU fed
+        streams = sut.streams or (sut.spec.cuda_streams if device == "cuda" else 1)
         backend = runner.info["backend"]
         system = describe_system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
         key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)

@@ -84,6 +84,7 @@ class Settings:
     models: Mapping[str, Path] = field(default_factory=dict)
     datasets: Mapping[str, Path] = field(default_factory=dict)
     batch_size: int | None = None
+    streams: int | None = None
     timeout_s: float | None = None
 
 

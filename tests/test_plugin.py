@@ -202,3 +202,13 @@ def test_xdist_workers_report_to_controller_which_alone_writes(pytester: pytest.
     assert len(baseline_files(pytester)) == 4
     runner_logs = {p.name.split("-")[0] for p in (pytester.path / "mlperf-results" / "runners").glob("*.log")}
     assert runner_logs == {"gw0", "gw1"}
+
+
+def test_streams_option_reaches_the_runner(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline",))
+    run(pytester, "--mlperf-streams=2").assert_outcomes(passed=1)
+    doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
+    assert doc["cases"][0]["schedule"]["streams"] == 2
+    result = pytester.runpytest("--mlperf-streams=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mlperf-streams must be at least 1*"])

@@ -18,6 +18,7 @@ class WorkloadSpec:
     server_latency_ns: int | None  # MLPerf's Server latency bound (None: token latencies instead)
     multistream_samples_per_query: int = 8
     default_batch_size: int = 32
+    cuda_streams: int = 3  # concurrent inference streams on a GPU when not set (measured: docs/performance.md)
     accuracy_targets: Mapping[str, float] = field(default_factory=dict)  # metric -> minimum, real model + data only
     token_latencies: bool = False  # LLMs: LoadGen measures TTFT/TPOT and tokens/s (use_token_latencies)
 
