@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from ..loadgen import TestRequest
 from ..suts.base import Backend
+from ..suts.generation import TokenBackend
 from ..workloads.base import Dataset
 
 
@@ -33,14 +35,28 @@ class Measurement:
         return asdict(self)
 
 
-def stage_for(backend: Backend, dataset: Dataset, count: int) -> list[int]:
+def stage_for(backend: Backend | TokenBackend, dataset: Dataset, count: int) -> list[int]:
     indices = list(range(min(count, dataset.total_count)))
     backend.stage(indices, dataset.load(indices))
     return indices
 
 
-def _failed(exc: BaseException) -> CalibrationError:
+def calibration_failed(exc: BaseException) -> CalibrationError:
     return CalibrationError(f"the SUT failed during the warm-up/calibration loop: {exc!r}")
+
+
+def work_expectations(t: TestRequest, samples_per_s: float, latency_p50_s: float, margin: float) -> TestRequest:
+    """Offline/SingleStream/MultiStream expectations from a bare loop; values already set (user.conf) are kept.
+    LoadGen pre-generates work from these: too little ends a run before its min duration (INVALID), too much only
+    makes it longer, so a short, noisy calibration errs towards more work by `margin`."""
+    latency_ns = max(1, int(latency_p50_s * 1e9 / margin))
+    if t.scenario == "Offline" and t.offline_expected_qps is None:
+        return replace(t, offline_expected_qps=samples_per_s * margin)
+    if t.scenario == "SingleStream" and t.single_stream_expected_latency_ns is None:
+        return replace(t, single_stream_expected_latency_ns=latency_ns)
+    if t.scenario == "MultiStream" and t.multi_stream_expected_latency_ns is None:
+        return replace(t, multi_stream_expected_latency_ns=latency_ns)
+    return t
 
 
 def _run_all(backend: Backend, batches: list[list[int]]) -> None:
@@ -48,7 +64,7 @@ def _run_all(backend: Backend, batches: list[list[int]]) -> None:
         for rows in batches:
             backend.infer(rows)
     except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
-        raise _failed(exc) from exc
+        raise calibration_failed(exc) from exc
 
 
 def warm_up(backend: Backend, indices: list[int], sizes: tuple[int, ...]) -> None:
@@ -97,7 +113,7 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
     for t in threads:
         t.join()
     if errors:
-        raise _failed(errors[0]) from errors[0]
+        raise calibration_failed(errors[0]) from errors[0]
     elapsed = max(ends) - start
     flat = np.array([x for per in latencies for x in per])
     return Measurement(

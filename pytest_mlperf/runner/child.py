@@ -24,7 +24,7 @@ from ..suts.generation import GenerationHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
-from .calibrate import Measurement, measure, stage_for, warm_up
+from .calibrate import Measurement, measure, stage_for, warm_up, work_expectations
 from .protocol import LoadRequest, RunRequest, receive, send
 from .tokens import prepare_generation
 
@@ -43,32 +43,31 @@ def scenario_batch(req: RunRequest, samples_per_query: int) -> tuple[int, int]:
     return req.batch_size, req.streams
 
 
+def server_bound_ns(req: RunRequest, t: TestRequest) -> int:
+    """The Server latency bound the batcher works under: the test's, else the workload's, else 100 ms."""
+    return t.server_target_latency_ns or req.official_server_latency_ns or 100_000_000
+
+
+def batcher_wait_s(bound_ns: int) -> float:
+    """A Server batch waits at most a tenth of the latency bound for more samples."""
+    return 0.1 * bound_ns / 1e9
+
+
 def expectations(req: RunRequest, m: Measurement, single: Measurement) -> tuple[TestRequest, float]:
     """Fills what LoadGen should expect from the measured bare loop (values the user set are kept);
     returns the test and the Server batcher's longest wait."""
-    t = req.test
-    ns = 1e9
-    # LoadGen pre-generates work from these: too little ends a run before its min duration (INVALID), too much
-    # only makes it longer, so a short, noisy calibration errs towards more work by the profile's margin
-    margin = req.expectation_margin
-    if t.scenario == "Offline" and t.offline_expected_qps is None:
-        t = replace(t, offline_expected_qps=m.samples_per_s * margin)
-    elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns is None:
-        t = replace(t, single_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns / margin)))
-    elif t.scenario == "MultiStream" and t.multi_stream_expected_latency_ns is None:
-        t = replace(t, multi_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * ns / margin)))
-    bound = t.server_target_latency_ns or req.official_server_latency_ns or int(0.1 * ns)
+    t = work_expectations(req.test, m.samples_per_s, m.batch_latency_p50_s, req.expectation_margin)
+    bound = server_bound_ns(req, t)
     if t.scenario == "Server":
         if req.server_latency_floor_factor:
-            bound = max(bound, int(req.server_latency_floor_factor * single.batch_latency_p90_s * ns))
+            bound = max(bound, int(req.server_latency_floor_factor * single.batch_latency_p90_s * 1e9))
         qps = t.server_target_qps or req.server_load_fraction * m.samples_per_s
         t = replace(t, server_target_latency_ns=bound, server_target_qps=qps)
-    return t, 0.1 * bound / ns
+    return t, batcher_wait_s(bound)
 
 
 class RunnerState:
     def __init__(self) -> None:
-        self.load_request: LoadRequest | None = None
         self.dataset: Dataset | None = None
         self.backend: Backend | None = None
         self.samples_per_query = 8
@@ -78,7 +77,6 @@ class RunnerState:
         module = workload_module(req.data.workload)
         self.dataset = module.open_dataset(req.data)
         self.backend = create_backend(req, module)
-        self.load_request = req
         self.samples_per_query = module.SPEC.multistream_samples_per_query
         self.token_latencies = module.SPEC.token_latencies
         return {
@@ -114,8 +112,7 @@ class RunnerState:
             test, max_wait = expectations(replace(req, test=test), m, single)
             calibration = {"bare": m.to_dict(), "single": single.to_dict()}
         elif test.scenario == "Server":
-            bound = test.server_target_latency_ns or req.official_server_latency_ns or 100_000_000
-            max_wait = 0.1 * bound / 1e9
+            max_wait = batcher_wait_s(server_bound_ns(req, test))
         harness = BatchingHarness(backend, dataset, ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
                                   warm_indices=staged if req.calibrate else ())
         schedule = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}

@@ -28,7 +28,7 @@ from ..suts.generation import (
     measure_streams,
 )
 from ..workloads.base import Dataset
-from .calibrate import CalibrationError
+from .calibrate import calibration_failed, stage_for, work_expectations
 from .protocol import RunRequest
 
 
@@ -41,36 +41,23 @@ def generation_batch(req: RunRequest) -> tuple[int, int]:
     return req.batch_size, req.streams
 
 
-def _stage(backend: TokenBackend, dataset: Dataset, count: int) -> list[int]:
-    indices = list(range(min(count, dataset.total_count)))
-    backend.stage(indices, list(dataset.load(indices)))
-    return indices
-
-
 def calibrate_generation(backend: TokenBackend, dataset: Dataset, scenario: str, batch: int, streams: int,
                          seconds: float) -> GenerationMeasurement:
     try:
-        staged = _stage(backend, dataset, max(batch * streams, 8))
+        staged = stage_for(backend, dataset, max(batch * streams, 8))
         if scenario == "Offline":
             backend.generate_batch([staged[k % len(staged)] for k in range(batch)])  # warm-up
             return measure_batches(backend, staged, batch, streams, seconds)
         backend.generate_stream(staged[0], lambda _: None)  # warm-up
         return measure_streams(backend, staged[1:] + staged[:1], seconds)
     except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
-        raise CalibrationError(f"the SUT failed during the warm-up/calibration loop: {exc!r}") from exc
+        raise calibration_failed(exc) from exc
 
 
 def generation_expectations(req: RunRequest, m: GenerationMeasurement, streams: int) -> TestRequest:
     """What LoadGen should expect, from the bare loop; values the user (or a baseline) set are kept."""
-    t = req.test
-    # as runner/child.expectations: too little pre-generated work ends a run before its min duration, so the
-    # short bare loop errs towards more work by the profile's margin (output lengths vary per prompt, too)
-    margin = getattr(req, "expectation_margin", 1.0)
-    if t.scenario == "Offline" and t.offline_expected_qps is None:
-        t = replace(t, offline_expected_qps=m.samples_per_s * margin)
-    elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns is None:
-        t = replace(t, single_stream_expected_latency_ns=max(1, int(m.batch_latency_p50_s * 1e9 / margin)))
-    elif t.scenario == "Server" and t.server_target_qps is None:
+    t = work_expectations(req.test, m.samples_per_s, m.batch_latency_p50_s, req.expectation_margin)
+    if t.scenario == "Server" and t.server_target_qps is None:
         t = replace(t, server_target_qps=req.server_load_fraction * streams * m.samples_per_s)
     return t
 
