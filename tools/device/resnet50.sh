@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU machine, from the checkout, after the carried wheels are installed (PYTHONPATH has /tmp/site):
+# On the GPU machine, from the checkout, after the carried wheels are installed and on PYTHONPATH:
 # the ResNet50 benchmark in all four scenarios on CUDA, baselines recorded, GPU tests, and a tarball of it all.
 #   bash tools/device/resnet50.sh OUTDIR [pytest args...]
 set -uo pipefail
