@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from .baselines import CaseKey, Metric
+from .gate import GateOutcome
 from .logs import Run
 
 # The metrics a regression is judged on, per scenario: LoadGen's detail-log keys, with their direction.
@@ -70,6 +71,7 @@ class CaseRun:
     missing_baseline: str | None = None  # where its baseline would be, when there is none
     baseline_path: str | None = None  # the baseline it was judged against
     outputs_match: bool | None = None  # accuracy mode: every output equal to the baseline's
+    gate: GateOutcome | None = None  # the overhead gate's verdict, when a candidate recipe was measured
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -171,4 +173,5 @@ class CaseRun:
             "missing_baseline": self.missing_baseline,
             "baseline_path": self.baseline_path,
             "outputs_match": self.outputs_match,
+            "gate": self.gate.to_record() if self.gate is not None else None,
         }

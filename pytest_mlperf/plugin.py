@@ -12,8 +12,10 @@ from typing import Any, Callable, Generator
 import pytest
 
 from . import settings as S
-from .baselines import write_json_atomic
+from . import gate_report
+from .baselines import write_bytes_atomic, write_json_atomic
 from .report import ResultsCollector
+from .runner.recipe import LaunchRecipe
 from .session import (
     BASELINE_PROPERTY,
     CASES_KEY,
@@ -53,6 +55,22 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("streams", "concurrent inference streams (threads) for Offline and Server (default: 3 on CUDA, 1 on CPU)", {},
      "string"),
     ("timeout", "seconds a runner may take for one LoadGen test before it is killed", {}, "string"),
+    # the overhead gate (gate.py): reference = the plain runner, candidate = the same runner under the layer
+    ("candidate-prefix", "command line the candidate runner is launched under, e.g. 'gpu-proxy run --' "
+     "(turns the overhead gate on)", {}, "string"),
+    ("candidate-env", "NAME=VALUE set for the candidate runner, e.g. LD_PRELOAD=/opt/shim.so (repeatable; turns the "
+     "overhead gate on)", {"action": "append"}, "args"),
+    ("reference-prefix", "command line the reference (bare-metal) runner is launched under (default: none)", {},
+     "string"),
+    ("reference-env", "NAME=VALUE set for the reference runner (repeatable)", {"action": "append"}, "args"),
+    ("max-overhead", "the gate's limit: the candidate must cost less than this against the reference (default: 5%)",
+     {}, "string"),
+    ("gate-round", "length of one gate round's LoadGen run, e.g. 1s (default: smoke 0.5s, ci 1s, official 10s)", {},
+     "string"),
+    ("gate-min-rounds", "rounds before the gate first looks at its interval (default: 12)", {}, "string"),
+    ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60)", {}, "string"),
+    ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
+     "string"),
 ]
 
 
@@ -98,9 +116,39 @@ def build_settings(config: pytest.Config) -> S.Settings:
             batch_size=get("batch-size", lambda v: S.parse_positive_int(v, option="--mlperf-batch-size")),
             streams=get("streams", lambda v: S.parse_positive_int(v, option="--mlperf-streams")),
             timeout_s=get("timeout", lambda v: S.parse_positive_float(v, option="--mlperf-timeout")),
+            reference=LaunchRecipe.from_strings("reference", _value(config, "reference-prefix"),
+                                                _value(config, "reference-env")),
+            gate=build_gate(config),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def build_gate(config: pytest.Config) -> S.GateSettings | None:
+    """The overhead gate's settings when a candidate recipe is given (prefix or environment), else None."""
+    prefix, env = _value(config, "candidate-prefix"), _value(config, "candidate-env")
+    if not prefix and not env:
+        return None  # the gate-* options may sit in an ini file for the runs that have a candidate
+    if _value(config, "update-baselines"):
+        raise ValueError("--mlperf-update-baselines records bare-metal baselines: run it without a candidate "
+                         "(--mlperf-candidate-prefix/--mlperf-candidate-env)")
+
+    def get(name: str, parse: Callable[[str], Any], default: Any) -> Any:
+        raw = _value(config, name)
+        return default if raw is None else parse(str(raw))
+
+    gate = S.GateSettings(
+        candidate=LaunchRecipe.from_strings("candidate", prefix, env),
+        max_overhead=get("max-overhead", lambda v: S.parse_fraction(v, option="--mlperf-max-overhead"), 0.05),
+        round_ms=get("gate-round", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-round"), None),
+        min_rounds=get("gate-min-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-min-rounds"), 12),
+        max_rounds=get("gate-max-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-max-rounds"), 60),
+        budget_s=get("gate-budget", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-budget") / 1000, 1800.0),
+    )
+    if not 3 <= gate.min_rounds <= gate.max_rounds:
+        raise ValueError(f"the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got "
+                         f"{gate.min_rounds} and {gate.max_rounds}")
+    return gate
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -260,6 +308,7 @@ class ControllerReporter:
         self.config = config
         self.state = state
         self.collector = ResultsCollector(state.baselines_dir)
+        self.chart_problem: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.collector.add(report, RECORD_PROPERTY, BASELINE_PROPERTY)
@@ -268,13 +317,29 @@ class ControllerReporter:
         if not self.collector.records and not self.collector.written:
             return
         terminalreporter.write_sep("=", "MLPerf results")
-        for line in [*self.collector.table_lines(), *self.collector.note_lines()]:
+        lines = [*self.collector.table_lines(), *self.collector.note_lines(), *gate_report.terminal_lines(self.records)]
+        for line in lines:
             terminalreporter.write_line(line)
         results = self.state.results_dir / "results.json"
         terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
+        if gate_report.gated(self.records):
+            chart = f"   chart: {results.parent / 'gate.png'}" if self.chart_problem is None else ""
+            terminalreporter.write_line(f"gate summary (Markdown, for a PR comment): {results.parent / 'gate.md'}{chart}")
+            if self.chart_problem:
+                terminalreporter.write_line(self.chart_problem)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.collector.records
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self) -> None:
-        if self.collector.records:
-            write_json_atomic(self.state.results_dir / "results.json",
-                              self.collector.results_document(self.state.settings))
+        if not self.records:
+            return
+        out = self.state.results_dir
+        write_json_atomic(out / "results.json", self.collector.results_document(self.state.settings))
+        for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
+            (out / stale).unlink(missing_ok=True)
+        if gate_report.gated(self.records):
+            write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
+            self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")

@@ -35,7 +35,12 @@ def headline_of(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def delta_of(record: dict[str, Any]) -> str:
-    """The change of the headline metric against its baseline, or why there is none."""
+    """The change of the headline metric against its baseline (or the gate's reference), or why there is none."""
+    gate = record.get("gate")
+    if gate:
+        over = gate.get("overhead")
+        shown = "" if over is None else f" {over * 100:+.1f}%"
+        return f"gate {gate['verdict']}{shown}" if gate.get("metric") != "outputs" else f"gate {gate['verdict']} outputs"
     if record.get("outputs_match") is not None:
         return "outputs equal" if record["outputs_match"] else "OUTPUTS DIFFER"
     comps = record.get("baseline") or []

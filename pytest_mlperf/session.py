@@ -23,7 +23,8 @@ from .metrics import compare_outputs
 from .runner.client import RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe
-from .settings import Settings
+from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
+from .settings import GateSettings, Settings
 from .system import describe_system
 from .workloads import workload_spec
 from .workloads.base import DataRequest, WorkloadSpec
@@ -42,8 +43,11 @@ def safe_name(nodeid: str) -> str:
 class MlperfSession:
     settings: Settings
     rootdir: Path
-    reference: LaunchRecipe = field(default_factory=LaunchRecipe)
     pool: RunnerPool | None = None
+
+    @property
+    def reference(self) -> LaunchRecipe:
+        return self.settings.reference
 
     @property
     def results_dir(self) -> Path:
@@ -152,14 +156,28 @@ class LoadGenDriver:
 
     def run(self, sut: SUTHandle, scenario: str | None = None, mode: str | None = None,
             *, server_target_qps: float | None = None, log_suffix: str = "") -> CaseRun:
+        """One LoadGen test of this case; under the overhead gate, the gate's rounds (see `gate_run`)."""
         scenario = scenario or self.scenario
         mode = mode or self.mode
-        recipe = self.recipe or self.session.reference
+        gate = self.session.settings.gate
+        if gate is not None and self.recipe is None:
+            case = self.gate_run(sut, scenario, mode, gate, log_suffix)
+        else:
+            case = self.execute(sut, self.recipe or self.session.reference, scenario, mode, self.log_dir(log_suffix),
+                                server_target_qps=server_target_qps)
+        self.item.stash.setdefault(CASES_KEY, []).append(case)
+        return case
+
+    def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
+                server_target_qps: float | None = None, fixed: TestRequest | None = None,
+                calibrate_seconds: float | None = None) -> CaseRun:
+        """Runs one LoadGen test in the runner of `recipe`. `fixed` is a test request whose expectations (and
+        duration) are kept, so that runs of a gate do identical work."""
         pool = self.session.runners()
         try:
             runner = pool.get(recipe, sut.load)
         except RunnerError as exc:
-            failure = f"could not start the {sut.workload} runner: {exc}"
+            failure = f"could not start the {sut.workload} runner ({recipe.name}: {recipe.describe()}): {exc}"
         else:
             failure = None
         if failure is not None:  # failed outside the except block: no chained traceback in the report
@@ -171,25 +189,28 @@ class LoadGenDriver:
         backend = runner.info["backend"]
         system = describe_system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
         key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
-        log_dir = self.log_dir(log_suffix)
         shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
-        test = self.test_request(sut, scenario, mode, log_dir, int(runner.info["total_count"]))
-        if scenario == "Server" and server_target_qps is None:
-            server_target_qps = self.baseline_target_qps(key)
-        if server_target_qps is not None:
-            test = replace(test, server_target_qps=server_target_qps)
+        if fixed is not None:
+            test = replace(fixed, log_dir=str(log_dir),
+                           total_sample_count=fixed.total_sample_count or int(runner.info["total_count"]))
+        else:
+            test = self.test_request(sut, scenario, mode, log_dir, int(runner.info["total_count"]))
+            if scenario == "Server" and server_target_qps is None:
+                server_target_qps = self.baseline_target_qps(key)
+            if server_target_qps is not None:
+                test = replace(test, server_target_qps=server_target_qps)
         profile = self.session.settings.profile
         req = RunRequest(
             test=test,
             batch_size=batch,
             streams=streams,
             calibrate=profile.calibrate and sut.calibrate,
-            calibrate_seconds=0.3 if profile.name == "smoke" else 1.0,
+            calibrate_seconds=calibrate_seconds or (0.3 if profile.name == "smoke" else 1.0),
             server_latency_floor_factor=profile.server_latency_floor_factor,
             official_server_latency_ns=sut.spec.server_latency_ns,
             expectation_margin=profile.expectation_margin,
         )
-        doing = f"{scenario} {mode} test {self.item.nodeid}"
+        doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"
         try:
             result = runner.run(req, self.timeout_for(test), doing)
         except RunnerError as exc:
@@ -197,7 +218,7 @@ class LoadGenDriver:
             failure = f"{exc}\nLoadGen logs: {log_dir}"
         if failure is not None:
             pytest.fail(failure, pytrace=False)
-        case = CaseRun(
+        return CaseRun(
             nodeid=self.item.nodeid, key=key, run=Run.from_dict(result["run"]), log_dir=str(log_dir),
             profile=profile.name, tolerated=profile.tolerated, backend=backend,
             system={"key": system.key, **system.details}, recipe=recipe.describe(), test=result["test"],
@@ -205,8 +226,46 @@ class LoadGenDriver:
             accuracy_targets=dict(sut.spec.accuracy_targets),
             real_data=sut.load.data.model_path is not None and sut.load.data.dataset_path is not None,
         )
-        self.item.stash.setdefault(CASES_KEY, []).append(case)
-        return case
+
+    def gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, log_suffix: str) -> CaseRun:
+        """The overhead gate of this case: reference and candidate runners (alive together, measuring one at a
+        time) each do a warm-up run, then rounds of short runs in ABBA order until gate.run_rounds decides.
+        Returns the candidate's warm-up run, carrying the verdict; every run keeps its LoadGen logs."""
+        base = self.log_dir(log_suffix) / "gate"
+        shutil.rmtree(base, ignore_errors=True)
+        recipes = {"reference": self.session.reference, "candidate": gate.candidate}
+        round_ms = gate.round_ms or self.session.settings.profile.gate_round_ms
+        test = replace(self.test_request(sut, scenario, mode, base, 0), min_duration_ms=round_ms)
+        # the reference calibrates; both arms then run the very same test (expectations, Server load, duration)
+        ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test)
+        fixed = TestRequest.from_dict(ref.test)
+        cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed)
+        outcome = self._judge(sut, scenario, mode, gate, base, recipes, ref, cand, fixed)
+        outcome.reference_recipe = recipes["reference"].describe()
+        outcome.candidate_recipe = recipes["candidate"].describe()
+        cand.gate = outcome
+        cand.log_dir = str(base)
+        return cand
+
+    def _judge(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, base: Path,
+               recipes: dict[str, LaunchRecipe], ref: CaseRun, cand: CaseRun, fixed: TestRequest) -> GateOutcome:
+        if mode == "accuracy":
+            expected = {int(i): _output(c) for i, c in (ref.accuracy or {}).get("predictions", [])}
+            actual = {int(i): _output(c) for i, c in (cand.accuracy or {}).get("predictions", [])}
+            return compare_outputs_gate(expected, actual, gate.max_overhead, compare_outputs(expected, actual))
+
+        def measure(arm: str, i: int) -> dict[str, float]:
+            case = self.execute(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed=fixed,
+                                calibrate_seconds=0.05)
+            return {k: float(v) for k, v in case.run.metrics.items() if isinstance(v, (int, float))}
+
+        try:
+            metrics = gate_metrics(scenario, ref.run.metrics)
+            return run_rounds(measure, metrics, gate.plan())
+        except GateError as exc:
+            failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
+        pytest.fail(failure, pytrace=False)
+        raise AssertionError  # pragma: no cover - pytest.fail raises
 
 
 CASES_KEY = pytest.StashKey[list]()
@@ -224,6 +283,9 @@ class BaselineCheck:
         return case.key.path(self.session.baselines_dir)
 
     def assert_no_regression(self, case: CaseRun, *, tolerance: float | None = None) -> None:
+        if case.gate is not None:  # under the gate the reference was measured now, beside the candidate
+            self.assert_gate(case)
+            return
         tol = self.tolerance if tolerance is None else tolerance
         path = self.path_for(case)
         settings = self.session.settings
@@ -256,6 +318,13 @@ class BaselineCheck:
                 f"regression against baseline {path}:\n  " + "\n  ".join(problems) + f"\nLoadGen logs: {case.log_dir}",
                 pytrace=False,
             )
+
+    def assert_gate(self, case: CaseRun) -> None:
+        """Fails on FAIL and INCONCLUSIVE; the message carries overhead, interval, limit and rounds."""
+        outcome = case.gate
+        assert outcome is not None
+        if str(outcome.verdict) != "PASS":
+            pytest.fail(f"{describe(outcome)}\nLoadGen logs: {case.log_dir}", pytrace=False)
 
     def _accuracy_problems(self, case: CaseRun, baseline: Baseline) -> list[str]:
         if case.accuracy is None or baseline.accuracy is None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .runner.recipe import LaunchRecipe
+from .stats import GatePlan
+
 SCENARIOS: tuple[str, ...] = ("Offline", "Server", "SingleStream", "MultiStream")
 MODES: tuple[str, ...] = ("performance", "accuracy")
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
@@ -33,6 +36,8 @@ class Profile:
     calibrate: bool
     # calibrated expectations err by this factor towards more work (see runner/child.expectations)
     expectation_margin: float = 1.0
+    # the overhead gate: length of one round's LoadGen run (measured on an H100: docs/performance.md)
+    gate_round_ms: int = 1000
 
 
 PROFILES: dict[str, Profile] = {
@@ -45,6 +50,7 @@ PROFILES: dict[str, Profile] = {
         server_latency_floor_factor=8.0,
         calibrate=True,
         expectation_margin=1.5,
+        gate_round_ms=500,
     ),
     "ci": Profile(
         name="ci",
@@ -64,8 +70,25 @@ PROFILES: dict[str, Profile] = {
         tolerated=frozenset(),
         server_latency_floor_factor=None,
         calibrate=False,
+        gate_round_ms=10_000,
     ),
 }
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The overhead gate (gate.py): a candidate launch recipe measured against the reference in rounds."""
+
+    candidate: LaunchRecipe
+    max_overhead: float = 0.05
+    round_ms: int | None = None  # None: the profile's gate_round_ms
+    min_rounds: int = 12
+    max_rounds: int = 60
+    budget_s: float = 1800.0  # per case, rounds only (warm-up runs are not counted)
+
+    def plan(self) -> GatePlan:
+        return GatePlan(min_rounds=self.min_rounds, max_rounds=self.max_rounds, max_seconds=self.budget_s,
+                        max_overhead=self.max_overhead)
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,8 @@ class Settings:
     batch_size: int | None = None
     streams: int | None = None
     timeout_s: float | None = None
+    reference: LaunchRecipe = field(default_factory=LaunchRecipe)  # how runners are launched (bare metal)
+    gate: GateSettings | None = None  # set when a candidate recipe is given
 
 
 def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:
@@ -131,15 +156,15 @@ def parse_device(value: str) -> str:
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*$")
 
 
-def parse_duration_ms(value: str) -> int:
+def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
     """'1500ms', '2s', '2.5', '10m' -> milliseconds (a bare number is seconds)."""
     m = _DURATION.match(value)
     if not m:
-        raise ValueError(f"bad --mlperf-duration {value!r}: write e.g. 2s, 1500ms or 10m")
+        raise ValueError(f"bad {option} {value!r}: write e.g. 2s, 1500ms or 10m")
     number, unit = float(m.group(1)), (m.group(2) or "s")
     ms = number * {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}[unit]
     if ms <= 0:
-        raise ValueError(f"--mlperf-duration must be positive, got {value!r}")
+        raise ValueError(f"{option} must be positive, got {value!r}")
     return max(1, int(round(ms)))  # LoadGen counts whole milliseconds; a positive duration never becomes 0
 
 

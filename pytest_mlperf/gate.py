@@ -1,0 +1,237 @@
+"""The overhead gate: the same runner launched bare (reference) and under an isolation layer (candidate),
+measured in interleaved rounds on the same GPU until the statistics of stats.py decide.
+
+This module is the loop and the verdict, free of pytest and of runners: `run_rounds` takes a `measure(arm, i)`
+callable, so the loop is tested with simulated measurements and driven for real by session.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from .baselines import Metric
+from .stats import GatePlan, Interval, Verdict, evaluate, look_confidence, round_order
+
+ARMS = ("reference", "candidate")
+
+# The metrics a gate judges per scenario (LoadGen detail-log keys, unit, higher is better): the headline MLPerf's
+# checker reports, and for latency scenarios the token latencies when the workload has them. Throughput in Server is
+# pinned to the target load, so there the tail latency is what an isolation layer moves.
+GATE_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "Offline": (("result_tokens_per_second", "tokens/s", True), ("result_samples_per_second", "samples/s", True)),
+    "Server": (
+        ("result_99.00_percentile_latency_ns", "ns", False),
+        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
+        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
+    ),
+    "SingleStream": (
+        ("result_90.00_percentile_latency_ns", "ns", False),
+        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
+        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
+    ),
+    "MultiStream": (("result_99.00_percentile_per_query_latency_ns", "ns", False),),
+}
+# Offline's two throughputs say the same thing for an LLM; tokens/s is its headline
+_ONE_OF = {"Offline"}
+
+
+class GateError(RuntimeError):
+    """A round could not be measured or judged (a metric missing from a run)."""
+
+
+def gate_metrics(scenario: str, values: Mapping[str, float]) -> list[Metric]:
+    """The metrics a gate of this scenario judges, among those the (reference) run logged."""
+    found = [Metric(key, float(values[key]), unit, higher) for key, unit, higher in GATE_METRICS.get(scenario, ())
+             if values.get(key) is not None and float(values[key]) > 0]
+    if scenario in _ONE_OF:
+        found = found[:1]
+    if not found:
+        raise GateError(f"the {scenario} run logged none of the metrics a gate judges "
+                        f"({', '.join(k for k, _, _ in GATE_METRICS.get(scenario, ()))})")
+    return found
+
+
+def metric_label(key: str) -> str:
+    """A short name for a LoadGen key in messages and reports."""
+    labels = {
+        "result_tokens_per_second": "tokens/s", "result_samples_per_second": "samples/s",
+        "result_99.00_percentile_latency_ns": "p99 latency", "result_90.00_percentile_latency_ns": "p90 latency",
+        "result_first_token_99.00_percentile_latency_ns": "p99 TTFT",
+        "result_time_per_output_token_99.00_percentile_ns": "p99 TPOT",
+        "result_99.00_percentile_per_query_latency_ns": "p99 latency",
+    }
+    return labels.get(key, key)
+
+
+@dataclass
+class MetricGate:
+    """One metric's paired series and, once reached, its verdict."""
+
+    metric: Metric  # as the reference warm-up logged it (name, unit, direction)
+    reference: list[float] = field(default_factory=list)
+    candidate: list[float] = field(default_factory=list)
+    verdict: Verdict | None = None
+    interval: Interval | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        iv = self.interval
+        return {
+            "metric": self.metric.name, "label": metric_label(self.metric.name), "unit": self.metric.unit,
+            "higher_is_better": self.metric.higher_is_better,
+            "verdict": str(self.verdict) if self.verdict else None,
+            "overhead": _num(iv.estimate) if iv else None, "ci_low": _num(iv.low) if iv else None,
+            "ci_high": _num(iv.high) if iv else None,
+            "reference": list(self.reference), "candidate": list(self.candidate),
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+@dataclass
+class GateOutcome:
+    """A case's verdict: the deciding metric's overhead and interval, every metric's series, the cost."""
+
+    verdict: Verdict
+    metrics: list[MetricGate]
+    rounds: int
+    max_overhead: float
+    confidence: float
+    elapsed_s: float
+    order: list[str]
+    reference_recipe: str = ""
+    candidate_recipe: str = ""
+    budget: str = ""  # what ended an INCONCLUSIVE gate (rounds or seconds), for the advice
+    outputs: dict[str, Any] | None = None  # accuracy mode: output comparison instead of rounds
+
+    @property
+    def deciding(self) -> MetricGate | None:
+        """The metric the verdict rests on: a failing one, else an undecided one, else the one nearest the limit."""
+        if not self.metrics:
+            return None
+        for pick in (Verdict.FAIL, Verdict.INCONCLUSIVE):
+            chosen = [m for m in self.metrics if m.verdict == pick]
+            if chosen:
+                return max(chosen, key=lambda m: _high(m))
+        return max(self.metrics, key=lambda m: _high(m))
+
+    def to_record(self) -> dict[str, Any]:
+        """The results JSON's `gate` entry (fractions: 0.05 is 5%)."""
+        d = self.deciding
+        doc: dict[str, Any] = {
+            "verdict": str(self.verdict), "max_overhead": self.max_overhead, "confidence": self.confidence,
+            "rounds": self.rounds, "elapsed_s": round(self.elapsed_s, 3), "order": self.order,
+            "reference_recipe": self.reference_recipe, "candidate_recipe": self.candidate_recipe,
+        }
+        if d is not None:
+            head = d.to_dict()
+            doc.update(metric=head["metric"], label=head["label"], unit=head["unit"], overhead=head["overhead"],
+                       ci_low=head["ci_low"], ci_high=head["ci_high"], reference=head["reference"],
+                       candidate=head["candidate"])
+            doc["metrics"] = [m.to_dict() for m in self.metrics]
+        if self.outputs is not None:
+            doc.update(metric="outputs", label="outputs", outputs=self.outputs)
+        if self.budget:
+            doc["budget"] = self.budget
+        return doc
+
+
+def _high(m: MetricGate) -> float:
+    return m.interval.high if m.interval is not None and not math.isnan(m.interval.high) else math.inf
+
+
+def _combine(verdicts: Sequence[Verdict | None], final: bool) -> Verdict | None:
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    if all(v == Verdict.PASS for v in verdicts):
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE if final else None
+
+
+def run_rounds(
+    measure: Callable[[str, int], Mapping[str, float]],
+    metrics: Sequence[Metric],
+    plan: GatePlan,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> GateOutcome:
+    """Measures rounds (one reference run and one candidate run each, in ABBA order) until every metric is
+    decided, one fails, or the plan's budget (rounds, seconds) is spent.
+
+    `measure(arm, round_index)` runs one short LoadGen test of `arm` ("reference" or "candidate") and returns its
+    logged metrics. A metric is decided at the plan's looks (stats.evaluate) and stays decided."""
+    gates = [MetricGate(m) for m in metrics]
+    order = round_order(plan.max_rounds, plan.seed)
+    start = clock()
+    for i in range(plan.max_rounds):
+        values: dict[str, Mapping[str, float]] = {}
+        for arm in order[2 * i: 2 * i + 2]:
+            values[arm] = measure(arm, i)
+        for g in gates:
+            for arm, series in (("reference", g.reference), ("candidate", g.candidate)):
+                value = values[arm].get(g.metric.name)
+                if value is None or not float(value) > 0:
+                    raise GateError(f"round {i + 1}: the {arm} run logged no {metric_label(g.metric.name)}")
+                series.append(float(value))
+        elapsed = clock() - start
+        final = False
+        for g in gates:
+            if g.verdict in (Verdict.PASS, Verdict.FAIL):
+                continue
+            decision = evaluate(plan, g.reference, g.candidate, higher_is_better=g.metric.higher_is_better,
+                                elapsed_s=elapsed)
+            if decision is not None:
+                g.verdict, g.interval = decision.verdict, decision.interval
+                final = final or decision.verdict == Verdict.INCONCLUSIVE
+        verdict = _combine([g.verdict for g in gates], final)
+        if verdict is not None:
+            budget = ""
+            if verdict == Verdict.INCONCLUSIVE:
+                budget = (f"{plan.max_rounds} rounds" if i + 1 >= plan.max_rounds
+                          else f"{plan.max_seconds:.0f} s")
+            return GateOutcome(verdict, gates, i + 1, plan.max_overhead, look_confidence(plan), elapsed,
+                               order[: 2 * (i + 1)], budget=budget)
+    raise AssertionError("stats.evaluate decides by max_rounds")  # pragma: no cover
+
+
+def compare_outputs_gate(reference: Mapping[int, Any], candidate: Mapping[int, Any], max_overhead: float,
+                         differing: Sequence[int]) -> GateOutcome:
+    """Accuracy mode: an isolation layer must not change results; any differing output fails the gate."""
+    shown = [int(i) for i in differing[:20]]
+    outputs = {"samples": len(reference), "differing": len(differing), "first_differing": shown,
+               "candidate_samples": len(candidate)}
+    verdict = Verdict.PASS if not differing and len(candidate) == len(reference) else Verdict.FAIL
+    return GateOutcome(verdict, [], 1, max_overhead, 1.0, 0.0, list(ARMS), outputs=outputs)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x * 100:+.1f}%"
+
+
+def describe(outcome: GateOutcome) -> str:
+    """One paragraph a user can act on: verdict, overhead, interval, limit, rounds, and what to do."""
+    limit = f"{outcome.max_overhead * 100:.1f}%"
+    if outcome.outputs is not None:
+        o = outcome.outputs
+        if outcome.verdict == Verdict.PASS:
+            return f"overhead gate PASS: the candidate's {o['samples']} outputs equal the reference's"
+        return (f"overhead gate FAIL: the candidate's outputs differ from the reference's on {o['differing']} of "
+                f"{o['samples']} samples (first: {o['first_differing']}); an isolation layer must not change results")
+    d = outcome.deciding
+    assert d is not None
+    iv = d.interval
+    conf = f"{outcome.confidence:.0%}"
+    where = (f"{metric_label(d.metric.name)} overhead {_pct(iv.estimate if iv else None)} "
+             f"({conf} interval {_pct(iv.low if iv else None)} to {_pct(iv.high if iv else None)})")
+    head = f"overhead gate {outcome.verdict}: {where}, limit {limit}, {outcome.rounds} rounds in {outcome.elapsed_s:.0f} s"
+    if outcome.verdict == Verdict.PASS:
+        return head
+    if outcome.verdict == Verdict.FAIL:
+        return head + f": the candidate costs more than {limit} against the reference"
+    return (head + f": the interval straddles the limit when the budget ({outcome.budget}) ran out. To decide it, "
+            "give the gate more budget (--mlperf-gate-max-rounds, --mlperf-gate-budget) or longer rounds "
+            "(--mlperf-gate-round), or steady the GPU (lock its clocks, nothing else running on it)")

@@ -1,0 +1,166 @@
+"""The overhead gate through real pytest sessions (pytester) against the null SUT: a candidate launched under
+the synthetic layer of pytest_mlperf.slowdown, verdicts, output comparison, reports and option errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = """
+import pytest
+pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={{"delay_ms": 2}})
+
+def test_null(null_sut, loadgen, baseline):
+    run = loadgen.run(null_sut)
+    run.assert_valid()
+    baseline.assert_no_regression(run)
+"""
+
+# a layer that changes results: every answer is off by one (what an isolation layer must never do)
+PERTURB = """
+import runpy, sys
+from pytest_mlperf import suts
+
+create = suts.create_backend
+
+class Off:
+    def __init__(self, inner):
+        self.inner, self.info = inner, inner.info
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def infer(self, indices):
+        return self.inner.infer(indices) + 1
+
+suts.create_backend = lambda *a, **k: Off(create(*a, **k))
+sys.argv = sys.argv[4:]  # perturb.py -- PYTHON -m MODULE ARGS -> MODULE ARGS
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+FAST = ("--mlperf-gate-round=200ms", "--mlperf-gate-min-rounds=3", "--mlperf-gate-max-rounds=6")
+
+
+def slowdown(cost: str) -> str:
+    return f"{sys.executable} -m pytest_mlperf.slowdown --cost {cost} --"
+
+
+def bench(pytester: pytest.Pytester, scenarios: tuple[str, ...] = ("Offline",)) -> None:
+    pytester.makepyfile(test_bench=BENCH.format(scenarios=list(scenarios)))
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def gates(pytester: pytest.Pytester) -> dict[str, dict]:
+    doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
+    return {f"{c['key']['scenario']}-{c['key']['mode']}": c["gate"] for c in doc["cases"]}
+
+
+def test_no_cost_passes_with_the_default_limit_and_writes_the_reports(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    result = run(pytester, "--mlperf-gate-round=300ms", f"--mlperf-candidate-prefix={slowdown('0%')}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*null Offline performance*gate PASS*", "gate: *PASS samples/s overhead*",
+                                 "gate summary (Markdown, for a PR comment): *gate.md*"])
+    gate = gates(pytester)["Offline-performance"]
+    assert gate["verdict"] == "PASS" and gate["max_overhead"] == 0.05
+    assert gate["ci_high"] < 0.05 and gate["rounds"] >= 12
+    assert len(gate["reference"]) == len(gate["candidate"]) == gate["rounds"]
+    assert gate["candidate_recipe"].endswith("pytest_mlperf.slowdown --cost 0% --")
+    logs = pytester.path / "mlperf-results" / "logs" / "test_null_null-Offline-performance" / "gate"
+    for run_dir in ("warmup-reference", "warmup-candidate", "round01-reference", "round01-candidate"):
+        assert (logs / run_dir / "mlperf_log_detail.txt").is_file(), run_dir
+    md = (pytester.path / "mlperf-results" / "gate.md").read_text()
+    assert md.startswith("## Overhead gate: ✅ PASS") and "| null Offline performance | samples/s |" in md
+    if _has_matplotlib():
+        assert (pytester.path / "mlperf-results" / "gate.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_a_large_cost_fails_throughput_and_latency(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline", "SingleStream"))
+    result = run(pytester, *FAST, f"--mlperf-candidate-prefix={slowdown('40%')}")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*overhead gate FAIL: samples/s overhead +*% (99% interval +*% to +*%), limit 5.0%, * rounds in * s: "
+        "the candidate costs more than 5.0% against the reference",
+        "*overhead gate FAIL: p90 latency overhead +*",
+    ])
+    got = gates(pytester)
+    assert 0.30 < got["Offline-performance"]["overhead"] < 0.50  # 40% injected
+    assert got["SingleStream-performance"]["ci_low"] > 0.05
+    assert "## Overhead gate: ❌ FAIL" in (pytester.path / "mlperf-results" / "gate.md").read_text()
+
+
+def test_accuracy_mode_compares_outputs(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    pytester.makepyfile(perturb=PERTURB)
+    result = run(pytester, "--mlperf-mode=accuracy", f"--mlperf-candidate-prefix={slowdown('0%')}")
+    result.assert_outcomes(passed=1)
+    assert gates(pytester)["Offline-accuracy"]["outputs"]["differing"] == 0
+
+    result = run(pytester, "--mlperf-mode=accuracy", f"--mlperf-candidate-prefix={sys.executable} perturb.py --")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*overhead gate FAIL: the candidate's outputs differ from the reference's on "
+                                 "* of * samples (first: [[]*]); an isolation layer must not change results*"])
+
+
+def test_candidate_env_alone_turns_the_gate_on_and_reaches_the_candidate(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    # an environment the candidate's runner must see: it would fail to start if PYTHONPATH did not reach it
+    pytester.makepyfile(sitecustomize="import os\nassert os.environ.get('LAYER') == 'on'\n")
+    result = run(pytester, *FAST, "--mlperf-max-overhead=30%", "--mlperf-candidate-env", "LAYER=on",
+                 "--mlperf-candidate-env", f"PYTHONPATH={pytester.path}")
+    result.assert_outcomes(passed=1)
+    gate = gates(pytester)["Offline-performance"]
+    assert gate["candidate_recipe"] == f"LAYER=on PYTHONPATH={pytester.path}"
+    assert gate["max_overhead"] == 0.30
+
+
+def test_ini_twins_configure_the_gate(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    pytester.makeini(f"[pytest]\nmlperf_candidate_prefix = {slowdown('0%')}\nmlperf_max_overhead = 25%\n"
+                     "mlperf_gate_round = 200ms\nmlperf_gate_min_rounds = 3\nmlperf_gate_max_rounds = 6\n")
+    run(pytester).assert_outcomes(passed=1)
+    gate = gates(pytester)["Offline-performance"]
+    assert gate["max_overhead"] == 0.25 and gate["rounds"] in (3, 6)
+
+
+def test_a_crashing_candidate_fails_the_case_with_its_recipe(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    result = run(pytester, *FAST, f"--mlperf-candidate-prefix={sys.executable} -c 'raise SystemExit(7)' --")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*could not start the null runner (candidate: *)*"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mlperf-candidate-env", "NOEQUALS"], "*bad environment entry 'NOEQUALS' for the candidate recipe*"),
+    (["--mlperf-candidate-env", "A=1", "--mlperf-update-baselines"],
+     "*--mlperf-update-baselines records bare-metal baselines: run it without a candidate*"),
+    (["--mlperf-candidate-env", "A=1", "--mlperf-gate-min-rounds=9", "--mlperf-gate-max-rounds=6"],
+     "*the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got 9 and 6*"),
+    (["--mlperf-candidate-env", "A=1", "--mlperf-max-overhead=5"], "*--mlperf-max-overhead must be between*"),
+    (["--mlperf-candidate-env", "A=1", "--mlperf-gate-budget=soon"], "*bad --mlperf-gate-budget 'soon'*"),
+])
+def test_bad_gate_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    bench(pytester)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_without_a_candidate_there_is_no_gate(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    run(pytester, "--mlperf-duration=0.3s").assert_outcomes(passed=1)
+    assert gates(pytester)["Offline-performance"] is None
+    assert not (Path(pytester.path) / "mlperf-results" / "gate.md").exists()
