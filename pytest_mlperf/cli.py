@@ -111,7 +111,45 @@ def _add_summarize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_summarize)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_summarize]
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    # imported here: aggregate renders with report.py, which pulls numpy in; summarize stays light without it
+    from pytest_mlperf.aggregate import (AggregateError, aggregate_document, load_results, merge, render_markdown,
+                                         terminal_lines, write_text_atomic)
+    from pytest_mlperf.baselines import write_json_atomic
+
+    try:
+        sources = [load_results(Path(p)) for p in args.files]
+        single = load_results(Path(args.single)) if args.single else None
+        agg = merge(sources, single)
+    except AggregateError as exc:
+        print(f"pytest-mlperf aggregate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(terminal_lines(agg)))
+    for target, write in ((args.markdown, lambda p: write_text_atomic(p, render_markdown(agg))),
+                          (args.json, lambda p: write_json_atomic(p, aggregate_document(agg)))):
+        if target is None:
+            continue
+        try:
+            write(Path(target))
+        except OSError as exc:
+            print(f"pytest-mlperf aggregate: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+    return EXIT_OK
+
+
+def _add_aggregate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("aggregate", help="merge results JSON files of several hosts into per-case totals",
+                       description="Merge results JSON files (one per host) case by case: hosts, GPUs, combined "
+                                   "throughput, mean per GPU, worst latency, and the scaling efficiency against a "
+                                   "one-GPU run.")
+    p.add_argument("files", metavar="FILE", nargs="+", help="results JSON (e.g. node-a/results.json)")
+    p.add_argument("--single", metavar="FILE", help="results JSON of a one-GPU run: the scaling reference")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    p.add_argument("--json", metavar="FILE", help="also write the merged figures as JSON")
+    p.set_defaults(func=_cmd_aggregate)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_summarize, _add_aggregate]
 
 
 def build_parser() -> argparse.ArgumentParser:
