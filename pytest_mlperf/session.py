@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
 from .settings import GateSettings, Settings
-from .system import describe_system
+from .system import SystemInfo, describe_system
 from .workloads import workload_spec
 from .workloads.base import DataRequest, WorkloadSpec
 
@@ -44,6 +44,7 @@ class MlperfSession:
     settings: Settings
     rootdir: Path
     pool: RunnerPool | None = None
+    _systems: dict[tuple[str, str | None], SystemInfo] = field(default_factory=dict)
 
     @property
     def reference(self) -> LaunchRecipe:
@@ -57,6 +58,14 @@ class MlperfSession:
     def baselines_dir(self) -> Path:
         d = self.settings.baselines_dir
         return d if d.is_absolute() else self.rootdir / d
+
+    def system(self, device: str, cuda_visible_devices: str | None) -> SystemInfo:
+        """The system of a runner; asked once per GPU set (nvidia-smi takes a while without persistence mode,
+        and the gate asks for every round)."""
+        key = (device, cuda_visible_devices)
+        if key not in self._systems:
+            self._systems[key] = describe_system(device, cuda_visible_devices)
+        return self._systems[key]
 
     def runners(self) -> RunnerPool:
         if self.pool is None:
@@ -187,7 +196,7 @@ class LoadGenDriver:
         # per workload, measured on an H100 (docs/performance.md): ResNet50 on ORT needs 3 to keep the GPU fed
         streams = sut.streams or (sut.spec.cuda_streams if device == "cuda" else 1)
         backend = runner.info["backend"]
-        system = describe_system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
+        system = self.session.system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
         key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
         shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
         if fixed is not None:

@@ -17,6 +17,7 @@ from pytest_mlperf.loadgen import Responder, TestRequest, run_test  # noqa: E402
 from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.calibrate import CalibrationError  # noqa: E402
 from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
+from pytest_mlperf.runner.staging import Stager  # noqa: E402
 from pytest_mlperf.runner.tokens import generation_batch, prepare_generation  # noqa: E402
 from pytest_mlperf.suts.base import BackendInfo  # noqa: E402
 from pytest_mlperf.suts.generation import (  # noqa: E402
@@ -214,7 +215,7 @@ def test_calibration_sets_what_loadgen_expects_per_scenario(tmp_path: Path) -> N
                 "SingleStream": "single_stream_expected_latency_ns"}
     for scenario, field in expected.items():
         req = run_request(tmp_path, scenario)
-        test, harness, calibration, schedule = prepare_generation(req, backend, Prompts(32))
+        test, harness, calibration, schedule = prepare_generation(req, backend, Stager(backend, Prompts(32)))
         harness.close()
         assert test.use_token_latencies is True
         assert getattr(test, field) and getattr(test, field) > 0, scenario
@@ -223,7 +224,7 @@ def test_calibration_sets_what_loadgen_expects_per_scenario(tmp_path: Path) -> N
     assert generation_batch(run_request(tmp_path, "Server")) == (1, 2)
     assert generation_batch(run_request(tmp_path, "SingleStream")) == (1, 1)
     fixed = run_request(tmp_path, "Server", server_target_qps=3.0)
-    test, harness, _, _ = prepare_generation(fixed, backend, Prompts(32))  # a baseline's load is kept
+    test, harness, _, _ = prepare_generation(fixed, backend, Stager(backend, Prompts(32)))  # a baseline's load is kept
     harness.close()
     assert test.server_target_qps == 3.0
 
@@ -246,14 +247,15 @@ def test_expectations_err_towards_more_work_by_the_margin(tmp_path: Path) -> Non
 
 
 def test_calibration_failure_names_the_warm_up(tmp_path: Path) -> None:
+    failing = FakeBackend(fail_on=0)
     with pytest.raises(CalibrationError, match="warm-up/calibration"):
-        prepare_generation(run_request(tmp_path, "Offline"), FakeBackend(fail_on=0), Prompts(32))
+        prepare_generation(run_request(tmp_path, "Offline"), failing, Stager(failing, Prompts(32)))
 
 
 @pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
 def test_through_loadgen_token_metrics_and_accuracy_log(tmp_path: Path, scenario: str) -> None:
     backend = FakeBackend(delay_s=0.001)
-    test, harness, _, _ = prepare_generation(run_request(tmp_path, scenario), backend, Prompts(32))
+    test, harness, _, _ = prepare_generation(run_request(tmp_path, scenario), backend, Stager(backend, Prompts(32)))
     try:
         run_test(test, harness)
     finally:
@@ -267,7 +269,7 @@ def test_through_loadgen_token_metrics_and_accuracy_log(tmp_path: Path, scenario
         assert run.ttft_ns is not None and run.ttft_ns.p99 and run.ttft_ns.p99 > 0
         assert run.tpot_ns is not None and run.tpot_ns.p99 and run.tpot_ns.p99 > 0
 
-    test, harness, _, _ = prepare_generation(run_request(tmp_path, scenario, "accuracy"), backend, Prompts(32))
+    test, harness, _, _ = prepare_generation(run_request(tmp_path, scenario, "accuracy"), backend, Stager(backend, Prompts(32)))
     try:
         run_test(test, harness)
     finally:
@@ -280,7 +282,7 @@ def test_through_loadgen_token_metrics_and_accuracy_log(tmp_path: Path, scenario
 
 def test_through_loadgen_a_failure_ends_the_test_and_is_reported(tmp_path: Path) -> None:
     backend = FakeBackend(fail_after_first=True)
-    test, harness, _, _ = prepare_generation(replace_calibrate(run_request(tmp_path, "Server")), backend, Prompts(32))
+    test, harness, _, _ = prepare_generation(replace_calibrate(run_request(tmp_path, "Server")), backend, Stager(backend, Prompts(32)))
     try:
         run_test(test, harness)  # returns: every sample was completed (empty), LoadGen is not left hanging
     finally:

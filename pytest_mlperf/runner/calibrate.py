@@ -14,8 +14,6 @@ import numpy as np
 
 from ..loadgen import TestRequest
 from ..suts.base import Backend
-from ..suts.generation import TokenBackend
-from ..workloads.base import Dataset
 
 
 class CalibrationError(RuntimeError):
@@ -33,12 +31,6 @@ class Measurement:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def stage_for(backend: Backend | TokenBackend, dataset: Dataset, count: int) -> list[int]:
-    indices = list(range(min(count, dataset.total_count)))
-    backend.stage(indices, dataset.load(indices))
-    return indices
 
 
 def calibration_failed(exc: BaseException) -> CalibrationError:

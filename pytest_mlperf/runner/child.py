@@ -24,8 +24,9 @@ from ..suts.generation import GenerationHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
-from .calibrate import Measurement, measure, stage_for, warm_up, work_expectations
+from .calibrate import Measurement, measure, warm_up, work_expectations
 from .protocol import LoadRequest, RunRequest, receive, send
+from .staging import Stager
 from .tokens import prepare_generation
 
 
@@ -70,6 +71,7 @@ class RunnerState:
     def __init__(self) -> None:
         self.dataset: Dataset | None = None
         self.backend: Backend | None = None
+        self.stager: Stager | None = None
         self.samples_per_query = 8
         self.token_latencies = False  # the workload is judged on TTFT/TPOT and tokens/s (LLMs)
 
@@ -77,6 +79,7 @@ class RunnerState:
         module = workload_module(req.data.workload)
         self.dataset = module.open_dataset(req.data)
         self.backend = create_backend(req, module)
+        self.stager = Stager(self.backend, self.dataset)
         self.samples_per_query = module.SPEC.multistream_samples_per_query
         self.token_latencies = module.SPEC.token_latencies
         return {
@@ -88,13 +91,13 @@ class RunnerState:
         }
 
     def run(self, req: RunRequest) -> dict[str, Any]:
-        backend, dataset = self.backend, self.dataset
-        if backend is None or dataset is None:
+        backend, dataset, stager = self.backend, self.dataset, self.stager
+        if backend is None or dataset is None or stager is None:
             raise RuntimeError("run before load")
         if self.token_latencies:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
-            test, harness, calibration, schedule = prepare_generation(req, backend, dataset)  # type: ignore[arg-type]
+            test, harness, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]
             return self._finish(test, harness, calibration, schedule)
         batch, streams = scenario_batch(req, self.samples_per_query)
         test = req.test
@@ -105,7 +108,7 @@ class RunnerState:
         dynamic = test.scenario in ("Offline", "Server") and backend.info.device == "cuda"
         buckets = shape_buckets(batch) if dynamic else ()
         if req.calibrate:  # also in accuracy mode: LoadGen must pre-generate the right amount of work there too
-            staged = stage_for(backend, dataset, max(batch * streams, 64))
+            staged = stager.some(max(batch * streams, 64))
             warm_up(backend, staged, buckets or (batch,))
             m = measure(backend, staged, batch, streams, req.calibrate_seconds)
             single = m if batch == 1 else measure(backend, staged, 1, 1, min(0.3, req.calibrate_seconds))
@@ -114,7 +117,7 @@ class RunnerState:
         elif test.scenario == "Server":
             max_wait = batcher_wait_s(server_bound_ns(req, test))
         harness = BatchingHarness(backend, dataset, ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
-                                  warm_indices=staged if req.calibrate else ())
+                                  warm_indices=staged if req.calibrate else (), stage=stager.stage)
         schedule = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}
         return self._finish(test, harness, calibration, schedule)
 

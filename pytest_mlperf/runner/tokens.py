@@ -27,9 +27,9 @@ from ..suts.generation import (
     measure_batches,
     measure_streams,
 )
-from ..workloads.base import Dataset
-from .calibrate import calibration_failed, stage_for, work_expectations
+from .calibrate import calibration_failed, work_expectations
 from .protocol import RunRequest
+from .staging import Stager
 
 
 def generation_batch(req: RunRequest) -> tuple[int, int]:
@@ -41,10 +41,10 @@ def generation_batch(req: RunRequest) -> tuple[int, int]:
     return req.batch_size, req.streams
 
 
-def calibrate_generation(backend: TokenBackend, dataset: Dataset, scenario: str, batch: int, streams: int,
+def calibrate_generation(backend: TokenBackend, stager: Stager, scenario: str, batch: int, streams: int,
                          seconds: float) -> GenerationMeasurement:
     try:
-        staged = stage_for(backend, dataset, max(batch * streams, 8))
+        staged = stager.some(max(batch * streams, 8))
         if scenario == "Offline":
             backend.generate_batch([staged[k % len(staged)] for k in range(batch)])  # warm-up
             return measure_batches(backend, staged, batch, streams, seconds)
@@ -62,16 +62,17 @@ def generation_expectations(req: RunRequest, m: GenerationMeasurement, streams: 
     return t
 
 
-def prepare_generation(req: RunRequest, backend: TokenBackend, dataset: Dataset
+def prepare_generation(req: RunRequest, backend: TokenBackend, stager: Stager
                        ) -> tuple[TestRequest, GenerationHarness, dict[str, Any] | None, dict[str, Any]]:
     """(test to run, harness, calibration record, schedule record) for one LLM case."""
     batch, streams = generation_batch(req)
     test = replace(req.test, use_token_latencies=True)
     calibration: dict[str, Any] | None = None
     if req.calibrate:  # also in accuracy mode: Server's schedule and SingleStream's expectations still apply
-        m = calibrate_generation(backend, dataset, test.scenario, batch, streams, req.calibrate_seconds)
+        m = calibrate_generation(backend, stager, test.scenario, batch, streams, req.calibrate_seconds)
         test = generation_expectations(replace(req, test=test), m, streams)
         calibration = {"bare": m.to_dict()}
-    harness = GenerationHarness(backend, dataset, GenerationConfig(test.scenario, batch, streams))
+    harness = GenerationHarness(backend, stager.dataset, GenerationConfig(test.scenario, batch, streams),
+                                stage=stager.stage)
     schedule = {"batch_size": batch, "streams": streams, "token_latencies": True}
     return test, harness, calibration, schedule

@@ -66,11 +66,13 @@ _STOP = None  # queue item that ends a stream thread
 class GenerationHarness:
     """Implements `loadgen.Harness` over a `TokenBackend` for one scenario."""
 
-    def __init__(self, backend: TokenBackend, dataset: Dataset, config: GenerationConfig) -> None:
+    def __init__(self, backend: TokenBackend, dataset: Dataset, config: GenerationConfig,
+                 stage: Callable[[list[int]], None] | None = None) -> None:
         if config.scenario not in ("Offline", "Server", "SingleStream"):
             raise ValueError(f"token generation serves Offline, Server and SingleStream, not {config.scenario}")
         self.backend = backend
         self.dataset = dataset
+        self._stage = stage  # the runner's Stager skips prompts that are already staged
         self.config = config
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -86,7 +88,10 @@ class GenerationHarness:
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
-        self.backend.stage(indices, list(self.dataset.load(indices)))
+        if self._stage is not None:
+            self._stage(indices)
+        else:
+            self.backend.stage(indices, list(self.dataset.load(indices)))
 
     def unload(self, indices: list[int]) -> None:
         """Staged prompts are replaced by the next `load`; nothing to free eagerly."""

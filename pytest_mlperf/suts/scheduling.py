@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..loadgen import Responder
 from ..workloads.base import Dataset
@@ -62,9 +62,10 @@ class BatchingHarness:
     """Implements `loadgen.Harness` over a `Backend` for one scenario."""
 
     def __init__(self, backend: Backend, dataset: Dataset, config: ScheduleConfig,
-                 warm_indices: Sequence[int] = ()) -> None:
+                 warm_indices: Sequence[int] = (), stage: Callable[[list[int]], None] | None = None) -> None:
         self.backend = backend
         self.dataset = dataset
+        self._stage = stage  # the runner's Stager skips samples that are already staged
         self.config = config
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -91,7 +92,10 @@ class BatchingHarness:
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
-        self.backend.stage(indices, self.dataset.load(indices))
+        if self._stage is not None:
+            self._stage(indices)
+        else:
+            self.backend.stage(indices, self.dataset.load(indices))
 
     def unload(self, indices: list[int]) -> None:
         """Staged samples are replaced by the next `load`; nothing to free eagerly."""
