@@ -7,7 +7,7 @@ from types import ModuleType
 
 from .base import Backend, BackendError
 
-BACKENDS = ("onnxruntime", "transformers", "null")
+BACKENDS = ("onnxruntime", "transformers", "null", "torch-probe")
 
 
 def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
@@ -34,4 +34,11 @@ def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa
         from .transformers_llm import TransformersLLM
 
         return TransformersLLM(workload.model_dir(req.data), req.device, req.options)  # type: ignore[return-value]
+    if req.backend == "torch-probe":
+        if importlib.util.find_spec("torch") is None:
+            raise BackendError("the torch-probe backend needs torch: pip install torch "
+                               "(on a GPU machine a CUDA build: https://pytorch.org/get-started/locally/)")
+        from .torch_probe import TorchProbe
+
+        return TorchProbe(req.device, req.options)
     raise BackendError(f"unknown backend {req.backend!r}: known backends are {', '.join(BACKENDS)}")

@@ -6,7 +6,7 @@ from types import ModuleType
 
 from .base import WorkloadSpec
 
-_MODULES = {"resnet50": "resnet50", "llama3_1-8b": "llama3_1_8b", "null": "null"}
+_MODULES = {"resnet50": "resnet50", "llama3_1-8b": "llama3_1_8b", "null": "null", "gpu-probe": "gpu_probe"}
 
 
 def workload_module(name: str) -> ModuleType:
