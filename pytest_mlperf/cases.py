@@ -72,6 +72,7 @@ class CaseRun:
     baseline_path: str | None = None  # the baseline it was judged against
     outputs_match: bool | None = None  # accuracy mode: every output equal to the baseline's
     gate: GateOutcome | None = None  # the overhead gate's verdict, when a candidate recipe was measured
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # the GPUs it ran on, with clocks/temperature at start and end
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -174,4 +175,5 @@ class CaseRun:
             "baseline_path": self.baseline_path,
             "outputs_match": self.outputs_match,
             "gate": self.gate.to_record() if self.gate is not None else None,
+            "gpus": self.gpus,
         }

@@ -6,6 +6,7 @@ writes results and baselines."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -15,6 +16,8 @@ from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
 from .report import ResultsCollector
+from .gpus import PlacementError, discover
+from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .runner.recipe import LaunchRecipe
 from .session import (
     BASELINE_PROPERTY,
@@ -71,6 +74,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60)", {}, "string"),
     ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
      "string"),
+    ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
+     "(default: 1h)", {}, "string"),
 ]
 
 
@@ -119,6 +124,8 @@ def build_settings(config: pytest.Config) -> S.Settings:
             reference=LaunchRecipe.from_strings("reference", _value(config, "reference-prefix"),
                                                 _value(config, "reference-env")),
             gate=build_gate(config),
+            gpu_lock_timeout_s=get("gpu-lock-timeout",
+                                   lambda v: S.parse_duration_ms(v, option="--mlperf-gpu-lock-timeout") / 1000, 3600.0),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -155,7 +162,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "mlperf(workload, scenarios=None, backend=None, batch_size=None, streams=None, sut_options=None, "
-        "tolerance=None, timeout=None, calibrate=True): an MLPerf benchmark case measured by LoadGen",
+        "tolerance=None, timeout=None, calibrate=True, gpus=1): an MLPerf benchmark case measured by LoadGen",
     )
     settings = build_settings(config)
     for name in [*settings.models, *settings.datasets]:
@@ -163,10 +170,42 @@ def pytest_configure(config: pytest.Config) -> None:
             workload_spec(name)
         except ValueError as exc:
             raise pytest.UsageError(f"--mlperf-model/--mlperf-dataset: {exc}") from None
-    state = MlperfSession(settings=settings, rootdir=Path(config.rootpath))
+    workerinput = getattr(config, "workerinput", None)
+    numprocesses = getattr(config.option, "numprocesses", None)
+    try:
+        placement = place(discover(), workerinput, numprocesses if isinstance(numprocesses, int) else 1)
+    except PlacementError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    state = MlperfSession(settings=settings, rootdir=Path(config.rootpath), placement=placement)
     config.stash[SESSION_KEY] = state
-    if not hasattr(config, "workerinput"):  # xdist workers measure; only the controller writes files
+    if workerinput is None:  # xdist workers measure; only the controller writes files
         config.pluginmanager.register(ControllerReporter(config, state), "mlperf-controller")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistPlacement(), "mlperf-xdist-placement")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: one worker per visible GPU; without a GPU, xdist's own choice (CPU cases run as before)."""
+    found = discover()
+    return len(found) or None
+
+
+class XdistPlacement:
+    """Controller side of GPU placement: numbers the workers of each host, so each takes its own GPU there."""
+
+    def __init__(self) -> None:
+        self.ranks: dict[str, tuple[int, int]] = {}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_setupnodes(self, config: pytest.Config, specs: list[Any]) -> None:
+        self.ranks = local_ranks(specs)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        rank = self.ranks.get(str(node.gateway.spec.id))
+        if rank is not None:
+            node.workerinput[RANK_KEY], node.workerinput[WORKERS_KEY] = rank
 
 
 def _marker_kwargs(node: Any) -> dict[str, Any]:
@@ -283,6 +322,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     comparisons = item.stash.get(COMPARISONS_KEY, [])
     for case in item.stash.get(CASES_KEY, []):
         record = case.to_record()
+        record["worker"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
         record["baseline"] = [
             {"metric": c.metric, "baseline": c.baseline, "measured": c.measured, "change": c.change,
              "worse_by": c.worse_by, "regressed": c.regressed, "higher_is_better": c.higher_is_better}

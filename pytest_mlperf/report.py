@@ -50,6 +50,15 @@ def delta_of(record: dict[str, Any]) -> str:
     return f"{worst['change']:+.1%}{' REGRESSED' if worst['regressed'] else ''}"
 
 
+def device_of(record: dict[str, Any]) -> str:
+    """'cpu', 'cuda', or 'cuda:0' / 'cuda:2,3' with the GPU indices (UUID heads where no index is known)."""
+    device = str(record["backend"].get("device", "?"))
+    gpus = record.get("gpus") or []
+    if not gpus:
+        return device
+    return device + ":" + ",".join(str(g["index"]) if g.get("index") is not None else str(g["uuid"])[:12] for g in gpus)
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     rows = [["case", "backend", "device", "headline", "p99", "validity", "vs baseline", "outcome"]]
     for r in records:
@@ -62,7 +71,7 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         rows.append([
             f"{key['workload']} {key['scenario']} {key['mode']}",
             f"{key['backend']}/{key['precision']}",
-            r["backend"].get("device", "?"),
+            device_of(r),
             value,
             format_value(p99, "ns"),
             validity,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,9 @@ from .metrics import compare_outputs
 from .runner.client import RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe
+from .gpulock import GpuLockTimeout, acquire_gpus
+from .gpus import PlacementError, gpu_state, gpus_for_case
+from .placement import Placement
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
 from .settings import GateSettings, Settings
 from .system import SystemInfo, describe_system
@@ -43,6 +47,7 @@ def safe_name(nodeid: str) -> str:
 class MlperfSession:
     settings: Settings
     rootdir: Path
+    placement: Placement = field(default_factory=Placement)
     pool: RunnerPool | None = None
     _systems: dict[tuple[str, str | None], SystemInfo] = field(default_factory=dict)
 
@@ -87,6 +92,7 @@ class SUTHandle:
     batch_size: int
     streams: int
     calibrate: bool = True
+    gpus: int = 1  # GPUs the case needs (tensor parallel); they are locked together while it measures
 
     @property
     def workload(self) -> str:
@@ -110,7 +116,10 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
     batch = s.batch_size or int(marker_kwargs.get("batch_size", 0)) or 0
     streams = s.streams or int(marker_kwargs.get("streams", 0)) or 0
     calibrate = bool(marker_kwargs.get("calibrate", True))
-    return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate)
+    gpus = int(marker_kwargs.get("gpus", 1))
+    if gpus < 1:
+        pytest.fail(f"mlperf marker: gpus must be at least 1, got {gpus}", pytrace=False)
+    return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate, gpus=gpus)
 
 
 @dataclass
@@ -182,6 +191,9 @@ class LoadGenDriver:
                 calibrate_seconds: float | None = None) -> CaseRun:
         """Runs one LoadGen test in the runner of `recipe`. `fixed` is a test request whose expectations (and
         duration) are kept, so that runs of a gate do identical work."""
+        gpus = self.case_gpus(sut)
+        if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
+            recipe = replace(recipe, gpus=gpus)
         pool = self.session.runners()
         try:
             runner = pool.get(recipe, sut.load)
@@ -196,7 +208,7 @@ class LoadGenDriver:
         # per workload, measured on an H100 (docs/performance.md): ResNet50 on ORT needs 3 to keep the GPU fed
         streams = sut.streams or (sut.spec.cuda_streams if device == "cuda" else 1)
         backend = runner.info["backend"]
-        system = self.session.system(device, recipe.env.get("CUDA_VISIBLE_DEVICES"))
+        system = self.session.system(device, ",".join(gpus) if gpus else recipe.env.get("CUDA_VISIBLE_DEVICES"))
         key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
         shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
         if fixed is not None:
@@ -220,8 +232,18 @@ class LoadGenDriver:
             expectation_margin=profile.expectation_margin,
         )
         doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"
+        notes: list[str] = []
+        gpu_records: list[dict[str, Any]] = []
         try:
-            result = runner.run(req, self.timeout_for(test), doing)
+            with acquire_gpus(gpus, timeout_s=self.session.settings.gpu_lock_timeout_s,
+                              owner=f"{self.item.nodeid} ({recipe.name})",
+                              on_wait=lambda uuid, holder: notes.append(f"waited for GPU {uuid}, held by {holder}")):
+                start = {u: {**gpu_state(u), "time": time.time()} for u in gpus}
+                result = runner.run(req, self.timeout_for(test), doing)
+                gpu_records = [{**self.session.placement.describe(u), "start": start[u],
+                                "end": {**gpu_state(u), "time": time.time()}} for u in gpus]
+        except GpuLockTimeout as exc:
+            failure = f"{exc} (--mlperf-gpu-lock-timeout)"
         except RunnerError as exc:
             pool.discard(runner)
             failure = f"{exc}\nLoadGen logs: {log_dir}"
@@ -234,7 +256,23 @@ class LoadGenDriver:
             calibration=result.get("calibration"), schedule=result.get("schedule"), accuracy=result.get("accuracy"),
             accuracy_targets=dict(sut.spec.accuracy_targets),
             real_data=sut.load.data.model_path is not None and sut.load.data.dataset_path is not None,
+            notes=notes, gpus=gpu_records,
         )
+
+    def case_gpus(self, sut: SUTHandle) -> tuple[str, ...]:
+        """The GPUs this case runs on: this worker's own, plus the next ones for a k-GPU case; () without a GPU.
+        A case that needs more GPUs than are visible is skipped, saying how many it needs."""
+        p = self.session.placement
+        if not p.visible:
+            if sut.gpus > 1:
+                pytest.skip(f"the case needs {sut.gpus} GPUs and none is visible")
+            return ()
+        try:
+            return gpus_for_case(p.home or p.visible[0], p.visible, sut.gpus)
+        except PlacementError as exc:
+            message = str(exc)
+        pytest.skip(message)
+        raise AssertionError  # pragma: no cover - pytest.skip raises
 
     def gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, log_suffix: str) -> CaseRun:
         """The overhead gate of this case: reference and candidate runners (alive together, measuring one at a

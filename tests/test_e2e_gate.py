@@ -8,22 +8,16 @@ to 15%, which still fails a 40% cost by a wide margin; the null SUT's test in te
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("onnxruntime")
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "test_resnet50.py"
-
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "benchmarks").mkdir()
-    shutil.copy(BENCHMARK, pytester.path / "benchmarks" / "test_resnet50.py")
-    return pytester
+def project(resnet50_project: pytest.Pytester) -> pytest.Pytester:
+    return resnet50_project
 
 
 def gate_of(pytester: pytest.Pytester) -> dict:

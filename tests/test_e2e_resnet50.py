@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("onnxruntime")
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "test_resnet50.py"
-
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "benchmarks").mkdir()
-    shutil.copy(BENCHMARK, pytester.path / "benchmarks" / "test_resnet50.py")
-    return pytester
+def project(resnet50_project: pytest.Pytester) -> pytest.Pytester:
+    return resnet50_project
 
 
 def cases(pytester: pytest.Pytester) -> dict[str, dict]:
