@@ -188,9 +188,10 @@ class LoadGenDriver:
 
     def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
                 server_target_qps: float | None = None, fixed: TestRequest | None = None,
-                calibrate_seconds: float | None = None) -> CaseRun:
+                calibrate: bool = True) -> CaseRun:
         """Runs one LoadGen test in the runner of `recipe`. `fixed` is a test request whose expectations (and
-        duration) are kept, so that runs of a gate do identical work."""
+        duration) are kept, so that runs of a gate do identical work; `calibrate=False` skips the bare-loop
+        measurement and warm-up (a runner's harness stays warm across its tests)."""
         gpus = self.case_gpus(sut)
         if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
             recipe = replace(recipe, gpus=gpus)
@@ -225,8 +226,8 @@ class LoadGenDriver:
             test=test,
             batch_size=batch,
             streams=streams,
-            calibrate=profile.calibrate and sut.calibrate,
-            calibrate_seconds=calibrate_seconds or (0.3 if profile.name == "smoke" else 1.0),
+            calibrate=profile.calibrate and sut.calibrate and calibrate,
+            calibrate_seconds=0.3 if profile.name == "smoke" else 1.0,
             server_latency_floor_factor=profile.server_latency_floor_factor,
             official_server_latency_ns=sut.spec.server_latency_ns,
             expectation_margin=profile.expectation_margin,
@@ -303,7 +304,7 @@ class LoadGenDriver:
 
         def measure(arm: str, i: int) -> dict[str, float]:
             case = self.execute(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed=fixed,
-                                calibrate_seconds=0.05)
+                                calibrate=False)
             return {k: float(v) for k, v in case.run.metrics.items() if isinstance(v, (int, float))}
 
         try:
