@@ -8,12 +8,15 @@ driver update is visible in the comparison rather than orphaning the baseline.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from .stats import t_quantile
 
 FORMAT = "pytest-mlperf/baseline"
 VERSION = 1
@@ -167,6 +170,22 @@ def write_baseline(path: Path, baseline: Baseline) -> None:
     write_json_atomic(path, baseline.to_dict())
 
 
+NOISE_CONFIDENCE = 0.95  # one-sided: how sure a flagged regression is not the baseline's own run-to-run noise
+
+
+def noise_allowance(samples: Sequence[float], confidence: float = NOISE_CONFIDENCE) -> float:
+    """How much worse one new run may look by noise alone, as a fraction, from a baseline's repeats: the one-sided
+    prediction bound `t_{n-1} * s * sqrt(1 + 1/n)` of a new run's log value, with s the repeats' log spread.
+    0 with fewer than two repeats (a single-run baseline says nothing about noise)."""
+    n = len(samples)
+    if n < 2 or any(not x > 0 for x in samples):
+        return 0.0
+    logs = [math.log(x) for x in samples]
+    mean = sum(logs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+    return math.exp(t_quantile(confidence, n - 1) * sd * math.sqrt(1 + 1 / n)) - 1.0
+
+
 @dataclass(frozen=True)
 class Comparison:
     metric: str
@@ -175,6 +194,8 @@ class Comparison:
     baseline: float
     measured: float
     tolerance: float
+    noise: float = 0.0  # allowance for the baseline's own run-to-run spread (noise_allowance)
+    repeats: int = 1  # runs the baseline value summarises
 
     @property
     def change(self) -> float:
@@ -188,13 +209,16 @@ class Comparison:
 
     @property
     def regressed(self) -> bool:
-        return self.worse_by >= self.tolerance
+        """Worse than the baseline by the tolerance plus what the baseline's repeats say noise alone can do."""
+        return self.worse_by >= self.tolerance + self.noise
 
     def describe(self) -> str:
         direction = "higher" if self.higher_is_better else "lower"
+        noise = (f" + {self.noise:.1%} noise allowance from {self.repeats} baseline repeats" if self.repeats > 1
+                 else "")
         return (
             f"{self.metric}: measured {self.measured:.6g} {self.unit} vs baseline {self.baseline:.6g} {self.unit} "
-            f"({self.change:+.2%}; {direction} is better; tolerance {self.tolerance:.1%})"
+            f"({self.change:+.2%}; {direction} is better; tolerance {self.tolerance:.1%}{noise})"
         )
 
 
@@ -205,5 +229,6 @@ def compare(baseline: Baseline, measured: Mapping[str, Metric], tolerance: float
         m = measured.get(name)
         if m is None:
             continue
-        out.append(Comparison(name, ref.unit, ref.higher_is_better, ref.value, m.value, tolerance))
+        out.append(Comparison(name, ref.unit, ref.higher_is_better, ref.value, m.value, tolerance,
+                              noise_allowance(ref.samples), max(1, len(ref.samples))))
     return out

@@ -72,6 +72,7 @@ class CaseRun:
     baseline_path: str | None = None  # the baseline it was judged against
     outputs_match: bool | None = None  # accuracy mode: every output equal to the baseline's
     gate: GateOutcome | None = None  # the overhead gate's verdict, when a candidate recipe was measured
+    repeats: list[dict[str, float]] = field(default_factory=list)  # metrics of repeated runs (baseline recording)
     gpus: list[dict[str, Any]] = field(default_factory=list)  # the GPUs it ran on, with clocks/temperature at start and end
 
     @property
@@ -176,4 +177,5 @@ class CaseRun:
             "outputs_match": self.outputs_match,
             "gate": self.gate.to_record() if self.gate is not None else None,
             "gpus": self.gpus,
+            "repeats": self.repeats,
         }

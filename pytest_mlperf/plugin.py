@@ -74,6 +74,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60)", {}, "string"),
     ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
      "string"),
+    ("baseline-repeats", "runs recorded per performance baseline with --mlperf-update-baselines; their spread widens "
+     "the regression check by what noise alone can do (default: 3)", {}, "string"),
     ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
      "(default: 1h)", {}, "string"),
 ]
@@ -124,6 +126,8 @@ def build_settings(config: pytest.Config) -> S.Settings:
             reference=LaunchRecipe.from_strings("reference", _value(config, "reference-prefix"),
                                                 _value(config, "reference-env")),
             gate=build_gate(config),
+            baseline_repeats=get("baseline-repeats",
+                                 lambda v: S.parse_positive_int(v, option="--mlperf-baseline-repeats"), 3),
             gpu_lock_timeout_s=get("gpu-lock-timeout",
                                    lambda v: S.parse_duration_ms(v, option="--mlperf-gpu-lock-timeout") / 1000, 3600.0),
         )
@@ -325,7 +329,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         record["worker"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
         record["baseline"] = [
             {"metric": c.metric, "baseline": c.baseline, "measured": c.measured, "change": c.change,
-             "worse_by": c.worse_by, "regressed": c.regressed, "higher_is_better": c.higher_is_better}
+             "worse_by": c.worse_by, "regressed": c.regressed, "higher_is_better": c.higher_is_better,
+             "noise_allowance": c.noise, "baseline_repeats": c.repeats}
             for c in comparisons
         ]
         report.user_properties.append((RECORD_PROPERTY, record))

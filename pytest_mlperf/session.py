@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .baselines import Baseline, BaselineError, CaseKey, compare, load_baseline
+from .baselines import Baseline, BaselineError, CaseKey, Metric, compare, load_baseline
 from .cases import CaseRun
 from .loadgen import TestRequest
 from .logs import Run
@@ -178,11 +179,19 @@ class LoadGenDriver:
         scenario = scenario or self.scenario
         mode = mode or self.mode
         gate = self.session.settings.gate
+        settings = self.session.settings
         if gate is not None and self.recipe is None:
             case = self.gate_run(sut, scenario, mode, gate, log_suffix)
         else:
-            case = self.execute(sut, self.recipe or self.session.reference, scenario, mode, self.log_dir(log_suffix),
+            recipe = self.recipe or self.session.reference
+            case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix),
                                 server_target_qps=server_target_qps)
+            if settings.update_baselines and mode == "performance":  # a baseline records its own noise
+                fixed = TestRequest.from_dict(case.test)
+                for k in range(2, settings.baseline_repeats + 1):
+                    again = self.execute(sut, recipe, scenario, mode, self.log_dir(f"{log_suffix}-repeat{k}"),
+                                         fixed=fixed, calibrate=False)
+                    case.repeats.append({n: m.value for n, m in again.metrics.items()})
         self.item.stash.setdefault(CASES_KEY, []).append(case)
         return case
 
@@ -391,7 +400,7 @@ class BaselineCheck:
     def _record(self, case: CaseRun, path: Path) -> None:
         baseline = Baseline(
             key=case.key,
-            metrics=case.metrics,
+            metrics=repeated_metrics(case),
             accuracy=case.accuracy,
             settings={k: case.test.get(k) for k in ("server_target_qps", "server_target_latency_ns", "min_duration_ms")},
             system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
@@ -399,6 +408,15 @@ class BaselineCheck:
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+def repeated_metrics(case: CaseRun) -> dict[str, Metric]:
+    """A case's metrics with the values of its repeats as samples, each summarised by their median."""
+    out = {}
+    for name, m in case.metrics.items():
+        values = [m.value, *(r[name] for r in case.repeats if name in r)]
+        out[name] = Metric(name, statistics.median(values), m.unit, m.higher_is_better, tuple(values))
+    return out
 
 
 def _output(value: Any) -> int | list[int]:

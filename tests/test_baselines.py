@@ -374,3 +374,34 @@ def test_compare_uses_metrics_in_both_with_the_baselines_direction_and_unit() ->
 
 def test_compare_with_nothing_measured_is_empty() -> None:
     assert compare(make_baseline(), {}, 0.05) == []
+
+
+# --- noise-aware comparison -------------------------------------------------------------------------------------
+from pytest_mlperf.baselines import noise_allowance  # noqa: E402
+
+
+def test_noise_allowance_grows_with_the_spread_of_the_repeats() -> None:
+    assert noise_allowance([]) == 0.0 and noise_allowance([5.0]) == 0.0
+    assert noise_allowance([100.0, 100.0, 100.0]) == 0.0
+    tight, loose = noise_allowance([100.0, 100.5, 99.5]), noise_allowance([100.0, 102.0, 98.0])
+    assert 0 < tight < loose
+    # n=3, log sd 0.02: t(0.95, 2) = 2.92, times sqrt(4/3): exp(0.0675) - 1, about 7.0%
+    assert loose == pytest.approx(0.0698, abs=0.002)
+
+
+def _noisy_baseline(samples: tuple[float, ...]) -> Baseline:
+    return Baseline(key=CaseKey("w", "Offline", "performance", "b", "fp32", "sys"),
+                    metrics={"result_samples_per_second": Metric("result_samples_per_second", 100.0, "samples/s",
+                                                                 True, samples)})
+
+
+def test_a_noisy_baseline_widens_the_check_and_says_so() -> None:
+    measured = {"result_samples_per_second": Metric("result_samples_per_second", 93.0, "samples/s", True)}
+    (single,) = compare(_noisy_baseline(()), measured, 0.05)
+    assert single.regressed  # 7% worse than a one-run baseline at 5% tolerance
+    (noisy,) = compare(_noisy_baseline((100.0, 102.0, 98.0)), measured, 0.05)
+    assert not noisy.regressed and noisy.repeats == 3  # within what the baseline's own spread allows
+    assert "noise allowance from 3 baseline repeats" in noisy.describe()
+    far = {"result_samples_per_second": Metric("result_samples_per_second", 85.0, "samples/s", True)}
+    (worse,) = compare(_noisy_baseline((100.0, 102.0, 98.0)), far, 0.05)
+    assert worse.regressed  # 15% worse is beyond tolerance plus noise
