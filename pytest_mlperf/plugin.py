@@ -100,10 +100,15 @@ def _value(config: pytest.Config, name: str) -> Any:
     return ini if ini not in (None, "", []) else None
 
 
+def _parsed(config: pytest.Config, name: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
+    """An option's value (CLI, then ini) through its parser; `default` when it is not set."""
+    raw = _value(config, name)
+    return default if raw is None else parse(raw)
+
+
 def build_settings(config: pytest.Config) -> S.Settings:
     def get(name: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
-        raw = _value(config, name)
-        return default if raw is None else parse(raw)
+        return _parsed(config, name, parse, default)
 
     try:
         return S.Settings(
@@ -145,8 +150,7 @@ def build_gate(config: pytest.Config) -> S.GateSettings | None:
                          "(--mlperf-candidate-prefix/--mlperf-candidate-env)")
 
     def get(name: str, parse: Callable[[str], Any], default: Any) -> Any:
-        raw = _value(config, name)
-        return default if raw is None else parse(str(raw))
+        return _parsed(config, name, parse, default)
 
     gate = S.GateSettings(
         candidate=LaunchRecipe.from_strings("candidate", prefix, env),

@@ -122,7 +122,7 @@ class RecordingResponder(Responder):
 
 def serve(scenario: str, backend: FakeBackend, samples: list[tuple[int, int]], batch: int = 1,
           streams: int = 1) -> tuple[GenerationHarness, RecordingResponder]:
-    harness = GenerationHarness(backend, Prompts(32), GenerationConfig(scenario, batch, streams))
+    harness = GenerationHarness(backend, Stager(backend, Prompts(32)).stage, GenerationConfig(scenario, batch, streams))
     responder = RecordingResponder()
     responder.expected = len(samples)
     try:
@@ -188,7 +188,8 @@ def test_a_stream_failing_after_its_first_token_completes_empty(scenario: str) -
 
 def test_unsupported_scenario_is_refused() -> None:
     with pytest.raises(ValueError, match="MultiStream"):
-        GenerationHarness(FakeBackend(), Prompts(4), GenerationConfig("MultiStream"))
+        backend = FakeBackend()
+        GenerationHarness(backend, Stager(backend, Prompts(4)).stage, GenerationConfig("MultiStream"))
 
 
 def test_bare_loops_count_samples_tokens_and_first_tokens() -> None:

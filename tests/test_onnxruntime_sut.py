@@ -110,6 +110,7 @@ def test_padded_batches_answer_only_their_own_samples() -> None:
     from pytest_mlperf.loadgen import Responder
     from pytest_mlperf.suts.null import NullBackend
     from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
+    from pytest_mlperf.runner.staging import Stager
     from pytest_mlperf.workloads.null import NullDataset
 
     class Recorder(Responder):
@@ -123,7 +124,8 @@ def test_padded_batches_answer_only_their_own_samples() -> None:
     seen: list[int] = []
     infer = backend.infer
     backend.infer = lambda idx: (seen.append(len(idx)), infer(idx))[1]  # type: ignore[method-assign]
-    harness = BatchingHarness(backend, NullDataset(64), ScheduleConfig("Offline", 8, 1, 0.0, (1, 2, 4, 8)))
+    harness = BatchingHarness(backend, Stager(backend, NullDataset(64)).stage,
+                              ScheduleConfig("Offline", 8, 1, 0.0, (1, 2, 4, 8)))
     recorder = Recorder()
     try:
         harness.issue([(100 + i, i) for i in range(11)], recorder)  # one batch of 8 and a remainder of 3

@@ -3,6 +3,7 @@ the synthetic layer of pytest_mlperf.slowdown, verdicts, output comparison, repo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -80,11 +81,7 @@ def test_no_cost_passes_with_the_default_limit_and_writes_the_reports(pytester: 
 
 
 def _has_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def test_a_large_cost_fails_throughput_and_latency(pytester: pytest.Pytester) -> None:

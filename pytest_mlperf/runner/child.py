@@ -133,8 +133,7 @@ class RunnerState:
         if self.harness is not None:
             self.harness.close()
             self.harness = None
-        self.harness = BatchingHarness(self.backend, self.dataset, config, warm_indices=warm_indices,
-                                       stage=self.stager.stage)
+        self.harness = BatchingHarness(self.backend, self.stager.stage, config, warm_indices=warm_indices)
         return self.harness
 
     def _finish(self, test: TestRequest, harness: BatchingHarness | GenerationHarness,

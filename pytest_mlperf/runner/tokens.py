@@ -72,7 +72,6 @@ def prepare_generation(req: RunRequest, backend: TokenBackend, stager: Stager
         m = calibrate_generation(backend, stager, test.scenario, batch, streams, req.calibrate_seconds)
         test = generation_expectations(replace(req, test=test), m, streams)
         calibration = {"bare": m.to_dict()}
-    harness = GenerationHarness(backend, stager.dataset, GenerationConfig(test.scenario, batch, streams),
-                                stage=stager.stage)
+    harness = GenerationHarness(backend, stager.stage, GenerationConfig(test.scenario, batch, streams))
     schedule = {"batch_size": batch, "streams": streams, "token_latencies": True}
     return test, harness, calibration, schedule

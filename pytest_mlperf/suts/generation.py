@@ -30,7 +30,6 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..loadgen import Responder
-from ..workloads.base import Dataset
 from .base import BackendInfo
 
 
@@ -66,13 +65,11 @@ _STOP = None  # queue item that ends a stream thread
 class GenerationHarness:
     """Implements `loadgen.Harness` over a `TokenBackend` for one scenario."""
 
-    def __init__(self, backend: TokenBackend, dataset: Dataset, config: GenerationConfig,
-                 stage: Callable[[list[int]], None] | None = None) -> None:
+    def __init__(self, backend: TokenBackend, stage: Callable[[list[int]], None], config: GenerationConfig) -> None:
         if config.scenario not in ("Offline", "Server", "SingleStream"):
             raise ValueError(f"token generation serves Offline, Server and SingleStream, not {config.scenario}")
         self.backend = backend
-        self.dataset = dataset
-        self._stage = stage  # the runner's Stager skips prompts that are already staged
+        self._stage = stage  # stages prompts on the backend: the runner's Stager (runner/staging.py)
         self.config = config
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -88,10 +85,7 @@ class GenerationHarness:
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
-        if self._stage is not None:
-            self._stage(indices)
-        else:
-            self.backend.stage(indices, list(self.dataset.load(indices)))
+        self._stage(indices)
 
     def unload(self, indices: list[int]) -> None:
         """Staged prompts are replaced by the next `load`; nothing to free eagerly."""

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..loadgen import Responder
-from ..workloads.base import Dataset
 from .base import Backend
 
 
@@ -61,11 +60,10 @@ def pad_to_bucket(indices: list[int], buckets: Sequence[int]) -> list[int]:
 class BatchingHarness:
     """Implements `loadgen.Harness` over a `Backend` for one scenario."""
 
-    def __init__(self, backend: Backend, dataset: Dataset, config: ScheduleConfig,
-                 warm_indices: Sequence[int] = (), stage: Callable[[list[int]], None] | None = None) -> None:
+    def __init__(self, backend: Backend, stage: Callable[[list[int]], None], config: ScheduleConfig,
+                 warm_indices: Sequence[int] = ()) -> None:
         self.backend = backend
-        self.dataset = dataset
-        self._stage = stage  # the runner's Stager skips samples that are already staged
+        self._stage = stage  # stages samples on the backend: the runner's Stager (runner/staging.py)
         self.config = config
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -92,10 +90,7 @@ class BatchingHarness:
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
-        if self._stage is not None:
-            self._stage(indices)
-        else:
-            self.backend.stage(indices, self.dataset.load(indices))
+        self._stage(indices)
 
     def unload(self, indices: list[int]) -> None:
         """Staged samples are replaced by the next `load`; nothing to free eagerly."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from pytest_mlperf.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
+from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.standins.llama import ensure_llama_standin
 from pytest_mlperf.suts.generation import GenerationConfig, GenerationHarness, measure_streams
 from pytest_mlperf.suts.transformers_llm import TransformersLLM
@@ -105,7 +106,7 @@ def offline(backend: TransformersLLM, prompts: Prompts, n: int, batch: int, stre
     test = TestRequest("llama3_1-8b", "Offline", "performance", str(logs / "offline"), n,
                        performance_sample_count=n, min_query_count=n, min_duration_ms=1, offline_expected_qps=1.0,
                        use_token_latencies=True)
-    run = run_loadgen(test, GenerationHarness(recorder, prompts, GenerationConfig("Offline", batch, streams)))
+    run = run_loadgen(test, GenerationHarness(recorder, Stager(recorder, prompts).stage, GenerationConfig("Offline", batch, streams)))
     lg_tokens_per_s = float(run.metrics["result_tokens_per_second"])
 
     # the same batches, bare: generate_batch back to back, timed as one span like LoadGen's
@@ -134,7 +135,7 @@ def server(backend: TransformersLLM, prompts: Prompts, n: int, queries: int, dur
     test = TestRequest("llama3_1-8b", "Server", "performance", str(logs / "server"), n, performance_sample_count=n,
                        min_query_count=queries, min_duration_ms=duration_ms, server_target_qps=qps,
                        use_token_latencies=True)
-    run = run_loadgen(test, GenerationHarness(backend, prompts, GenerationConfig("Server", 1, 1)))
+    run = run_loadgen(test, GenerationHarness(backend, Stager(backend, prompts).stage, GenerationConfig("Server", 1, 1)))
 
     def pcts(lat: Any) -> dict[str, float | None]:
         return {"p50_ms": lat.p50 / 1e6 if lat and lat.p50 else None, "p99_ms": lat.p99 / 1e6 if lat and lat.p99 else None}

@@ -26,6 +26,7 @@ import numpy as np
 from pytest_mlperf.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.calibrate import measure, warm_up
+from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.standins.resnet50 import ensure_resnet50
 from pytest_mlperf.suts.onnxruntime import OrtClassifier
 from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
@@ -126,7 +127,7 @@ class TimedHarness(BatchingHarness):
 
 
 def loadgen_run(backend, dataset, test: TestRequest, cfg: ScheduleConfig, warm: list[int] | None = None) -> dict:
-    harness = TimedHarness(backend, dataset, cfg, warm_indices=warm or ())
+    harness = TimedHarness(backend, Stager(backend, dataset).stage, cfg, warm_indices=warm or ())
     try:
         run_test(test, harness)
     finally:
