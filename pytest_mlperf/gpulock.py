@@ -220,6 +220,30 @@ def _try_lock(lock: FileLock, timeout_s: float, poll_interval_s: float, path: Pa
     return True
 
 
+def _lock_or_describe(
+    lock: FileLock,
+    uuid: str,
+    directory: Path,
+    path: Path,
+    poll_interval_s: float,
+    on_wait: Callable[[str, str], None] | None,
+    settle_s: float = 1.0,
+) -> bool:
+    """Called when a GPU's lock is busy. A holder writes its record just after taking the lock and removes it just
+    before releasing it, so a busy lock without a record is one being taken or given up. Within settle_s this either
+    takes the lock (True: nothing to wait for) or finds the holder's record; on_wait then hears who holds the GPU
+    (or that the holder is unknown, when no record appears in time) and the caller waits (False)."""
+    deadline = time.monotonic() + settle_s
+    holder = read_holder(uuid, directory)
+    while holder is None and time.monotonic() < deadline:
+        if _try_lock(lock, min(0.1, settle_s), poll_interval_s, path):
+            return True
+        holder = read_holder(uuid, directory)
+    if on_wait is not None:
+        on_wait(uuid, describe_holder(holder))
+    return False
+
+
 @contextmanager
 def acquire_gpus(
     uuids: Iterable[str],
@@ -245,9 +269,9 @@ def acquire_gpus(
         for uuid in ordered:
             path = lock_path(directory, uuid)
             lock = FileLock(str(path), mode=_SHARED_FILE_MODE)
-            if not _try_lock(lock, 0, poll_interval_s, path):
-                if on_wait is not None:
-                    on_wait(uuid, describe_holder(read_holder(uuid, directory)))
+            if not _try_lock(lock, 0, poll_interval_s, path) and not _lock_or_describe(
+                lock, uuid, directory, path, poll_interval_s, on_wait
+            ):
                 started = time.monotonic()
                 remaining = -1.0 if deadline is None else max(0.0, deadline - started)
                 if not _try_lock(lock, remaining, poll_interval_s, path):

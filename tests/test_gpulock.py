@@ -381,3 +381,64 @@ def test_users_share_the_lock_directory() -> None:
                 assert owner_path(locks, GPU_A).stat().st_uid == 65534  # still A's file, now empty
     finally:
         shutil.rmtree(base)
+
+
+# --------------------------------------------------------------------------- a lock without its record
+
+
+def _hold_bare_lock(lock_dir: Path, uuid: str, record_after_s: float | None, release_after_s: float) -> subprocess.Popen[str]:
+    """A process that takes a GPU's flock the way acquire_gpus does, but writes its owner record only after
+    record_after_s (None: never) and releases after release_after_s: the moments around taking and giving up a lock."""
+    script = r"""
+import json, os, sys, time
+from pathlib import Path
+from filelock import FileLock
+from pytest_mlperf.gpulock import ensure_lock_dir, lock_path, owner_path
+lock_dir, uuid, record_after, release_after = Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+ensure_lock_dir(lock_dir)
+lock = FileLock(str(lock_path(lock_dir, uuid)))
+lock.acquire()
+print("held", flush=True)
+started = time.monotonic()
+if record_after != "none":
+    time.sleep(float(record_after))
+    owner_path(lock_dir, uuid).write_text(json.dumps({"pid": os.getpid(), "host": "h", "owner": "late"}))
+time.sleep(max(0.0, release_after - (time.monotonic() - started)))
+owner_path(lock_dir, uuid).unlink(missing_ok=True)
+lock.release()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(lock_dir), uuid,
+                             "none" if record_after_s is None else str(record_after_s), str(release_after_s)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_a_record_written_just_after_the_lock_still_names_the_holder(lock_dir: Path) -> None:
+    """The holder has taken the flock but not yet written its record: the waiter waits for the record a moment
+    rather than calling the holder unknown."""
+    holder = _hold_bare_lock(lock_dir, GPU_A, record_after_s=0.3, release_after_s=1.5)
+    waits: list[str] = []
+    with acquire_gpus([GPU_A], timeout_s=30, lock_dir=lock_dir, on_wait=lambda u, w: waits.append(w)):
+        pass
+    holder.wait(timeout=30)
+    assert len(waits) == 1 and f"pid {holder.pid} (late)" in waits[0], waits
+
+
+def test_a_lock_given_up_within_the_settle_time_is_taken_without_a_wait(lock_dir: Path) -> None:
+    """The holder has removed its record and is about to release: the lock comes free at once, nothing to report."""
+    holder = _hold_bare_lock(lock_dir, GPU_A, record_after_s=None, release_after_s=0.2)
+    waits: list[str] = []
+    with acquire_gpus([GPU_A], timeout_s=30, lock_dir=lock_dir, on_wait=lambda u, w: waits.append(w)):
+        pass
+    holder.wait(timeout=30)
+    assert waits == []
+
+
+def test_a_holder_that_never_writes_a_record_is_reported_unknown(lock_dir: Path) -> None:
+    holder = _hold_bare_lock(lock_dir, GPU_A, record_after_s=None, release_after_s=2.0)
+    waits: list[str] = []
+    with acquire_gpus([GPU_A], timeout_s=30, lock_dir=lock_dir, on_wait=lambda u, w: waits.append(w)):
+        pass
+    holder.wait(timeout=30)
+    assert waits == ["an unknown holder (no owner record)"]
