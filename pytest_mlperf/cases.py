@@ -74,6 +74,9 @@ class CaseRun:
     gate: GateOutcome | None = None  # the overhead gate's verdict, when a candidate recipe was measured
     repeats: list[dict[str, float]] = field(default_factory=list)  # metrics of repeated runs (baseline recording)
     gpus: list[dict[str, Any]] = field(default_factory=list)  # the GPUs it ran on, with clocks/temperature at start and end
+    # seconds spent per phase: runner_start_s (0 when a live runner was reused), prepare_s (calibration, harness),
+    # loadgen_s (the LoadGen test), results_s (reading logs, accuracy), case_s (all of it, lock waits included)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -178,4 +181,5 @@ class CaseRun:
             "gate": self.gate.to_record() if self.gate is not None else None,
             "gpus": self.gpus,
             "repeats": self.repeats,
+            "timings": self.timings,
         }

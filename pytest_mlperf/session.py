@@ -205,6 +205,7 @@ class LoadGenDriver:
         if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
             recipe = replace(recipe, gpus=gpus)
         pool = self.session.runners()
+        began = time.perf_counter()
         try:
             runner = pool.get(recipe, sut.load)
         except RunnerError as exc:
@@ -213,6 +214,7 @@ class LoadGenDriver:
             failure = None
         if failure is not None:  # failed outside the except block: no chained traceback in the report
             pytest.fail(failure, pytrace=False)
+        runner_start_s = time.perf_counter() - began
         device = str(runner.info["backend"]["device"])
         batch = sut.batch_size or (sut.spec.default_batch_size if device == "cuda" else 8)
         # per workload, measured on an H100 (docs/performance.md): ResNet50 on ORT needs 3 to keep the GPU fed
@@ -267,6 +269,8 @@ class LoadGenDriver:
             accuracy_targets=dict(sut.spec.accuracy_targets),
             real_data=sut.load.data.model_path is not None and sut.load.data.dataset_path is not None,
             notes=notes, gpus=gpu_records,
+            timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
+                     "case_s": time.perf_counter() - began},
         )
 
     def case_gpus(self, sut: SUTHandle) -> tuple[str, ...]:

@@ -216,3 +216,20 @@ def test_streams_option_reaches_the_runner(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--mlperf-streams=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--mlperf-streams must be at least 1*"])
+
+
+def test_records_say_where_the_time_went_and_the_runner_log_shows_progress(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Offline", "SingleStream"))
+    run(pytester).assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
+    first, second = sorted(doc["cases"], key=lambda c: c["timings"]["runner_start_s"], reverse=True)
+    for case in (first, second):
+        t = case["timings"]
+        assert set(t) == {"runner_start_s", "prepare_s", "loadgen_s", "results_s", "case_s"}
+        assert t["loadgen_s"] >= 0.5  # --mlperf-duration=0.5s
+        assert t["case_s"] >= t["runner_start_s"] + t["prepare_s"] + t["loadgen_s"] + t["results_s"]
+    assert first["timings"]["runner_start_s"] > 0.05 and second["timings"]["runner_start_s"] < 0.05  # reused
+    (log,) = (pytester.path / "mlperf-results" / "runners").glob("*.log")
+    text = log.read_text()
+    assert "] loaded in " in text and "] preparing Offline performance (calibrating)" in text
+    assert "LoadGen test: SingleStream performance, min 0.5 s" in text and "] LoadGen test done in " in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from dataclasses import replace
 from multiprocessing.connection import Connection, Listener
@@ -32,6 +33,28 @@ from .tokens import prepare_generation
 
 class FailedTest(RuntimeError):
     """A test failed in a way that leaves the process suspect; the runner exits after reporting it."""
+
+
+def progress(message: str) -> None:
+    """A time-stamped line in the runner log: where a slow or killed runner spent its time."""
+    stamp = time.strftime("%H:%M:%S", time.localtime())
+    print(f"[runner {stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def describe_test(t: TestRequest) -> str:
+    """The LoadGen test in a few words, for the runner log."""
+    parts = [f"{t.scenario} {t.mode}"]
+    if t.min_duration_ms is not None:
+        parts.append(f"min {t.min_duration_ms / 1000:g} s")
+    if t.min_query_count is not None:
+        parts.append(f"min {t.min_query_count} queries")
+    if t.offline_expected_qps:
+        parts.append(f"{t.offline_expected_qps:.6g} samples/s expected")
+    if t.server_target_qps:
+        parts.append(f"target {t.server_target_qps:.6g} QPS")
+    if t.single_stream_expected_latency_ns:
+        parts.append(f"{t.single_stream_expected_latency_ns / 1e6:.6g} ms expected per query")
+    return ", ".join(parts)
 
 
 def scenario_batch(req: RunRequest, samples_per_query: int) -> tuple[int, int]:
@@ -79,13 +102,18 @@ class RunnerState:
         self.token_latencies = False  # the workload is judged on TTFT/TPOT and tokens/s (LLMs)
 
     def load(self, req: LoadRequest) -> dict[str, Any]:
+        progress(f"loading {req.data.workload} on {req.backend}")
+        started = time.perf_counter()
         module = workload_module(req.data.workload)
         self.dataset = module.open_dataset(req.data)
         self.backend = create_backend(req, module)
         self.stager = Stager(self.backend, self.dataset)
         self.samples_per_query = module.SPEC.multistream_samples_per_query
         self.token_latencies = module.SPEC.token_latencies
+        load_s = time.perf_counter() - started
+        progress(f"loaded in {load_s:.1f} s: {self.dataset.description}, {self.backend.info.device}")
         return {
+            "load_s": load_s,
             "backend": self.backend.info.to_dict(),
             "dataset": self.dataset.description,
             "total_count": self.dataset.total_count,
@@ -97,11 +125,13 @@ class RunnerState:
         backend, dataset, stager = self.backend, self.dataset, self.stager
         if backend is None or dataset is None or stager is None:
             raise RuntimeError("run before load")
+        started = time.perf_counter()
         if self.token_latencies:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
+        progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
         if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
             test, harness, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]
-            return self._finish(test, harness, calibration, schedule)
+            return self._finish(test, harness, calibration, schedule, started)
         batch, streams = scenario_batch(req, self.samples_per_query)
         test = req.test
         max_wait = 0.002
@@ -122,7 +152,7 @@ class RunnerState:
         harness = self.batching_harness(ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
                                         staged if req.calibrate else ())
         schedule = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}
-        return self._finish(test, harness, calibration, schedule)
+        return self._finish(test, harness, calibration, schedule, started)
 
     def batching_harness(self, config: ScheduleConfig, warm_indices: list[int]) -> BatchingHarness:
         """The harness of the last test when it was made for the same schedule (its threads already warm), else a
@@ -137,9 +167,12 @@ class RunnerState:
         return self.harness
 
     def _finish(self, test: TestRequest, harness: BatchingHarness | GenerationHarness,
-                calibration: dict[str, Any] | None, schedule: dict[str, Any]) -> dict[str, Any]:
-        """Runs the LoadGen test and reads its logs (and accuracy) into the result sent back."""
+                calibration: dict[str, Any] | None, schedule: dict[str, Any], started: float) -> dict[str, Any]:
+        """Runs the LoadGen test and reads its logs (and accuracy) into the result sent back; `started` is when
+        the run's preparation (calibration, harness) began, for the timings."""
         assert self.dataset is not None
+        prepared = time.perf_counter()
+        progress(f"prepared in {prepared - started:.1f} s; LoadGen test: {describe_test(test)}")
         try:
             run_test(test, harness)
         finally:
@@ -147,6 +180,8 @@ class RunnerState:
                 harness.close()
         if harness.error:
             raise FailedTest(f"the SUT raised during the LoadGen test:\n{harness.error}")
+        tested = time.perf_counter()
+        progress(f"LoadGen test done in {tested - prepared:.1f} s")
         run = read_run(test.log_dir)
         result: dict[str, Any] = {"run": run.to_dict(), "test": test.to_dict(), "calibration": calibration}
         result["schedule"] = schedule
@@ -158,6 +193,8 @@ class RunnerState:
                 accuracy["predictions"] = sorted([int(k), v if isinstance(v, list) else int(v)]
                                                  for k, v in preds.items())
             result["accuracy"] = accuracy
+        result["timings"] = {"prepare_s": prepared - started, "loadgen_s": tested - prepared,
+                             "results_s": time.perf_counter() - tested}
         return result
 
     def close(self) -> None:
