@@ -43,6 +43,7 @@ class Recorder:
 
     backend: TransformersLLM
     batches: list[list[int]] = field(default_factory=list)
+    spans: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, tokens) of each batch
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -57,7 +58,12 @@ class Recorder:
     def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
         with self.lock:
             self.batches.append(list(indices))
-        return self.backend.generate_batch(indices)
+        start = time.perf_counter()
+        out = self.backend.generate_batch(indices)
+        synchronize(self.backend.device)
+        with self.lock:
+            self.spans.append((start, time.perf_counter(), sum(len(o) for o in out)))
+        return out
 
     def generate_stream(self, index: int, on_first_token: Callable[[np.ndarray], None]) -> np.ndarray:
         return self.backend.generate_stream(index, on_first_token)
@@ -106,19 +112,36 @@ def offline(backend: TransformersLLM, prompts: Prompts, n: int, batch: int, stre
     test = TestRequest("llama3_1-8b", "Offline", "performance", str(logs / "offline"), n,
                        performance_sample_count=n, min_query_count=n, min_duration_ms=1, offline_expected_qps=1.0,
                        use_token_latencies=True)
-    run = run_loadgen(test, GenerationHarness(recorder, Stager(recorder, prompts).stage, GenerationConfig("Offline", batch, streams)))
+    harness = GenerationHarness(recorder, Stager(recorder, prompts).stage, GenerationConfig("Offline", batch, streams))
+    test_start = time.perf_counter()
+    run = run_loadgen(test, harness)
+    test_end = time.perf_counter()
     lg_tokens_per_s = float(run.metrics["result_tokens_per_second"])
 
     # the same batches, bare: generate_batch back to back, timed as one span like LoadGen's
     synchronize(backend.device)
     start = time.perf_counter()
     tokens = 0
+    bare_batches: list[float] = []
     for rows in recorder.batches:
+        t0 = time.perf_counter()
         tokens += sum(len(t) for t in backend.generate_batch(rows))
-    synchronize(backend.device)
+        synchronize(backend.device)
+        bare_batches.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - start
     bare = tokens / seconds
+    spans = sorted(recorder.spans)
+    timeline = {  # where the LoadGen run's time went, against the bare replay of the same batches
+        "run_test_s": test_end - test_start,
+        "before_first_batch_s": spans[0][0] - test_start if spans else None,
+        "batches_s": [round(b - a, 4) for a, b, _ in spans],
+        "bare_batches_s": [round(x, 4) for x in bare_batches],
+        "gaps_s": [round(spans[i + 1][0] - spans[i][1], 4) for i in range(len(spans) - 1)],
+        "after_last_batch_s": test_end - spans[-1][1] if spans else None,
+        "loadgen_tokens": sum(t for *_, t in spans),
+    }
     return {
+        "timeline": timeline,
         "batches": len(recorder.batches),
         "batch_sizes": sorted({len(b) for b in recorder.batches}),
         "bare": {"tokens": tokens, "seconds": seconds, "tokens_per_s": bare},
