@@ -161,10 +161,11 @@ def gpu_state(uuid: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- placement
 
 
-def auto_num_workers(gpus: Sequence[object]) -> int:
-    """`-n auto` for benchmarks: one worker per visible GPU; 1 without a GPU, because CPU cases running side by side
-    would share the cores and measure each other."""
-    return max(1, len(gpus))
+def auto_num_workers(gpus: Sequence[object]) -> int | None:
+    """`-n auto`: one worker per visible GPU. Without a GPU, None: pytest-xdist's own choice, because the plugin is
+    loaded in every pytest session of the environment (unit tests too), and CPU benchmark cases that then run side
+    by side are flagged in the results (report.sharing_note)."""
+    return len(gpus) or None
 
 
 def worker_index(worker_id: str) -> int:
@@ -183,7 +184,7 @@ def assign_workers(gpu_ids: Sequence[str], n_workers: int) -> list[str]:
 
     Without a GPU every worker gets "" (no GPU: its runners see CUDA_VISIBLE_DEVICES="" and run on the CPU). That is
     allowed, not an error, so that CPU-only sessions (accuracy runs, functional checks) can still spread over workers;
-    their timings are not comparable to a baseline, which sharing_warning() says.
+    their timings are not comparable to a baseline, which the results table says (report.sharing_note).
 
     More workers than GPUs raises PlacementError: two workers on one GPU would measure each other."""
     if n_workers < 1:
@@ -197,14 +198,6 @@ def assign_workers(gpu_ids: Sequence[str], n_workers: int) -> list[str]:
             f"worker per GPU) or at most -n {len(gpu_ids)}, or make more GPUs visible with CUDA_VISIBLE_DEVICES"
         )
     return list(gpu_ids[:n_workers])
-
-
-def sharing_warning(gpu_ids: Sequence[str], n_workers: int) -> str | None:
-    """A warning for the session header when workers would run CPU cases side by side, else None."""
-    if gpu_ids or n_workers <= 1:
-        return None
-    return (f"{n_workers} pytest-xdist workers and no GPU: CPU cases run side by side and share the cores, so their "
-            "timings are not comparable to a baseline (use -n auto, which runs one worker without a GPU)")
 
 
 def gpus_for_case(home: str, gpu_ids: Sequence[str], k: int) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
 from .report import ResultsCollector
-from .gpus import PlacementError, discover
+from .gpus import PlacementError, auto_num_workers, discover
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .runner.recipe import LaunchRecipe
 from .session import (
@@ -195,8 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: one worker per visible GPU; without a GPU, xdist's own choice (CPU cases run as before)."""
-    found = discover()
-    return len(found) or None
+    return auto_num_workers(discover())
 
 
 class XdistPlacement:

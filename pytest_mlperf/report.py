@@ -88,6 +88,17 @@ def render_table(rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def sharing_note(records: list[dict[str, Any]]) -> str | None:
+    """A warning when CPU cases (no GPU of their own) ran on several pytest-xdist workers at once: they shared the
+    cores and measured each other. None otherwise."""
+    workers = sorted({str(r.get("worker", "main")) for r in records if not r.get("gpus")})
+    if len(workers) <= 1:
+        return None
+    return (f"warning: CPU cases ran on {len(workers)} pytest-xdist workers side by side ({', '.join(workers)}): they "
+            "shared the cores, so their timings measure each other and are not comparable to a baseline; run "
+            "benchmarks on the CPU without -n (with GPUs, -n auto gives each worker its own GPU)")
+
+
 @dataclass
 class ResultsCollector:
     baselines_dir: Path
@@ -141,6 +152,9 @@ class ResultsCollector:
             if over is not None:
                 bare_ms = r["calibration"]["bare"]["batch_latency_p50_s"] * 1e3
                 lines.append(f"harness: {r['nodeid']}: LoadGen p50 {over:+.1%} over the bare batch-1 p50 ({bare_ms:.3f} ms)")
+        sharing = sharing_note(self.records)
+        if sharing:
+            lines.append(sharing)
         missing = [r["missing_baseline"] for r in self.records if r.get("missing_baseline")]
         if missing:
             common = Path(os.path.commonpath(missing)) if len(missing) > 1 else Path(missing[0]).parent

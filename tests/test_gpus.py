@@ -25,7 +25,6 @@ from pytest_mlperf.gpus import (
     gpu_ids,
     gpu_state,
     gpus_for_case,
-    sharing_warning,
     worker_gpu_env,
     worker_index,
 )
@@ -232,7 +231,7 @@ def test_no_nvml_and_no_nvidia_smi_is_no_gpu(nvml, tmp_path: Path, monkeypatch) 
     nvml(None)
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no nvidia-smi
     assert discover({}) == []
-    assert auto_num_workers(discover({})) == 1
+    assert auto_num_workers(discover({})) is None
 
 
 def test_real_pynvml_without_a_driver_falls_back_cleanly(smi_gpus) -> None:
@@ -364,7 +363,7 @@ def test_clock_event_reasons_decodes_every_bit() -> None:
 
 
 def test_auto_num_workers() -> None:
-    assert auto_num_workers([]) == 1
+    assert auto_num_workers([]) is None  # xdist's own choice: the plugin is loaded in unit-test sessions too
     assert auto_num_workers(UUIDS[:1]) == 1
     assert auto_num_workers(UUIDS) == 4
 
@@ -394,13 +393,6 @@ def test_assign_workers_without_gpus_runs_on_the_cpu() -> None:
 def test_assign_workers_needs_a_worker(n: int) -> None:
     with pytest.raises(PlacementError, match="at least one worker"):
         assign_workers(UUIDS, n)
-
-
-def test_sharing_warning_only_for_several_cpu_workers() -> None:
-    assert sharing_warning([], 1) is None
-    assert sharing_warning(UUIDS, 4) is None
-    warning = sharing_warning([], 3)
-    assert warning is not None and "3 pytest-xdist workers" in warning and "share the cores" in warning
 
 
 def test_gpus_for_case_one_gpu_is_home() -> None:
@@ -465,7 +457,7 @@ def test_placement_end_to_end_on_four_gpus(nvml, monkeypatch) -> None:
     nvml(FakeNvml(four_devices()))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2,3")
     ids = gpu_ids(discover())
-    homes = assign_workers(ids, auto_num_workers(ids))
+    homes = assign_workers(ids, auto_num_workers(ids) or 1)
     assert homes == UUIDS[1:]
     envs = [worker_gpu_env(gpus_for_case(home, ids, 2))["CUDA_VISIBLE_DEVICES"] for home in homes]
     assert envs == [f"{UUIDS[1]},{UUIDS[2]}", f"{UUIDS[2]},{UUIDS[3]}", f"{UUIDS[3]},{UUIDS[1]}"]

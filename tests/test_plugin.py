@@ -201,6 +201,7 @@ def test_xdist_workers_report_to_controller_which_alone_writes(pytester: pytest.
     bench(pytester, scenarios=("Offline", "SingleStream", "Server", "MultiStream"))
     result = run(pytester, "-n", "2", "--mlperf-update-baselines")
     result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["warning: CPU cases ran on 2 pytest-xdist workers side by side (gw0, gw1)*"])
     doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
     assert sorted(c["key"]["scenario"] for c in doc["cases"]) == ["MultiStream", "Offline", "Server", "SingleStream"]
     assert len(baseline_files(pytester)) == 4

@@ -25,6 +25,7 @@ from pytest_mlperf.report import (
     format_value,
     headline_of,
     render_table,
+    sharing_note,
     table_rows,
 )
 from pytest_mlperf.settings import PROFILES, Settings
@@ -375,3 +376,14 @@ def test_results_document_fields(tmp_path: Path) -> None:
     assert doc["cases"][0]["outcome"] == "passed"
     assert doc["cases"][0]["metrics"] == {"result_samples_per_second": 45617.3}
     json.dumps(doc)  # JSON-safe as a whole
+
+
+def test_sharing_note_flags_cpu_cases_on_several_workers_only() -> None:
+    cpu = [{"worker": "gw0", "gpus": []}, {"worker": "gw1", "gpus": []}, {"worker": "gw0"}]
+    note = sharing_note(cpu)
+    assert note is not None and "2 pytest-xdist workers" in note and "gw0, gw1" in note and "without -n" in note
+    assert sharing_note(cpu[:1]) is None and sharing_note([]) is None
+    assert sharing_note([{"worker": "main", "gpus": []}]) is None
+    on_gpus = [{"worker": f"gw{i}", "gpus": [{"uuid": f"GPU-{i}"}]} for i in range(4)]
+    assert sharing_note(on_gpus) is None  # each worker on its own GPU
+    assert sharing_note([*on_gpus, cpu[0]]) is None  # one CPU worker alone shares with nobody measured on the CPU

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..gpus import worker_gpu_env
+
 
 @dataclass(frozen=True)
 class LaunchRecipe:
@@ -35,7 +37,7 @@ class LaunchRecipe:
         env = dict(os.environ if base is None else base)
         env.update(self.env)
         if self.gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+            env.update(worker_gpu_env(self.gpus))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
