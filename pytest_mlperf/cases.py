@@ -77,6 +77,7 @@ class CaseRun:
     # seconds spent per phase: runner_start_s (0 when a live runner was reused), prepare_s (calibration, harness),
     # loadgen_s (the LoadGen test), results_s (reading logs, accuracy), case_s (all of it, lock waits included)
     timings: dict[str, float] = field(default_factory=dict)
+    runner_pid: int | None = None  # the process that measured (NVML lists it on the GPUs it used)
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -182,4 +183,5 @@ class CaseRun:
             "gpus": self.gpus,
             "repeats": self.repeats,
             "timings": self.timings,
+            "runner_pid": self.runner_pid,
         }

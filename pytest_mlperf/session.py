@@ -271,6 +271,7 @@ class LoadGenDriver:
             notes=notes, gpus=gpu_records,
             timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
                      "case_s": time.perf_counter() - began},
+            runner_pid=runner.info.get("pid"),
         )
 
     def case_gpus(self, sut: SUTHandle) -> tuple[str, ...]:

@@ -230,6 +230,7 @@ def test_records_say_where_the_time_went_and_the_runner_log_shows_progress(pytes
         assert t["loadgen_s"] >= 0.5  # --mlperf-duration=0.5s
         assert t["case_s"] >= t["runner_start_s"] + t["prepare_s"] + t["loadgen_s"] + t["results_s"]
     assert first["timings"]["runner_start_s"] > 0.05 and second["timings"]["runner_start_s"] < 0.05  # reused
+    assert isinstance(first["runner_pid"], int) and first["runner_pid"] == second["runner_pid"]
     (log,) = (pytester.path / "mlperf-results" / "runners").glob("*.log")
     text = log.read_text()
     assert "] loaded in " in text and "] preparing Offline performance (calibrating)" in text
