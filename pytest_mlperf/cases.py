@@ -78,6 +78,7 @@ class CaseRun:
     # loadgen_s (the LoadGen test), results_s (reading logs, accuracy), case_s (all of it, lock waits included)
     timings: dict[str, float] = field(default_factory=dict)
     runner_pid: int | None = None  # the process that measured (NVML lists it on the GPUs it used)
+    runner_cpus: str | None = None  # the CPUs it was allowed to run on, as it saw them (e.g. "0-7")
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -184,4 +185,5 @@ class CaseRun:
             "repeats": self.repeats,
             "timings": self.timings,
             "runner_pid": self.runner_pid,
+            "runner_cpus": self.runner_cpus,
         }

@@ -15,6 +15,7 @@ import pytest
 from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
+from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
 from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
@@ -78,6 +79,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "the regression check by what noise alone can do (default: 3)", {}, "string"),
     ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
      "(default: 1h)", {}, "string"),
+    ("cpu-affinity", "pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
+     "GPUs, split between GPUs that share them) or a list such as 0-7,16", {}, "string"),
 ]
 
 
@@ -104,6 +107,17 @@ def _parsed(config: pytest.Config, name: str, parse: Callable[[Any], Any], defau
     """An option's value (CLI, then ini) through its parser; `default` when it is not set."""
     raw = _value(config, name)
     return default if raw is None else parse(raw)
+
+
+def cpu_affinity_setting(raw: str) -> str:
+    """--mlperf-cpu-affinity checked up front: an explicit list must name CPUs this process may use."""
+    try:
+        value = parse_affinity(raw)
+        if value not in AFFINITY_MODES:
+            case_affinity(value, (), (), allowed_cpus())
+    except AffinityError as exc:
+        raise ValueError(f"--mlperf-cpu-affinity: {exc}") from None
+    return value
 
 
 def build_settings(config: pytest.Config) -> S.Settings:
@@ -135,6 +149,7 @@ def build_settings(config: pytest.Config) -> S.Settings:
                                  lambda v: S.parse_positive_int(v, option="--mlperf-baseline-repeats"), 3),
             gpu_lock_timeout_s=get("gpu-lock-timeout",
                                    lambda v: S.parse_duration_ms(v, option="--mlperf-gpu-lock-timeout") / 1000, 3600.0),
+            cpu_affinity=get("cpu-affinity", cpu_affinity_setting, "none"),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None

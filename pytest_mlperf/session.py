@@ -25,6 +25,7 @@ from .metrics import compare_outputs
 from .runner.client import RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe
+from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
 from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import PlacementError, gpu_state, gpus_for_case
 from .placement import Placement
@@ -204,6 +205,12 @@ class LoadGenDriver:
         gpus = self.case_gpus(sut)
         if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
             recipe = replace(recipe, gpus=gpus)
+        notes: list[str] = []
+        affinity = self.case_affinity(gpus)
+        if affinity.cpus is not None:  # the same CPUs for reference and candidate (cpus.py)
+            recipe = replace(recipe, cpus=affinity.cpus)
+        if affinity.note:
+            notes.append(affinity.note)
         pool = self.session.runners()
         began = time.perf_counter()
         try:
@@ -244,7 +251,6 @@ class LoadGenDriver:
             expectation_margin=profile.expectation_margin,
         )
         doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"
-        notes: list[str] = []
         gpu_records: list[dict[str, Any]] = []
         try:
             with acquire_gpus(gpus, timeout_s=self.session.settings.gpu_lock_timeout_s,
@@ -271,8 +277,19 @@ class LoadGenDriver:
             notes=notes, gpus=gpu_records,
             timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
                      "case_s": time.perf_counter() - began},
-            runner_pid=runner.info.get("pid"),
+            runner_pid=runner.info.get("pid"), runner_cpus=runner.info.get("cpus"),
         )
+
+    def case_affinity(self, gpus: tuple[str, ...]) -> Affinity:
+        """The CPUs this case's runners are pinned to (--mlperf-cpu-affinity); a list the process may no longer
+        use fails the case."""
+        try:
+            return case_affinity(self.session.settings.cpu_affinity, gpus, self.session.placement.visible,
+                                 allowed_cpus())
+        except AffinityError as exc:
+            message = str(exc)
+        pytest.fail(message, pytrace=False)
+        raise AssertionError  # pragma: no cover - pytest.fail raises
 
     def case_gpus(self, sut: SUTHandle) -> tuple[str, ...]:
         """The GPUs this case runs on: this worker's own, plus the next ones for a k-GPU case; () without a GPU.

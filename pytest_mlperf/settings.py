@@ -113,6 +113,7 @@ class Settings:
     gate: GateSettings | None = None  # set when a candidate recipe is given
     gpu_lock_timeout_s: float = 3600.0  # how long a case waits for its GPUs to be free of other sessions
     baseline_repeats: int = 3  # runs a performance baseline records, so that later checks know its noise
+    cpu_affinity: str = "none"  # runner CPU pinning: none, auto (the GPU's local CPUs) or a CPU list (cpus.py)
 
 
 def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:

@@ -235,3 +235,24 @@ def test_records_say_where_the_time_went_and_the_runner_log_shows_progress(pytes
     text = log.read_text()
     assert "] loaded in " in text and "] preparing Offline performance (calibrating)" in text
     assert "LoadGen test: SingleStream performance, min 0.5 s" in text and "] LoadGen test done in " in text
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="needs Linux CPU affinity")
+def test_cpu_affinity_pins_the_runner_and_bad_lists_are_usage_errors(pytester: pytest.Pytester) -> None:
+    import os
+
+    from pytest_mlperf.cpus import format_cpu_list
+
+    cpu = min(os.sched_getaffinity(0))
+    bench(pytester)
+    run(pytester, f"--mlperf-cpu-affinity={cpu}").assert_outcomes(passed=1)
+    (case,) = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())["cases"]
+    assert case["runner_cpus"] == str(cpu) and f"cpus={cpu}" in case["recipe"]
+    run(pytester).assert_outcomes(passed=1)  # default none: the runner inherits pytest's CPUs
+    (case,) = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())["cases"]
+    assert case["runner_cpus"] == format_cpu_list(sorted(os.sched_getaffinity(0)))
+    assert "cpus=" not in case["recipe"]
+    for value, message in (("0-x", "bad CPU list"), ("100000", "leaves no CPU this process may use")):
+        result = pytester.runpytest(f"--mlperf-cpu-affinity={value}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*--mlperf-cpu-affinity: *{message}*"])

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from ..cpus import allowed_cpus, format_cpu_list
 from ..loadgen import TestRequest, run_test
 from ..logs import read_accuracy_log, read_run
 from ..suts import create_backend
@@ -118,6 +119,7 @@ class RunnerState:
             "dataset": self.dataset.description,
             "total_count": self.dataset.total_count,
             "pid": os.getpid(),
+            "cpus": format_cpu_list(allowed_cpus()),
             "python": sys.version.split()[0],
         }
 

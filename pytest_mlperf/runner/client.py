@@ -75,8 +75,9 @@ class Runner:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: a timeout kills it and its children
+                    preexec_fn=self.recipe.pin if self.recipe.cpus is not None else None,
                 )
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:  # the latter: pinning to its CPUs failed
                 raise RunnerError(
                     f"could not start the {self.recipe.name} runner ({self.recipe.describe()}): {exc}"
                 ) from exc

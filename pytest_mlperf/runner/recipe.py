@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..cpus import format_cpu_list
 from ..gpus import worker_gpu_env
 
 
@@ -19,6 +20,8 @@ class LaunchRecipe:
     env: Mapping[str, str] = field(default_factory=dict)
     # CUDA_VISIBLE_DEVICES for the runner: None inherits the caller's; a tuple pins (an empty tuple hides all GPUs)
     gpus: tuple[str, ...] | None = None
+    # the CPUs the runner and everything it starts may run on (cpus.py); None: inherited
+    cpus: tuple[int, ...] | None = None
 
     @classmethod
     def from_strings(cls, name: str, prefix: str | None, env: list[str] | None) -> LaunchRecipe:
@@ -45,7 +48,15 @@ class LaunchRecipe:
         parts = [f"{k}={v}" for k, v in sorted(self.env.items())]
         if self.gpus is not None:
             parts.append(f"CUDA_VISIBLE_DEVICES={','.join(self.gpus)}")
+        if self.cpus is not None:
+            parts.append(f"cpus={format_cpu_list(self.cpus)}")
         return " ".join([*parts, *self.prefix]) or "(plain)"
 
     def key(self) -> tuple[object, ...]:
-        return (self.name, self.prefix, tuple(sorted(self.env.items())), self.gpus)
+        return (self.name, self.prefix, tuple(sorted(self.env.items())), self.gpus, self.cpus)
+
+    def pin(self) -> None:
+        """Run in the child between fork and exec (Popen's preexec_fn): applies `cpus` to the process about to
+        become the runner (or the layer's launcher), so every thread and process it starts inherits them."""
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)
