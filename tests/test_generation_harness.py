@@ -311,3 +311,34 @@ def test_baseline_check_compares_token_lists_and_shortens_them_in_messages() -> 
     problems = check._accuracy_problems(other, baseline)  # type: ignore[arg-type]
     assert other.outputs_match is False and len(problems) == 1
     assert "on 1 of 2 samples" in problems[0] and "(20 tokens)" in problems[0] and "(19 tokens)" in problems[0]
+
+
+class LengthBackend(FakeBackend):
+    """Reports prompt lengths: prompt i has (i * 7) % 64 tokens, so the longest are not the first."""
+
+    def prompt_length(self, index: int) -> int:
+        return (index * 7) % 64
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "SingleStream"])
+def test_warm_up_runs_on_the_longest_staged_prompts(tmp_path: Path, scenario: str) -> None:
+    backend = LengthBackend()
+    calls: list[list[int]] = []
+    real_batch, real_stream = backend.generate_batch, backend.generate_stream
+    backend.generate_batch = lambda idx: (calls.append(list(idx)), real_batch(idx))[1]  # type: ignore[method-assign]
+    backend.generate_stream = lambda i, f: (calls.append([i]), real_stream(i, f))[1]  # type: ignore[method-assign]
+    _, harness, _, _ = prepare_generation(run_request(tmp_path, scenario), backend, Stager(backend, Prompts(100)))
+    harness.close()
+    staged = list(range(64))  # calibration stages a pool of 64 prompts
+    assert backend.staged == staged
+    longest = sorted(staged, key=backend.prompt_length, reverse=True)
+    width = 4 if scenario == "Offline" else 1
+    assert calls[0] == longest[:width]  # the first call is the warm-up
+    assert [backend.prompt_length(i) for i in calls[0]] == [63, 62, 61, 60][:width]
+
+
+def test_warm_up_without_lengths_takes_the_first_prompts(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    _, harness, _, _ = prepare_generation(run_request(tmp_path, "Offline"), backend, Stager(backend, Prompts(100)))
+    harness.close()
+    assert backend.batches[0] == [0, 1, 2, 3]

@@ -148,6 +148,10 @@ class TransformersLLM:
         except KeyError:
             raise BackendError(f"sample {index} was not loaded") from None
 
+    def prompt_length(self, index: int) -> int:
+        """Tokens in a staged prompt (warm-up picks the longest: runner/tokens.py)."""
+        return len(self._prompt(index))
+
     def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
         torch = self._torch
         prompts = [self._prompt(i) for i in indices]
