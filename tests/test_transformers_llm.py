@@ -89,7 +89,7 @@ def test_trim_at_eos() -> None:
 def test_spec_is_mlperfs_llama() -> None:
     spec = workload.SPEC
     assert (spec.name, spec.loadgen_model) == ("llama3_1-8b", "llama3_1-8b")
-    assert spec.scenarios == ("Offline", "Server", "SingleStream") and spec.backends == ("transformers",)
+    assert spec.scenarios == ("Offline", "Server", "SingleStream") and spec.backends == ("transformers", "vllm")
     assert spec.token_latencies and spec.server_latency_ns is None and spec.default_batch_size == 8
     assert spec.accuracy_targets["rouge1"] == pytest.approx(0.99 * 38.7792)
 

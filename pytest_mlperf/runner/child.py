@@ -23,11 +23,13 @@ from ..logs import read_accuracy_log, read_run
 from ..suts import create_backend
 from ..suts.base import Backend
 from ..suts.generation import GenerationHarness
+from ..suts.serving import ServingHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
 from .calibrate import Measurement, measure, warm_up, work_expectations
 from .protocol import LoadRequest, RunRequest, receive, send
+from .serving import prepare_serving
 from .staging import Stager
 from .tokens import prepare_generation
 
@@ -131,6 +133,9 @@ class RunnerState:
         if self.token_latencies:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
+        if getattr(backend, "serves_concurrently", False):  # serving engines (vLLM): runner/serving.py
+            test, harness, calibration, schedule = prepare_serving(req, backend, stager)  # type: ignore[arg-type]
+            return self._finish(test, harness, calibration, schedule, started)
         if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
             test, harness, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]
             return self._finish(test, harness, calibration, schedule, started)
@@ -168,7 +173,7 @@ class RunnerState:
         self.harness = BatchingHarness(self.backend, self.stager.stage, config, warm_indices=warm_indices)
         return self.harness
 
-    def _finish(self, test: TestRequest, harness: BatchingHarness | GenerationHarness,
+    def _finish(self, test: TestRequest, harness: BatchingHarness | GenerationHarness | ServingHarness,
                 calibration: dict[str, Any] | None, schedule: dict[str, Any], started: float) -> dict[str, Any]:
         """Runs the LoadGen test and reads its logs (and accuracy) into the result sent back; `started` is when
         the run's preparation (calibration, harness) began, for the timings."""

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from .base import Backend, BackendError
 
-BACKENDS = ("onnxruntime", "transformers", "null", "torch-probe")
+BACKENDS = ("onnxruntime", "transformers", "vllm", "null", "torch-probe")
 
 
 def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
@@ -34,6 +34,13 @@ def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa
         from .transformers_llm import TransformersLLM
 
         return TransformersLLM(workload.model_dir(req.data), req.device, req.options)  # type: ignore[return-value]
+    if req.backend == "vllm":
+        from .vllm_llm import VllmLLM, vllm_missing
+
+        missing = vllm_missing()
+        if missing:
+            raise BackendError(missing)
+        return VllmLLM(workload.model_dir(req.data), req.device, req.options)  # type: ignore[return-value]
     if req.backend == "torch-probe":
         if importlib.util.find_spec("torch") is None:
             raise BackendError("the torch-probe backend needs torch: pip install torch "

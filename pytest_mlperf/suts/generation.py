@@ -62,6 +62,31 @@ class GenerationConfig:
 _STOP = None  # queue item that ends a stream thread
 
 
+class BatchAnswerError(RuntimeError):
+    """A batch failed part-way: `pending` are the sample ids not completed with tokens (the cause is chained)."""
+
+    def __init__(self, pending: list[int]) -> None:
+        super().__init__(f"{len(pending)} sample(s) left without an answer")
+        self.pending = pending
+
+
+def answer_batch(responder: Responder, samples: Sequence[tuple[int, int]],
+                 generate: Callable[[list[int]], Sequence[np.ndarray]], name: str) -> None:
+    """Generates for (sample id, QSL index) pairs in one call and completes each sample with its token ids. When
+    the call or a completion fails, raises BatchAnswerError naming the samples still pending, from the cause."""
+    ids = [i for i, _ in samples]
+    done = 0
+    try:
+        outputs = generate([idx for _, idx in samples])
+        if len(outputs) != len(ids):
+            raise RuntimeError(f"{name} returned {len(outputs)} answers for {len(ids)} prompts")
+        for sample_id, tokens in zip(ids, outputs):
+            responder.complete_tokens(sample_id, tokens)
+            done += 1
+    except BaseException as exc:  # noqa: BLE001 - handed to the harness with what is left to complete
+        raise BatchAnswerError(ids[done:]) from exc
+
+
 class GenerationHarness:
     """Implements `loadgen.Harness` over a `TokenBackend` for one scenario."""
 
@@ -115,17 +140,10 @@ class GenerationHarness:
 
     def _batch(self, batch: Sequence[tuple[int, int]]) -> None:
         assert self._responder is not None
-        ids = [i for i, _ in batch]
-        done = 0
         try:
-            outputs = self.backend.generate_batch([idx for _, idx in batch])
-            if len(outputs) != len(ids):
-                raise RuntimeError(f"generate_batch returned {len(outputs)} answers for {len(ids)} prompts")
-            for sample_id, tokens in zip(ids, outputs):
-                self._responder.complete_tokens(sample_id, tokens)
-                done += 1
-        except BaseException:  # noqa: BLE001 - reported by the runner with its traceback
-            self._failed(ids[done:])
+            answer_batch(self._responder, batch, self.backend.generate_batch, "generate_batch")
+        except BatchAnswerError as exc:  # reported by the runner with its traceback
+            self._failed(exc.pending)
 
     def _stream(self, sample: tuple[int, int]) -> None:
         responder = self._responder
@@ -223,20 +241,36 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
     return _summarize(batch_size, streams, time.perf_counter() - start, latencies, sum(counts), [])
 
 
-def measure_streams(backend: TokenBackend, indices: Sequence[int], seconds: float,
-                    min_requests: int = 3) -> GenerationMeasurement:
-    """`generate_stream` one request at a time (SingleStream's and each Server stream's work)."""
+# one streamed request: (latency s, new tokens, time to first token s or None)
+Request = Callable[[int], tuple[float, int, float | None]]
+
+
+def measure_sequential_requests(request: Request, indices: Sequence[int], seconds: float,
+                                min_requests: int = 3) -> GenerationMeasurement:
+    """Requests one at a time, cycling through `indices`, until `seconds` pass and at least `min_requests` ran."""
     latencies: list[float] = []
     ttfts: list[float] = []
     tokens = 0
     start = time.perf_counter()
     k = 0
     while len(latencies) < min_requests or time.perf_counter() < start + seconds:
-        first: list[float] = []
-        t0 = time.perf_counter()
-        out = backend.generate_stream(indices[k % len(indices)], lambda _: first.append(time.perf_counter()))
-        latencies.append(time.perf_counter() - t0)
-        ttfts.extend(f - t0 for f in first[:1])
-        tokens += len(out)
+        latency, count, ttft = request(indices[k % len(indices)])
+        latencies.append(latency)
+        tokens += count
+        if ttft is not None:
+            ttfts.append(ttft)
         k += 1
     return _summarize(1, 1, time.perf_counter() - start, latencies, tokens, ttfts)
+
+
+def measure_streams(backend: TokenBackend, indices: Sequence[int], seconds: float,
+                    min_requests: int = 3) -> GenerationMeasurement:
+    """`generate_stream` one request at a time (SingleStream's and each Server stream's work)."""
+
+    def request(index: int) -> tuple[float, int, float | None]:
+        first: list[float] = []
+        t0 = time.perf_counter()
+        out = backend.generate_stream(index, lambda _: first.append(time.perf_counter()))
+        return time.perf_counter() - t0, len(out), (first[0] - t0) if first else None
+
+    return measure_sequential_requests(request, indices, seconds, min_requests)

@@ -1,0 +1,72 @@
+"""The runner's setup of one LoadGen test for a serving engine (`serves_concurrently`: vLLM), like runner/tokens.py
+for one-call-at-a-time generators.
+
+First the engine the scenario needs is started (`backend.start`), before anything is measured. Calibration is then a
+bare run of the same engine calls, without LoadGen:
+- Offline: one `generate_all` over as many prompts as the engine schedules together (its `concurrency`, at least
+  16, at most 1024; staged prompts cycled) -> offline_expected_qps;
+- Server: the same number of streamed requests submitted at once -> target QPS = load fraction x samples/s at
+  saturation (the engine batches concurrent requests, so its capacity is its throughput, not one stream's rate);
+- SingleStream: streamed requests one at a time -> single_stream_expected_latency_ns (p50).
+The first call of each kind is a warm-up outside the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..loadgen import TestRequest
+from ..suts.generation import GenerationMeasurement
+from ..suts.serving import ServingBackend, ServingHarness, measure_all, measure_concurrent, measure_sequential
+from .calibrate import calibration_failed, work_expectations
+from .protocol import RunRequest
+from .staging import Stager
+
+MIN_CALIBRATION_REQUESTS = 16
+MAX_CALIBRATION_REQUESTS = 1024
+
+
+def calibration_requests(concurrency: int) -> int:
+    return max(MIN_CALIBRATION_REQUESTS, min(MAX_CALIBRATION_REQUESTS, concurrency))
+
+
+def calibrate_serving(backend: ServingBackend, stager: Stager, scenario: str, seconds: float) -> GenerationMeasurement:
+    try:
+        count = calibration_requests(backend.concurrency)
+        staged = stager.some(count)
+        work = [staged[k % len(staged)] for k in range(count)]
+        if scenario == "Offline":
+            backend.generate_all(work[:8])  # warm-up
+            return measure_all(backend, work)
+        measure_sequential(backend, staged, 0.0, min_requests=1)  # warm-up
+        if scenario == "Server":
+            return measure_concurrent(backend, work)
+        return measure_sequential(backend, staged[1:] + staged[:1], seconds)
+    except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
+        raise calibration_failed(exc) from exc
+
+
+def serving_expectations(req: RunRequest, m: GenerationMeasurement) -> TestRequest:
+    """What LoadGen should expect, from the bare run; values the user (or a baseline) set are kept."""
+    t = work_expectations(req.test, m.samples_per_s, m.batch_latency_p50_s, req.expectation_margin)
+    if t.scenario == "Server" and t.server_target_qps is None:
+        t = replace(t, server_target_qps=req.server_load_fraction * m.samples_per_s)
+    return t
+
+
+def prepare_serving(req: RunRequest, backend: ServingBackend, stager: Stager
+                    ) -> tuple[TestRequest, ServingHarness, dict[str, Any] | None, dict[str, Any]]:
+    """(test to run, harness, calibration record, schedule record) for one case on a serving engine."""
+    scenario = req.test.scenario
+    backend.start(scenario)  # engine start-up (minutes for a large model), never inside a LoadGen test
+    test = replace(req.test, use_token_latencies=True)
+    calibration: dict[str, Any] | None = None
+    if req.calibrate:  # also in accuracy mode: Server's schedule and SingleStream's expectations still apply
+        m = calibrate_serving(backend, stager, scenario, req.calibrate_seconds)
+        test = serving_expectations(replace(req, test=test), m)
+        calibration = {"bare": m.to_dict()}
+    harness = ServingHarness(backend, stager.stage, scenario)
+    schedule = {"engine": getattr(backend, "engine", None), "concurrency": backend.concurrency,
+                "token_latencies": True}
+    return test, harness, calibration, schedule

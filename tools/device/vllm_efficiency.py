@@ -1,0 +1,115 @@
+"""vLLM harness efficiency: LoadGen Offline tokens/s through pytest-mlperf's serving harness versus a bare
+`LLM.generate` over exactly the same prompts, on one engine. Writes JSON to --out.
+
+    python tools/device/vllm_efficiency.py --model DIR --out eff.json [--seconds 10] [--option NAME=VALUE ...]
+
+Method: the backend (suts/vllm_llm.py) starts its Offline engine (`LLM`) once; a warm-up `generate`, then the
+runner's own calibration (runner/serving.py) sets LoadGen's expected QPS; one LoadGen Offline test (performance
+mode) issues its samples, recorded as the harness hands them to `generate_all`; then the same list of prompts goes
+through `LLM.generate` without LoadGen, timed. LoadGen tokens/s over bare tokens/s is the harness efficiency.
+Needs vllm, a CUDA GPU, transformers, mlcommons-loadgen and this checkout on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.logs import read_run
+from pytest_mlperf.runner.serving import calibrate_serving, serving_expectations
+from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.runner.staging import Stager
+from pytest_mlperf.suts.serving import ServingHarness
+from pytest_mlperf.suts.vllm_llm import VllmLLM
+from pytest_mlperf.workloads import llama3_1_8b
+from pytest_mlperf.workloads.base import DataRequest
+
+
+class Recorder:
+    """Passes calls to the backend and keeps the prompts `generate_all` got."""
+
+    def __init__(self, backend: VllmLLM) -> None:
+        self.backend = backend
+        self.calls: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def generate_all(self, indices: Sequence[int]) -> list[np.ndarray]:
+        self.calls.append(list(indices))
+        return self.backend.generate_all(indices)
+
+
+def parse_option(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"write NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0, help="LoadGen's min duration")
+    parser.add_argument("--option", type=parse_option, action="append", default=[], help="vllm SUT option")
+    args = parser.parse_args(argv)
+    dataset = llama3_1_8b.open_dataset(DataRequest("llama3_1-8b", str(args.model), None))
+    backend = VllmLLM(args.model, "cuda", dict(args.option))
+    try:
+        t0 = time.perf_counter()
+        backend.start("Offline")
+        start_s = time.perf_counter() - t0
+        stager = Stager(backend, dataset)
+        log_dir = Path(tempfile.mkdtemp(prefix="vllm-eff-"))
+        test = TestRequest("llama3_1-8b", "Offline", "performance", str(log_dir), dataset.total_count,
+                           min_duration_ms=int(args.seconds * 1000), use_token_latencies=True)
+        req = RunRequest(test=test, batch_size=8, streams=1, calibrate=True, calibrate_seconds=1.0,
+                         expectation_margin=1.2)
+        bare_cal = calibrate_serving(backend, stager, "Offline", 1.0)
+        test = serving_expectations(replace(req, test=test), bare_cal)
+        recorder = Recorder(backend)
+        harness = ServingHarness(recorder, stager.stage, "Offline")  # type: ignore[arg-type]
+        run_test(test, harness)
+        harness.close()
+        if harness.error:
+            raise RuntimeError(harness.error)
+        run = read_run(str(log_dir))
+        issued = [i for call in recorder.calls for i in call]
+        t0 = time.perf_counter()
+        outputs = backend.generate_all(issued)
+        bare_s = time.perf_counter() - t0
+        bare_tokens = sum(len(o) for o in outputs)
+        loadgen_tps = float(run.metrics.get("result_tokens_per_second") or 0.0)
+        result = {
+            "engine_start_s": start_s,
+            "backend": backend.info.to_dict(),
+            "concurrency": backend.concurrency,
+            "calibration": bare_cal.to_dict(),
+            "offline_expected_qps": test.offline_expected_qps,
+            "loadgen": {"validity": run.validity, "metrics": run.metrics, "samples": len(issued)},
+            "bare": {"samples": len(issued), "seconds": bare_s, "tokens": bare_tokens,
+                     "tokens_per_s": bare_tokens / bare_s, "samples_per_s": len(issued) / bare_s},
+            "efficiency_tokens": loadgen_tps / (bare_tokens / bare_s) if bare_tokens else None,
+        }
+    finally:
+        backend.close()
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps({k: result[k] for k in ("engine_start_s", "concurrency", "bare", "efficiency_tokens")},
+                     indent=2, default=str))
+    print("LoadGen tokens/s:", result["loadgen"]["metrics"].get("result_tokens_per_second"),
+          "validity:", result["loadgen"]["validity"])
+    return 0
+
+
+if __name__ == "__main__":  # engine processes are spawned: they re-import this file as __mp_main__
+    sys.exit(main())
