@@ -249,6 +249,7 @@ class LoadGenDriver:
             server_latency_floor_factor=profile.server_latency_floor_factor,
             official_server_latency_ns=sut.spec.server_latency_ns,
             expectation_margin=profile.expectation_margin,
+            timeout_s=self.timeout_for(test),
         )
         doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"
         gpu_records: list[dict[str, Any]] = []
@@ -257,13 +258,14 @@ class LoadGenDriver:
                               owner=f"{self.item.nodeid} ({recipe.name})",
                               on_wait=lambda uuid, holder: notes.append(f"waited for GPU {uuid}, held by {holder}")):
                 start = {u: {**gpu_state(u), "time": time.time()} for u in gpus}
-                result = runner.run(req, self.timeout_for(test), doing)
+                result = runner.run(req, req.timeout_s or self.timeout_for(test), doing)
                 gpu_records = [{**self.session.placement.describe(u), "start": start[u],
                                 "end": {**gpu_state(u), "time": time.time()}} for u in gpus]
         except GpuLockTimeout as exc:
             failure = f"{exc} (--mlperf-gpu-lock-timeout)"
         except RunnerError as exc:
-            pool.discard(runner)
+            if not runner.alive:  # a test refused before it started (too long) leaves its runner up for the next
+                pool.discard(runner)
             failure = f"{exc}\nLoadGen logs: {log_dir}"
         if failure is not None:
             pytest.fail(failure, pytrace=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_mlperf.loadgen import TestRequest
-from pytest_mlperf.runner.calibrate import Measurement
+from pytest_mlperf.runner.calibrate import Measurement, predicted_duration
 from pytest_mlperf.runner.child import expectations
 from pytest_mlperf.runner.protocol import RunRequest
 
@@ -49,3 +49,33 @@ def test_server_bound_relaxed_to_the_floor_and_load_is_half_the_throughput() -> 
 def test_server_keeps_a_fixed_target_qps_from_the_baseline() -> None:
     t, _ = expectations(request("Server", server_target_qps=12.5), BATCH, SINGLE)
     assert t.server_target_qps == 12.5
+
+
+# --------------------------------------------------------------------------- predicted duration
+
+
+def _t(scenario: str, mode: str = "performance", **kw: object) -> TestRequest:
+    return TestRequest("resnet50", scenario, mode, "/tmp/x", 1024, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("test", "seconds", "why"), [
+    (_t("Server", min_duration_ms=10_000, min_query_count=100, server_target_qps=0.26), 384.6, "100 queries at 0.26 QPS"),
+    (_t("Server", min_duration_ms=10_000, min_query_count=100, server_target_qps=50.0), 10.0, "the minimum duration"),
+    (_t("SingleStream", min_duration_ms=10_000, min_query_count=100, single_stream_expected_latency_ns=1_900_000_000),
+     190.0, "100 queries of about 1.9e+03 ms each"),
+    (_t("MultiStream", min_duration_ms=1_000, min_query_count=100, multi_stream_expected_latency_ns=50_000_000),
+     5.0, "100 queries of about 50 ms each"),
+    (_t("Offline", min_duration_ms=10_000, min_query_count=1, offline_expected_qps=6.0), 10.0, "at least 10 s"),
+    (_t("Offline", "accuracy", accuracy_sample_count=256, offline_expected_qps=6.0), 42.7, "256 accuracy samples"),
+    (_t("Server", "accuracy", server_target_qps=2.0), 512.0, "1024 accuracy samples at 2 QPS"),
+])
+def test_predicted_duration(test: TestRequest, seconds: float, why: str) -> None:
+    predicted = predicted_duration(test)
+    assert predicted is not None
+    assert predicted[0] == pytest.approx(seconds, rel=1e-3) and why in predicted[1]
+
+
+def test_no_prediction_without_settings_or_expectations() -> None:
+    assert predicted_duration(_t("Server", server_target_qps=2.0)) is None  # mlperf.conf's minimums
+    assert predicted_duration(_t("Server", min_duration_ms=1000, min_query_count=10)) is None  # no target yet
+    assert predicted_duration(_t("Offline", "accuracy")) is None

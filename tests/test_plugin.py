@@ -256,3 +256,14 @@ def test_cpu_affinity_pins_the_runner_and_bad_lists_are_usage_errors(pytester: p
         result = pytester.runpytest(f"--mlperf-cpu-affinity={value}")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         result.stderr.fnmatch_lines([f"*--mlperf-cpu-affinity: *{message}*"])
+
+
+def test_a_test_that_would_outlast_its_timeout_fails_at_once_and_keeps_the_runner(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("SingleStream", "Offline"), delay_ms=60)  # 64 queries of ~60 ms: about 4 s
+    result = run(pytester, "--mlperf-timeout=3")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*the SingleStream performance test would take about * s (64 queries of about *"
+                                 "ms each), more than the * s left before the case's timeout: raise --mlperf-timeout*"])
+    assert "was killed" not in result.stdout.str()
+    logs = list((pytester.path / "mlperf-results" / "runners").glob("*.log"))
+    assert len(logs) == 1  # the runner was not replaced: the refused test never started LoadGen

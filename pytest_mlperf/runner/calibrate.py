@@ -116,3 +116,40 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
         batch_latency_p90_s=float(np.percentile(flat, 90)),
         batches=len(flat),
     )
+
+
+def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
+    """About how long LoadGen will run `t`, from its settings and expectations, and why (e.g. '100 queries at 0.26
+    QPS'); None where the settings leave it to mlperf.conf (no minimum set) or no expectation is known. A performance
+    run lasts until both its minimum duration and its minimum query count are met; an accuracy run until every
+    accuracy sample is answered."""
+    count: float | None
+    if t.mode == "accuracy":
+        count = t.accuracy_sample_count or t.total_sample_count
+        what = "accuracy samples"
+    else:
+        count = t.min_query_count
+        what = "queries"
+    floor = (t.min_duration_ms or 0) / 1000
+    if t.mode == "performance" and (t.min_duration_ms is None or count is None):
+        return None
+    if t.scenario == "Server" and t.server_target_qps:
+        seconds, how = count / t.server_target_qps, f"{count:g} {what} at {t.server_target_qps:.3g} QPS"
+    elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns:
+        latency = t.single_stream_expected_latency_ns / 1e9
+        seconds, how = count * latency, f"{count:g} {what} of about {latency * 1000:.3g} ms each"
+    elif t.scenario == "MultiStream" and t.multi_stream_expected_latency_ns:
+        per_query = t.multi_stream_samples_per_query or 8
+        if t.mode == "accuracy":
+            count = count / per_query
+        latency = t.multi_stream_expected_latency_ns / 1e9
+        seconds, how = count * latency, f"{count:g} queries of about {latency * 1000:.3g} ms each"
+    elif t.scenario == "Offline" and t.offline_expected_qps:
+        if t.mode == "performance":
+            return max(floor, count / t.offline_expected_qps), f"at least {floor:g} s at {t.offline_expected_qps:.3g} samples/s"
+        seconds, how = count / t.offline_expected_qps, f"{count:g} {what} at {t.offline_expected_qps:.3g} samples/s"
+    else:
+        return None
+    if seconds < floor:
+        return floor, f"the minimum duration ({how} take less)"
+    return seconds, how

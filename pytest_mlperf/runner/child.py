@@ -27,7 +27,7 @@ from ..suts.serving import ServingHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
-from .calibrate import Measurement, measure, warm_up, work_expectations
+from .calibrate import Measurement, measure, predicted_duration, warm_up, work_expectations
 from .protocol import LoadRequest, RunRequest, receive, send
 from .serving import prepare_serving
 from .staging import Stager
@@ -36,6 +36,10 @@ from .tokens import prepare_generation
 
 class FailedTest(RuntimeError):
     """A test failed in a way that leaves the process suspect; the runner exits after reporting it."""
+
+
+class TooLong(RuntimeError):
+    """The LoadGen test, as calibrated, would outlast the parent's timeout: failed before it starts."""
 
 
 def progress(message: str) -> None:
@@ -103,6 +107,7 @@ class RunnerState:
         self.harness: BatchingHarness | None = None
         self.samples_per_query = 8
         self.token_latencies = False  # the workload is judged on TTFT/TPOT and tokens/s (LLMs)
+        self.deadline: float | None = None  # perf_counter time at which the parent kills this run
 
     def load(self, req: LoadRequest) -> dict[str, Any]:
         progress(f"loading {req.data.workload} on {req.backend}")
@@ -130,6 +135,7 @@ class RunnerState:
         if backend is None or dataset is None or stager is None:
             raise RuntimeError("run before load")
         started = time.perf_counter()
+        self.deadline = None if req.timeout_s is None else started + req.timeout_s
         if self.token_latencies:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
@@ -179,7 +185,16 @@ class RunnerState:
         the run's preparation (calibration, harness) began, for the timings."""
         assert self.dataset is not None
         prepared = time.perf_counter()
-        progress(f"prepared in {prepared - started:.1f} s; LoadGen test: {describe_test(test)}")
+        predicted = predicted_duration(test)
+        about = f", about {predicted[0]:.0f} s ({predicted[1]})" if predicted else ""
+        progress(f"prepared in {prepared - started:.1f} s; LoadGen test: {describe_test(test)}{about}")
+        if predicted and self.deadline is not None and prepared + predicted[0] > self.deadline:
+            if harness is not self.harness:
+                harness.close()
+            raise TooLong(
+                f"the {test.scenario} {test.mode} test would take about {predicted[0]:.0f} s ({predicted[1]}), more "
+                f"than the {self.deadline - prepared:.0f} s left before the case's timeout: raise --mlperf-timeout, "
+                "shorten the test (--mlperf-duration, a user.conf with a lower min_query_count), or use a faster SUT")
         try:
             run_test(test, harness)
         finally:
@@ -230,6 +245,9 @@ def serve(conn: Connection) -> int:
                     reply = {"ok": True, "result": state.run(RunRequest.from_dict(message["request"]))}
                 else:
                     reply = {"ok": False, "error": f"unknown command {op!r}", "traceback": ""}
+            except TooLong as exc:  # refused before LoadGen started: this runner is as good as before
+                send(conn, {"ok": False, "error": str(exc), "traceback": "", "runner_ok": True})
+                continue
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the case
                 send(conn, {"ok": False, "error": str(exc) or type(exc).__name__, "traceback": traceback.format_exc()})
                 if op == "run":

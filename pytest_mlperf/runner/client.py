@@ -133,7 +133,7 @@ class Runner:
                     f"if it is just slow); runner log {self.log_path}"
                 )
         if not reply.get("ok"):
-            if message.get("op") == "run":
+            if message.get("op") == "run" and not reply.get("runner_ok"):
                 self.stop()  # the runner exits after a failed test; reap it
             raise RunnerError(
                 f"{reply.get('error')}\n(while {doing} in the {self.recipe.name} runner; log {self.log_path})\n"

@@ -41,6 +41,8 @@ class RunRequest:
     official_server_latency_ns: int | None = None
     server_load_fraction: float = 0.5  # target QPS as a fraction of the measured throughput when not fixed
     expectation_margin: float = 1.0  # calibrated expectations err by this factor towards more work
+    # how long the parent waits for this run before killing the runner: a test predicted to outlast it fails at once
+    timeout_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "test"}
