@@ -4,6 +4,8 @@
 # the candidate launched under the synthetic layer pytest_mlperf.slowdown with each COST, both for Offline and
 # SingleStream, rounds of ROUND each. Results (with every round's figures) go to OUTDIR/gate-*/results.json.
 #   bash tools/device/gate_h100.sh OUTDIR ROUND COST [COST...]        e.g.  $OUT 500ms 0% 3% 7%
+# GATE_SCENARIOS (default "Offline SingleStream") and GATE_ARGS (more pytest arguments, e.g.
+# --mlperf-cpu-affinity=auto) adjust it.
 set -uo pipefail
 out=${1:?output dir}; round=${2:?round length}; shift 2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache
@@ -14,7 +16,7 @@ for cost in "$@"; do
     python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q \
       --mlperf-device=cuda --mlperf-profile=ci --mlperf-scenario="$scenario" --mlperf-streams=1 \
       --mlperf-gate-round="$round" --mlperf-results-dir="$PWD/gate-results/$name" \
-      --mlperf-candidate-prefix="python3 -m pytest_mlperf.slowdown --cost $cost --" 2>&1 | grep -E "^gate:|passed|failed"
+      --mlperf-candidate-prefix="python3 -m pytest_mlperf.slowdown --cost $cost --" ${GATE_ARGS:-} 2>&1 | grep -E "^gate:|passed|failed"
     echo "$name wall_s $(python3 -c "import time; print(round(time.time() - $start, 1))")"
     mkdir -p "$out/$name" && cp "gate-results/$name/results.json" "$out/$name/" 2>/dev/null
   done
