@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,9 +60,26 @@ def device_of(record: dict[str, Any]) -> str:
     return device + ":" + ",".join(str(g["index"]) if g.get("index") is not None else str(g["uuid"])[:12] for g in gpus)
 
 
+def case_labels(records: list[dict[str, Any]]) -> list[str]:
+    """'workload scenario mode' per record; where two records would read the same (copies of a case, one case in
+    two files), each also names its test: 'resnet50 Offline performance (test_x.py::test_y[...])'."""
+    def short(r: dict[str, Any]) -> str:
+        k = r["key"]
+        return f"{k['workload']} {k['scenario']} {k['mode']}"
+
+    seen = Counter((short(r), r["key"].get("backend"), r["key"].get("system")) for r in records)
+    labels = []
+    for r in records:
+        label = short(r)
+        if seen[(label, r["key"].get("backend"), r["key"].get("system"))] > 1:
+            label += f" ({r['nodeid'].rsplit('/', 1)[-1]})"
+        labels.append(label)
+    return labels
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     rows = [["case", "backend", "device", "headline", "p99", "validity", "vs baseline", "outcome"]]
-    for r in records:
+    for r, label in zip(records, case_labels(records)):
         key = r["key"]
         _, value = headline_of(r)
         p99 = r["run"].get("latency_ns", {}).get("p99")
@@ -69,7 +87,7 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         if r.get("notes") and validity == "INVALID":
             validity += "*"
         rows.append([
-            f"{key['workload']} {key['scenario']} {key['mode']}",
+            label,
             f"{key['backend']}/{key['precision']}",
             device_of(r),
             value,

@@ -175,6 +175,17 @@ def test_table_rows_columns_and_cells() -> None:
     assert row[6] == "no baseline"
 
 
+def test_cases_that_would_read_the_same_also_name_their_test() -> None:
+    copies = [make_case("01", nodeid=f"tools/t.py::test_copy[resnet50-Offline-performance-{i}]") for i in range(2)]
+    other = make_case("02")
+    rows = table_rows([make_record(c) for c in (*copies, other)])
+    assert [r[0] for r in rows[1:]] == [
+        "resnet50 Offline performance (t.py::test_copy[resnet50-Offline-performance-0])",
+        "resnet50 Offline performance (t.py::test_copy[resnet50-Offline-performance-1])",
+        "resnet50 Server performance",  # unique: the short label
+    ]
+
+
 def test_table_rows_marks_an_invalid_run_accepted_by_the_profile() -> None:
     case = make_case("07", workload="llama2-70b")
     case.assert_valid()  # smoke tolerates perf_constraints and early_stopping: passes with a note
