@@ -11,18 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import write_bytes_atomic
-from .report import format_value
+from .report import case_labels, format_value
 
 VERDICT_MARK = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}
 
 
 def gated(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("gate")]
-
-
-def case_name(record: dict[str, Any]) -> str:
-    key = record["key"]
-    return f"{key['workload']} {key['scenario']} {key['mode']}"
 
 
 def pct(x: float | None, signed: bool = True) -> str:
@@ -75,11 +70,11 @@ def markdown_summary(records: list[dict[str, Any]]) -> str:
         "| case | metric | reference | candidate | overhead [interval] | limit | verdict | rounds |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r, name in zip(rows, case_labels(rows)):
         g = r["gate"]
         unit = g.get("unit", "")
         lines.append(
-            f"| {case_name(r)} | {g.get('label', g.get('metric', ''))} | {_median(g.get('reference') or [], unit)} "
+            f"| {name} | {g.get('label', g.get('metric', ''))} | {_median(g.get('reference') or [], unit)} "
             f"| {_median(g.get('candidate') or [], unit)} | {overhead_text(g)} | {limit} "
             f"| {VERDICT_MARK.get(g['verdict'], g['verdict'])} | {g['rounds']} |")
     lines += [
@@ -118,7 +113,7 @@ def write_chart(records: list[dict[str, Any]], path: Path) -> str | None:
     limit = 100 * rows[0]["gate"]["max_overhead"]
     ax.axvline(limit, color="tab:red", linestyle="--")
     ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [f"{case_name(r)} ({r['gate'].get('label', '')})" for r in rows])
+    ax.set_yticks(range(len(rows)), [f"{name} ({r['gate'].get('label', '')})" for r, name in zip(rows, case_labels(rows))])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     conf = rows[0]["gate"].get("confidence") or 0.99
     ax.set_title(f"overhead gate: candidate vs reference, {conf:.0%} intervals; red dashes: the {limit:.1f}% limit",
