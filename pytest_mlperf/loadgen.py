@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import threading
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -111,6 +111,24 @@ def build_test_settings(req: TestRequest) -> lg.TestSettings:
     _apply(ts, req, user_keys)
     ts.server_num_issue_query_threads = 0
     return ts
+
+
+def effective_test(req: TestRequest) -> TestRequest:
+    """`req` with the values LoadGen will actually use for its length and expectations: ours, else the user.conf's,
+    else mlperf.conf's (read back from the TestSettings built for it)."""
+    ts = build_test_settings(req)
+    accuracy = int(ts.accuracy_sample_count_override) or None
+    return replace(
+        req,
+        min_duration_ms=int(ts.min_duration_ms),
+        min_query_count=int(ts.min_query_count),
+        offline_expected_qps=float(ts.offline_expected_qps),
+        single_stream_expected_latency_ns=int(ts.single_stream_expected_latency_ns),
+        multi_stream_expected_latency_ns=int(ts.multi_stream_expected_latency_ns),
+        server_target_qps=float(ts.server_target_qps),
+        multi_stream_samples_per_query=int(ts.multi_stream_samples_per_query),
+        accuracy_sample_count=accuracy if accuracy is not None else req.accuracy_sample_count,
+    )
 
 
 def _apply(ts: lg.TestSettings, req: TestRequest, user_keys: set[str]) -> None:

@@ -15,6 +15,7 @@ from pytest_mlperf.loadgen import (  # noqa: E402
     Responder,
     TestRequest,
     build_test_settings,
+    effective_test,
     run_test,
     user_conf_keys,
 )
@@ -73,6 +74,19 @@ def test_user_conf_keys_empty_file(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- build_test_settings
+
+
+def test_effective_test_reads_back_ours_then_user_conf_then_mlperf_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("resnet50.Server.min_query_count = 24\n*.Server.target_qps = 7.5\n")
+    ours = make_request(tmp_path, min_duration_ms=1000, min_query_count=100, server_target_qps=50.0,
+                        user_conf=str(conf))
+    eff = effective_test(ours)
+    assert (eff.min_duration_ms, eff.min_query_count, eff.server_target_qps) == (1000, 24, 7.5)  # the user's win
+    plain = effective_test(make_request(tmp_path, "Offline"))
+    assert plain.min_duration_ms == 600_000 and plain.min_query_count == 24576  # mlperf.conf's resnet50 Offline
+    assert plain.scenario == "Offline" and plain.log_dir == str(tmp_path / "logs")
+
 
 
 def test_mlperf_conf_defaults_are_loaded_on_every_call(tmp_path: Path) -> None:

@@ -267,3 +267,6 @@ def test_a_test_that_would_outlast_its_timeout_fails_at_once_and_keeps_the_runne
     assert "was killed" not in result.stdout.str()
     logs = list((pytester.path / "mlperf-results" / "runners").glob("*.log"))
     assert len(logs) == 1  # the runner was not replaced: the refused test never started LoadGen
+    conf = pytester.path / "user.conf"
+    conf.write_text("*.SingleStream.min_query_count = 16\n")  # what LoadGen will really run is what is predicted
+    run(pytester, "--mlperf-timeout=3", f"--mlperf-user-conf={conf}", "-k", "SingleStream").assert_outcomes(passed=1)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cpus import allowed_cpus, format_cpu_list
-from ..loadgen import TestRequest, run_test
+from ..loadgen import TestRequest, effective_test, run_test
 from ..logs import read_accuracy_log, read_run
 from ..suts import create_backend
 from ..suts.base import Backend
@@ -185,7 +185,7 @@ class RunnerState:
         the run's preparation (calibration, harness) began, for the timings."""
         assert self.dataset is not None
         prepared = time.perf_counter()
-        predicted = predicted_duration(test)
+        predicted = predicted_duration(effective_test(test))  # with the user.conf's and mlperf.conf's values
         about = f", about {predicted[0]:.0f} s ({predicted[1]})" if predicted else ""
         progress(f"prepared in {prepared - started:.1f} s; LoadGen test: {describe_test(test)}{about}")
         if predicted and self.deadline is not None and prepared + predicted[0] > self.deadline:
