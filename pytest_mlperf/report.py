@@ -63,18 +63,11 @@ def device_of(record: dict[str, Any]) -> str:
 def case_labels(records: list[dict[str, Any]]) -> list[str]:
     """'workload scenario mode' per record; where two records would read the same (copies of a case, one case in
     two files), each also names its test: 'resnet50 Offline performance (test_x.py::test_y[...])'."""
-    def short(r: dict[str, Any]) -> str:
-        k = r["key"]
-        return f"{k['workload']} {k['scenario']} {k['mode']}"
-
-    seen = Counter((short(r), r["key"].get("backend"), r["key"].get("system")) for r in records)
-    labels = []
-    for r in records:
-        label = short(r)
-        if seen[(label, r["key"].get("backend"), r["key"].get("system"))] > 1:
-            label += f" ({r['nodeid'].rsplit('/', 1)[-1]})"
-        labels.append(label)
-    return labels
+    shorts = [f"{r['key']['workload']} {r['key']['scenario']} {r['key']['mode']}" for r in records]
+    idents = [(s, r["key"].get("backend"), r["key"].get("system")) for s, r in zip(shorts, records)]
+    seen = Counter(idents)
+    return [s + f" ({r['nodeid'].rsplit('/', 1)[-1]})" if seen[i] > 1 else s
+            for s, i, r in zip(shorts, idents, records)]
 
 
 def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:

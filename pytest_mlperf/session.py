@@ -240,6 +240,7 @@ class LoadGenDriver:
             if server_target_qps is not None:
                 test = replace(test, server_target_qps=server_target_qps)
         profile = self.session.settings.profile
+        timeout = self.timeout_for(test)
         req = RunRequest(
             test=test,
             batch_size=batch,
@@ -249,7 +250,7 @@ class LoadGenDriver:
             server_latency_floor_factor=profile.server_latency_floor_factor,
             official_server_latency_ns=sut.spec.server_latency_ns,
             expectation_margin=profile.expectation_margin,
-            timeout_s=self.timeout_for(test),
+            timeout_s=timeout,  # the runner refuses a test predicted to outlast it
         )
         doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"
         gpu_records: list[dict[str, Any]] = []
@@ -258,7 +259,7 @@ class LoadGenDriver:
                               owner=f"{self.item.nodeid} ({recipe.name})",
                               on_wait=lambda uuid, holder: notes.append(f"waited for GPU {uuid}, held by {holder}")):
                 start = {u: {**gpu_state(u), "time": time.time()} for u in gpus}
-                result = runner.run(req, req.timeout_s or self.timeout_for(test), doing)
+                result = runner.run(req, timeout, doing)
                 gpu_records = [{**self.session.placement.describe(u), "start": start[u],
                                 "end": {**gpu_state(u), "time": time.time()}} for u in gpus]
         except GpuLockTimeout as exc:

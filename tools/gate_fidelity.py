@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.slowdown import parse_cost
+
 NULL_BENCH = """
 import pytest
 pytestmark = pytest.mark.mlperf(workload="null", sut_options={{"delay_ms": {delay_ms}}})
@@ -35,10 +37,6 @@ def test_null(null_sut, loadgen, baseline, repeat):
     run.assert_valid()
     baseline.assert_no_regression(run)
 """
-
-
-def parse_cost(text: str) -> float:
-    return float(text.rstrip("%")) / 100 if text.endswith("%") else float(text)
 
 
 def run_cost(cost: str, bench: Path, workdir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -145,10 +145,9 @@ def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
         latency = t.multi_stream_expected_latency_ns / 1e9
         seconds, how = count * latency, f"{count:g} queries of about {latency * 1000:.3g} ms each"
     elif t.scenario == "Offline" and t.offline_expected_qps:
-        if t.mode == "performance":  # one query of at least min_query_count samples and of the duration's worth
-            seconds, how = count / t.offline_expected_qps, f"{count:g} samples at {t.offline_expected_qps:.3g} samples/s"
-        else:
-            seconds, how = count / t.offline_expected_qps, f"{count:g} {what} at {t.offline_expected_qps:.3g} samples/s"
+        # performance: one query of at least min_query_count samples (and of the minimum duration's worth)
+        unit = "samples" if t.mode == "performance" else what
+        seconds, how = count / t.offline_expected_qps, f"{count:g} {unit} at {t.offline_expected_qps:.3g} samples/s"
     else:
         return None
     if seconds < floor:

@@ -188,14 +188,13 @@ class RunnerState:
         predicted = predicted_duration(effective_test(test))  # with the user.conf's and mlperf.conf's values
         about = f", about {predicted[0]:.0f} s ({predicted[1]})" if predicted else ""
         progress(f"prepared in {prepared - started:.1f} s; LoadGen test: {describe_test(test)}{about}")
-        if predicted and self.deadline is not None and prepared + predicted[0] > self.deadline:
-            if harness is not self.harness:
-                harness.close()
-            raise TooLong(
-                f"the {test.scenario} {test.mode} test would take about {predicted[0]:.0f} s ({predicted[1]}), more "
-                f"than the {self.deadline - prepared:.0f} s left before the case's timeout: raise --mlperf-timeout, "
-                "shorten the test (--mlperf-duration, a user.conf with a lower min_query_count), or use a faster SUT")
         try:
+            if predicted and self.deadline is not None and prepared + predicted[0] > self.deadline:
+                raise TooLong(
+                    f"the {test.scenario} {test.mode} test would take about {predicted[0]:.0f} s ({predicted[1]}), "
+                    f"more than the {self.deadline - prepared:.0f} s left before the case's timeout: raise "
+                    "--mlperf-timeout, shorten the test (--mlperf-duration, a user.conf with a lower "
+                    "min_query_count), or use a faster SUT")
             run_test(test, harness)
         finally:
             if harness is not self.harness:  # the batching harness stays up for the runner's next test

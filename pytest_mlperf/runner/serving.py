@@ -19,9 +19,10 @@ from typing import Any
 from ..loadgen import TestRequest
 from ..suts.generation import GenerationMeasurement
 from ..suts.serving import ServingBackend, ServingHarness, measure_all, measure_concurrent, measure_sequential
-from .calibrate import calibration_failed, work_expectations
+from .calibrate import calibration_failed
 from .protocol import RunRequest
 from .staging import Stager
+from .tokens import generation_expectations
 
 MIN_CALIBRATION_REQUESTS = 16
 MAX_CALIBRATION_REQUESTS = 1024
@@ -47,14 +48,6 @@ def calibrate_serving(backend: ServingBackend, stager: Stager, scenario: str, se
         raise calibration_failed(exc) from exc
 
 
-def serving_expectations(req: RunRequest, m: GenerationMeasurement) -> TestRequest:
-    """What LoadGen should expect, from the bare run; values the user (or a baseline) set are kept."""
-    t = work_expectations(req.test, m.samples_per_s, m.batch_latency_p50_s, req.expectation_margin)
-    if t.scenario == "Server" and t.server_target_qps is None:
-        t = replace(t, server_target_qps=req.server_load_fraction * m.samples_per_s)
-    return t
-
-
 def prepare_serving(req: RunRequest, backend: ServingBackend, stager: Stager
                     ) -> tuple[TestRequest, ServingHarness, dict[str, Any] | None, dict[str, Any]]:
     """(test to run, harness, calibration record, schedule record) for one case on a serving engine."""
@@ -64,7 +57,8 @@ def prepare_serving(req: RunRequest, backend: ServingBackend, stager: Stager
     calibration: dict[str, Any] | None = None
     if req.calibrate:  # also in accuracy mode: Server's schedule and SingleStream's expectations still apply
         m = calibrate_serving(backend, stager, scenario, req.calibrate_seconds)
-        test = serving_expectations(replace(req, test=test), m)
+        # one "stream": the engine's measured samples/s already is its whole capacity
+        test = generation_expectations(replace(req, test=test), m, streams=1)
         calibration = {"bare": m.to_dict()}
     harness = ServingHarness(backend, stager.stage, scenario)
     schedule = {"engine": getattr(backend, "engine", None), "concurrency": backend.concurrency,

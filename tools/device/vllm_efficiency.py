@@ -25,7 +25,8 @@ import numpy as np
 
 from pytest_mlperf.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
-from pytest_mlperf.runner.serving import calibrate_serving, serving_expectations
+from pytest_mlperf.runner.serving import calibrate_serving
+from pytest_mlperf.runner.tokens import generation_expectations
 from pytest_mlperf.runner.protocol import RunRequest
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.suts.serving import ServingHarness
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         req = RunRequest(test=test, batch_size=8, streams=1, calibrate=True, calibrate_seconds=1.0,
                          expectation_margin=1.2)
         bare_cal = calibrate_serving(backend, stager, "Offline", 1.0)
-        test = serving_expectations(replace(req, test=test), bare_cal)
+        test = generation_expectations(replace(req, test=test), bare_cal, streams=1)
         recorder = Recorder(backend)
         harness = ServingHarness(recorder, stager.stage, "Offline")  # type: ignore[arg-type]
         run_test(test, harness)
