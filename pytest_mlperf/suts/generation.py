@@ -30,6 +30,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..loadgen import Responder
+from . import threads
 from .base import BackendInfo
 
 
@@ -101,12 +102,10 @@ class GenerationHarness:
         self._responder: Responder | None = None
         # Offline items are whole batches, Server items single requests
         self._queue: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threads.Worker] = []
         if config.scenario != "SingleStream":
-            for n in range(max(1, config.streams)):
-                t = threading.Thread(target=self._serve, name=f"mlperf-generate-{n}", daemon=True)
-                t.start()
-                self._threads.append(t)
+            for n in range(max(1, config.streams)):  # lasting threads: they complete samples (suts/threads.py)
+                self._threads.append(threads.start(self._serve, f"mlperf-generate-{n}"))
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
@@ -231,10 +230,10 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=loop, args=(s,)) for s in range(streams)]
-    for t in threads:
+    loops = [threading.Thread(target=loop, args=(s,)) for s in range(streams)]  # bare loop: never calls LoadGen
+    for t in loops:
         t.start()
-    for t in threads:
+    for t in loops:
         t.join()
     if errors:
         raise errors[0]

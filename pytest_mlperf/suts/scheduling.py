@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..loadgen import Responder
+from . import threads
 from .base import Backend
 
 
@@ -69,7 +70,7 @@ class BatchingHarness:
         self._lock = threading.Lock()
         # items are runs of samples: a whole batch (Offline) or one sample (Server); None stops a stream
         self._queue: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threads.Worker] = []
         if config.scenario in ("Server", "Offline"):
             self._start_streams(warm_indices)
 
@@ -78,11 +79,9 @@ class BatchingHarness:
         e.g. ONNX Runtime's CUDA handles, whose creation would otherwise land in the test) and then serves."""
         streams = max(1, self.config.streams)
         ready = threading.Barrier(streams + 1)
-        for n in range(streams):
-            t = threading.Thread(target=self._serve, args=(ready, list(warm_indices)), name=f"mlperf-stream-{n}",
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
+        warm = list(warm_indices)
+        for n in range(streams):  # lasting threads: they complete samples (suts/threads.py says why)
+            self._threads.append(threads.start(lambda: self._serve(ready, warm), f"mlperf-stream-{n}"))
         ready.wait()
         if self.error is not None:
             self.close()

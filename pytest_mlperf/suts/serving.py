@@ -31,6 +31,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..loadgen import Responder
+from . import threads
 from .base import BackendInfo
 from .generation import BatchAnswerError, GenerationMeasurement, answer_batch, measure_sequential_requests
 
@@ -82,7 +83,7 @@ class ServingHarness:
         self.error: str | None = None
         self._lock = threading.Lock()
         self._responder: Responder | None = None
-        self._workers: list[threading.Thread] = []
+        self._workers: list[threads.Worker] = []
 
     # --- LoadGen callbacks -------------------------------------------------------------------------------
     def load(self, indices: list[int]) -> None:
@@ -94,10 +95,10 @@ class ServingHarness:
     def issue(self, samples: list[tuple[int, int]], responder: Responder) -> None:
         self._responder = responder
         if self.scenario == "Offline":
-            worker = threading.Thread(target=self._offline, args=(list(samples),), name="mlperf-serve-offline",
-                                      daemon=True)
-            self._workers.append(worker)
-            worker.start()
+            # a lasting thread, not one per query: a thread that completes samples and exits crashes LoadGen
+            # (suts/threads.py); this was the SIGSEGV of the vllm runner's first Offline test on the H200
+            work = list(samples)
+            self._workers.append(threads.start(lambda: self._offline(work), "mlperf-serve-offline"))
             return
         for sample_id, index in samples:
             try:

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import threads
 from .base import BackendError, BackendInfo
 from .serving import ErrorCallback, TokensCallback
 
@@ -171,8 +172,8 @@ class _AsyncEngine:
 
     def __init__(self, api: VllmApi, kwargs: Mapping[str, Any]) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="mlperf-vllm-loop", daemon=True)
-        self.thread.start()
+        # a lasting thread: the loop's callbacks complete samples (suts/threads.py)
+        self.thread = threads.start(self.loop.run_forever, "mlperf-vllm-loop")
         self.inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
 
