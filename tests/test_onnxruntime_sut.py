@@ -140,3 +140,34 @@ def test_padded_batches_answer_only_their_own_samples() -> None:
     assert sorted(seen) == [4, 8]  # the remainder of 3 ran as a warmed shape of 4
     answered = {i: out for ids, outs in recorder.calls for i, out in zip(ids, outs)}
     assert answered == {100 + i: i for i in range(11)}
+
+
+def test_sut_option_flags_accept_booleans_and_refuse_other_words() -> None:
+    from pytest_mlperf.suts.onnxruntime import _flag
+
+    assert _flag({"session_per_shape": "true"}, "session_per_shape", False) is True
+    assert _flag({"session_per_shape": "0"}, "session_per_shape", True) is False
+    assert _flag({}, "session_per_shape", True) is True
+    with pytest.raises(BackendError, match="session_per_shape='maybe': expected true or false"):
+        _flag({"session_per_shape": "maybe"}, "session_per_shape", False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [{}, {"session_per_shape": False}, {"cuda_graph_max_batch": 0},
+                                     {"cuda_graph_max_batch": 4}])
+def test_cuda_sessions_answer_every_batch_size_alike(tmp_path, options) -> None:
+    """One session per batch size (the default on CUDA: a session that changes batch size stalls 100+ ms) and
+    CUDA-graph sessions give the classes the plain shared session gives, before and after a restage."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu and a GPU")
+    model = tiny_classifier()
+    images = np.random.default_rng(3).normal(size=(8, 3, 224, 224)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    want = expected_classes(model, images, False).tolist()
+    backend = OrtClassifier(path, "cuda", options)
+    backend.stage(list(range(8)), images)
+    for rows in ([3], [1, 2], [7, 6, 5, 4], [0, 1, 2, 3, 4, 5, 6, 7], [3]):
+        assert backend.infer(rows).ravel().tolist() == [want[r] for r in rows]
+    backend.stage(list(range(8)), images[::-1].copy())  # same shape: updated in place
+    assert backend.infer([0]).ravel().tolist() == [want[7]]

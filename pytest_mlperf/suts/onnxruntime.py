@@ -107,7 +107,51 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _flag(options: Mapping[str, object], key: str, default: bool) -> bool:
+    value = options.get(key, default)
+    if isinstance(value, str):
+        if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise BackendError(f"sut option {key}={value!r}: expected true or false")
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class _GraphSession:
+    """A session for one batch size that replays a CUDA graph: its row indices and classes stay at fixed GPU
+    addresses (what a captured graph reads and writes), so one run at a time (the lock)."""
+
+    def __init__(self, session: object, ort: object, output: str, staged: object, batch: int) -> None:
+        self.session = session
+        self.lock = threading.Lock()
+        self.rows = ort.OrtValue.ortvalue_from_numpy(np.zeros(batch, dtype=np.int64), "cuda", 0)  # type: ignore
+        self.out = ort.OrtValue.ortvalue_from_shape_and_type([batch], np.int64, "cuda", 0)  # type: ignore
+        self.binding = session.io_binding()  # type: ignore[attr-defined]
+        self.binding.bind_ortvalue_input(SAMPLES, staged)
+        self.binding.bind_ortvalue_input(ROWS, self.rows)
+        self.binding.bind_ortvalue_output(output, self.out)
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.rows.update_inplace(rows)  # type: ignore[attr-defined]
+            self.session.run_with_iobinding(self.binding)  # type: ignore[attr-defined]
+            return self.out.numpy()  # type: ignore[attr-defined, no-any-return]
+
+
 class OrtClassifier:
+    """Options (a marker's `sut_options`): `intra_op_threads`, `allow_spinning`; on CUDA `session_per_shape`
+    (default true) and `cuda_graph_max_batch` (default 8; 0: no CUDA graphs).
+
+    On CUDA, a session that runs a batch of another size than its last one pays 100-190 ms for it, however often
+    it has seen that size before (H200, onnxruntime-gpu 1.31.1, ResNet50; docs/performance.md): under Server load
+    batches of every size follow each other and one batch in ten stalled. So each batch size gets a session of
+    its own (weights are ~100 MB a copy), created when the size is first seen, which is in the warm-up. The
+    staged samples are one GPU tensor that all of them read.
+
+    Batches of up to `cuda_graph_max_batch` samples (SingleStream's 1, MultiStream's 8) replay a captured CUDA
+    graph: on the H200 a batch-1 query took 0.97 ms at p50 and 0.99 ms at p90 under LoadGen instead of 1.72 / 2.24
+    ms, and 1 s rounds' p90 moved by 1-10% instead of 20-50%. A graph session runs one batch at a time, so larger
+    batches, which Offline and Server run on several streams at once, keep plain sessions."""
+
     def __init__(self, model_path: Path, device: str, options: Mapping[str, object]) -> None:
         import onnxruntime as ort
 
@@ -121,9 +165,12 @@ class OrtClassifier:
         threads = int(options.get("intra_op_threads", 1 if gpu else 0))  # type: ignore[call-overload]
         if threads:
             so.intra_op_num_threads = threads
-        spinning = bool(options.get("allow_spinning", not gpu))
+        spinning = _flag(options, "allow_spinning", not gpu)
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+        self._model_bytes = model.SerializeToString()
+        self._session_options = so
+        self._providers = providers
+        self.session = ort.InferenceSession(self._model_bytes, so, providers=providers)
         used = self.session.get_providers()
         if resolved == "cuda" and "CUDAExecutionProvider" not in used:
             if device == "cuda":
@@ -131,6 +178,14 @@ class OrtClassifier:
             resolved = "cpu"
         self.device = resolved
         self._ort = ort
+        self._per_shape = resolved == "cuda" and _flag(options, "session_per_shape", True)
+        graph_max = options.get("cuda_graph_max_batch", 8)
+        try:
+            self._graph_max = int(graph_max) if resolved == "cuda" else 0  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise BackendError(f"sut option cuda_graph_max_batch={graph_max!r}: expected a batch size (0: none)")
+        self._sessions: dict[int, object] = {}  # batch size -> its own session (per_shape) or _GraphSession
+        self._sessions_lock = threading.Lock()
         self._staged: object | None = None
         self._rowmap = np.zeros(0, dtype=np.int64)
         self._generation = 0
@@ -144,6 +199,8 @@ class OrtClassifier:
                 "providers": ",".join(used),
                 "model": model_path.name,
                 "model_sha256": file_sha256(model_path),
+                "sessions": ("one per batch size" if self._per_shape else "one") +
+                            (f", CUDA graphs up to batch {self._graph_max}" if self._graph_max else ""),
             },
         )
 
@@ -151,12 +208,38 @@ class OrtClassifier:
         data = np.ascontiguousarray(samples, dtype=np.float32)
         if data.ndim != 4 or data.shape[0] != len(indices):
             raise BackendError(f"expected {len(indices)} samples of [3,224,224], got an array of shape {data.shape}")
-        where = "cuda" if self.device == "cuda" else "cpu"
-        self._staged = self._ort.OrtValue.ortvalue_from_numpy(data, where, 0)
+        staged = self._staged
+        if self.device == "cuda" and staged is not None and tuple(staged.shape()) == data.shape:  # type: ignore
+            staged.update_inplace(data)  # type: ignore[attr-defined]  # same address: bindings and graphs hold
+        else:
+            where = "cuda" if self.device == "cuda" else "cpu"
+            self._staged = self._ort.OrtValue.ortvalue_from_numpy(data, where, 0)
+            self._generation += 1
+            with self._sessions_lock:  # a captured graph reads the old tensor's address
+                self._sessions = {b: s for b, s in self._sessions.items() if not isinstance(s, _GraphSession)}
         rowmap = np.full(max(indices) + 1, -1, dtype=np.int64)
         rowmap[np.asarray(indices)] = np.arange(len(indices), dtype=np.int64)
         self._rowmap = rowmap
-        self._generation += 1
+
+    def _graphed(self, batch: int) -> bool:
+        return batch <= self._graph_max
+
+    def _session_for(self, batch: int) -> object:
+        if not (self._per_shape or self._graphed(batch)):
+            return self.session
+        with self._sessions_lock:
+            session = self._sessions.get(batch)
+            if session is None:
+                session = self._open(batch)
+                self._sessions[batch] = session
+            return session
+
+    def _open(self, batch: int) -> object:
+        if not self._graphed(batch):
+            return self._ort.InferenceSession(self._model_bytes, self._session_options, providers=self._providers)
+        providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
+        session = self._ort.InferenceSession(self._model_bytes, self._session_options, providers=providers)
+        return _GraphSession(session, self._ort, self._output, self._staged, batch)
 
     def _binding(self, batch: int) -> object:
         """One IO binding per thread and batch size: the staged samples stay bound, and the output buffer ORT
@@ -166,7 +249,7 @@ class OrtClassifier:
             local.bindings, local.generation = {}, self._generation
         binding = local.bindings.get(batch)
         if binding is None:
-            binding = self.session.io_binding()
+            binding = self._session_for(batch).io_binding()  # type: ignore[attr-defined]
             binding.bind_ortvalue_input(SAMPLES, self._staged)
             binding.bind_output(self._output, "cpu")
             local.bindings[batch] = binding
@@ -178,12 +261,17 @@ class OrtClassifier:
         rows = self._rowmap[np.asarray(indices, dtype=np.int64)]
         if (rows < 0).any():
             raise BackendError(f"samples {[i for i, r in zip(indices, rows) if r < 0][:5]} were not loaded")
-        binding = self._binding(len(rows))
-        binding.bind_cpu_input(ROWS, rows)  # type: ignore[attr-defined]
-        self.session.run_with_iobinding(binding)  # type: ignore[arg-type]
-        classes = binding.copy_outputs_to_cpu()[0]  # type: ignore[attr-defined]
+        if self._graphed(len(rows)):
+            classes = self._session_for(len(rows)).run(rows)  # type: ignore[attr-defined]
+        else:
+            binding = self._binding(len(rows))
+            binding.bind_cpu_input(ROWS, rows)  # type: ignore[attr-defined]
+            session = self._session_for(len(rows))
+            session.run_with_iobinding(binding)  # type: ignore[attr-defined]
+            classes = binding.copy_outputs_to_cpu()[0]  # type: ignore[attr-defined]
         return (classes.astype(np.int64) + self._offset).astype(np.int32).reshape(-1, 1)
 
     def close(self) -> None:
         self._staged = None
+        self._sessions = {}
         self._local = threading.local()
