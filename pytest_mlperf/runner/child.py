@@ -15,7 +15,7 @@ import traceback
 from dataclasses import replace
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..cpus import allowed_cpus, format_cpu_list
 from ..loadgen import TestRequest, effective_test, run_test
@@ -28,6 +28,7 @@ from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
 from .calibrate import Measurement, measure, predicted_duration, warm_up, work_expectations
+from .lifetime import PARENT_PID_ENV, Watchdog
 from .protocol import LoadRequest, RunRequest, receive, send
 from .serving import prepare_serving
 from .staging import Stager
@@ -225,13 +226,16 @@ class RunnerState:
             self.backend.close()
 
 
-def serve(conn: Connection) -> int:
+def serve(conn: Connection, gone: Callable[[], None] | None = None) -> int:
+    """Answers commands until `exit`; `gone` is called when the pytest side closes the connection."""
     state = RunnerState()
     try:
         while True:
             try:
                 message = receive(conn)
             except EOFError:
+                if gone is not None:
+                    gone()
                 return 0  # the pytest side went away
             op = message.get("op")
             if op == "exit":
@@ -262,10 +266,16 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_mlperf.runner.child ADDRESS KEYFILE", file=sys.stderr)
         return 2
     address, keyfile = argv
+    parent = os.environ.get(PARENT_PID_ENV)
+    # ends this runner, its children and its socket folder when pytest ends, however it ends (lifetime.py)
+    watchdog = Watchdog(int(parent) if parent else None, [Path(address), Path(keyfile)], log=progress).install()
     authkey = Path(keyfile).read_bytes()
     with Listener(address, family="AF_UNIX", authkey=authkey) as listener:
         with listener.accept() as conn:
-            return serve(conn)
+            watchdog.watch(conn)
+            code = serve(conn, gone=lambda: watchdog.end("the pytest side closed its connection"))
+            watchdog.unwatch()
+    return code
 
 
 if __name__ == "__main__":
