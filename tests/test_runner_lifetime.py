@@ -225,3 +225,66 @@ def test_sigterm_to_pytest_stops_like_ctrl_c_writes_results_and_prints_the_summa
     pgids = groups(pytester.path)
     assert len(pgids) == 2 and [pid for pgid in pgids for pid in live_group(pgid)] == []
     assert runner_folders(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- the runner's watchdog, on its own
+
+WATCHED = """
+import os, subprocess, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from pytest_mlperf.runner.lifetime import Watchdog
+files = [Path("folder/runner.sock"), Path("folder/key")]
+Path("folder").mkdir()
+for f in files:
+    f.write_text("x")
+Watchdog({parent}, files).install()
+child = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 93"])  # in the watched process's group; ignores SIGTERM
+Path("ready").write_text(str(child.pid))
+while True:
+    time.sleep(1)  # the main thread is busy (a hung SUT, LoadGen) and never looks
+"""
+
+
+@pytest.mark.parametrize("cause", ["SIGTERM", "parent gone"])
+def test_the_watchdog_ends_its_tree_and_removes_its_folder(tmp_path: Path, cause: str) -> None:
+    parent = subprocess.Popen(["sleep", "92"])  # stands for the pytest process
+    script = WATCHED.format(root=str(Path(__file__).resolve().parents[1]), parent=parent.pid)
+    watched = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, start_new_session=True)
+    try:
+        assert wait_for(lambda: (tmp_path / "ready").exists(), 60)
+        assert len(live_group(watched.pid)) >= 2  # itself and its child
+        if cause == "SIGTERM":
+            watched.send_signal(signal.SIGTERM)
+        else:
+            parent.kill()
+            parent.wait()
+        code = watched.wait(timeout=60)
+        assert code == (143 if cause == "SIGTERM" else 0)
+        assert wait_for(lambda: live_group(watched.pid) == [], 10)  # the child ignoring SIGTERM was killed
+        assert not (tmp_path / "folder").exists()
+    finally:
+        parent.kill()
+        try:
+            os.killpg(watched.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_sigterm_handling_is_installed_only_where_no_one_else_handles_it() -> None:
+    from pytest_mlperf.interrupt import Terminated, stop_on_sigterm
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        restore = stop_on_sigterm()
+        assert restore is not None
+        with pytest.raises(Terminated, match="received SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here at once
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second SIGTERM ends pytest at once
+        restore()
+        own = signal.signal(signal.SIGTERM, lambda *a: None)
+        assert stop_on_sigterm() is None  # someone else's handler is left alone
+        signal.signal(signal.SIGTERM, own)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
