@@ -174,7 +174,7 @@ class Runner:
             self.ended = end_tree(self._proc.pid, CLIENT_GRACE_S, reap=self._proc.poll)
             try:
                 self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # still among ended.survivors: reported by the pool
+            except subprocess.TimeoutExpired:  # among ended.survivors; on a GPU the next case notes what it holds
                 pass
         if self._conn is not None:
             self._conn.close()
@@ -227,13 +227,9 @@ class RunnerPool:
 
     def ended_pids(self) -> set[int]:
         """Every process of the trees of this pool's runners that have ended (pids this session started): one of
-        them still holding a GPU is memory the next case does not get (gpus.leftover_processes)."""
+        them still holding a GPU is memory the next case does not get (gpus.leftover_notes)."""
         out: set[int] = set()
         for runner in self._all:
             if runner.ended is not None and runner.pid is not None:
                 out |= {runner.pid, *runner.ended.pids}
         return out
-
-    def survivors(self) -> list[int]:
-        """Processes of ended runners that did not go even after SIGKILL (uninterruptible, in a driver)."""
-        return sorted({p for r in self._all if r.ended is not None for p in r.ended.survivors})
