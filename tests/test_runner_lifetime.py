@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.runner.lifetime import Proc, bind_to_parent, end_tree, tree_of
+from pytest_mlperf.runner.lifetime import Proc, bind_to_parent, end_tree, is_ancestor, tree_of
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
 
@@ -105,6 +105,17 @@ def test_a_tree_is_the_group_and_the_descendants_that_left_it_without_zombies() 
     del table[10]  # the runner died: its group members remain, its children are re-parented
     table[11], table[12] = Proc(11, 1, 10, "S"), Proc(12, 1, 12, "S")
     assert tree_of(10, table) == {11, 14}
+
+
+def test_only_an_ancestor_is_watched_as_the_parent() -> None:
+    assert is_ancestor(os.getppid()) and is_ancestor(1)
+    child = subprocess.Popen(["sleep", "91"])
+    try:
+        assert is_ancestor(os.getpid(), of=child.pid)
+        assert not is_ancestor(child.pid)  # e.g. a pid from another pid namespace that names someone else here
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_end_tree_ends_a_group_whose_leader_is_gone_and_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
@@ -238,37 +249,46 @@ files = [Path("folder/runner.sock"), Path("folder/key")]
 Path("folder").mkdir()
 for f in files:
     f.write_text("x")
-Watchdog({parent}, files).install()
+Watchdog(os.getppid(), files).install()
 child = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 93"])  # in the watched process's group; ignores SIGTERM
-Path("ready").write_text(str(child.pid))
+Path("ready").write_text(str(os.getpid()))
 while True:
     time.sleep(1)  # the main thread is busy (a hung SUT, LoadGen) and never looks
+"""
+# stands for the pytest process: starts the watched process (a group of its own, as a runner), reports how it ended
+PARENT = """
+import subprocess, sys
+from pathlib import Path
+watched = subprocess.Popen([sys.executable, "-c", sys.argv[1]], start_new_session=True)
+Path("code").write_text(str(watched.wait()))
 """
 
 
 @pytest.mark.parametrize("cause", ["SIGTERM", "parent gone"])
 def test_the_watchdog_ends_its_tree_and_removes_its_folder(tmp_path: Path, cause: str) -> None:
-    parent = subprocess.Popen(["sleep", "92"])  # stands for the pytest process
-    script = WATCHED.format(root=str(Path(__file__).resolve().parents[1]), parent=parent.pid)
-    watched = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, start_new_session=True)
+    script = WATCHED.format(root=str(Path(__file__).resolve().parents[1]))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, script], cwd=tmp_path, start_new_session=True)
+    watched = None
     try:
         assert wait_for(lambda: (tmp_path / "ready").exists(), 60)
-        assert len(live_group(watched.pid)) >= 2  # itself and its child
+        watched = int((tmp_path / "ready").read_text())
+        assert len(live_group(watched)) >= 2  # itself and its child
         if cause == "SIGTERM":
-            watched.send_signal(signal.SIGTERM)
+            os.kill(watched, signal.SIGTERM)
+            parent.wait(timeout=60)
+            assert (tmp_path / "code").read_text() == "143"
         else:
-            parent.kill()
+            parent.kill()  # SIGKILL: the watched process is not told
             parent.wait()
-        code = watched.wait(timeout=60)
-        assert code == (143 if cause == "SIGTERM" else 0)
-        assert wait_for(lambda: live_group(watched.pid) == [], 10)  # the child ignoring SIGTERM was killed
+        assert wait_for(lambda: live_group(watched) == [], 30)  # the child ignoring SIGTERM was killed
         assert not (tmp_path / "folder").exists()
     finally:
         parent.kill()
-        try:
-            os.killpg(watched.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if watched is not None:
+            try:
+                os.killpg(watched, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_sigterm_handling_is_installed_only_where_no_one_else_handles_it() -> None:

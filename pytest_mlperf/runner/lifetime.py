@@ -96,6 +96,22 @@ def process_alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2:].split()[0] != "Z"
 
 
+def is_ancestor(pid: int, of: int | None = None) -> bool:
+    """Whether `pid` is the parent, or a parent's parent..., of process `of` (default: this one). A pid passed
+    through a layer with a pid namespace of its own (a container) names nothing here, or someone else."""
+    me = os.getpid() if of is None else of
+    table = process_table()
+    if table is None:
+        return os.getppid() == pid if of is None else False
+    seen: set[int] = set()
+    while me in table and me not in seen:
+        seen.add(me)
+        me = table[me].ppid
+        if me == pid:
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------- ending a tree
 
 
@@ -204,7 +220,8 @@ class Watchdog:
 
     def __init__(self, parent_pid: int | None, files: Iterable[Path], *, grace_s: float = RUNNER_GRACE_S,
                  log: Callable[[str], None] | None = None, exit: Callable[[int], object] = os._exit) -> None:
-        self.parent_pid = parent_pid
+        # watched only where it is one of this process's ancestors (see is_ancestor)
+        self.parent_pid = parent_pid if parent_pid is not None and is_ancestor(parent_pid) else None
         self.files = [Path(f) for f in files]
         self.grace_s = grace_s
         self.log = log
