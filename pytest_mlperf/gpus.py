@@ -223,3 +223,53 @@ def worker_gpu_env(gpus: Sequence[str]) -> dict[str, str]:
     every GPU. CUDA_DEVICE_ORDER=PCI_BUS_ID makes CUDA number GPUs as NVML and nvidia-smi do, so that an index
     (where no UUID was known) names the same GPU inside the runner as here."""
     return {"CUDA_VISIBLE_DEVICES": ",".join(gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+# --------------------------------------------------------------------------- memory left behind by ended runners
+
+# NVML's "not available" for a process's GPU memory (older nvidia-ml-py returns it as is, newer as None)
+_NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
+
+
+def gpu_processes(uuid: str) -> list[tuple[int, int | None]]:
+    """(pid, GPU memory used in bytes, None where NVML does not say) of every compute process NVML lists on the GPU;
+    [] without NVML. The pids are the host's: inside a container of its own pid namespace they name nothing here."""
+    nvml = _nvml()
+    if nvml is None:
+        return []
+    try:
+        handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+        procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except (nvml.NVMLError, AttributeError):
+        return []
+    out = []
+    for p in procs:
+        used = getattr(p, "usedGpuMemory", None)
+        out.append((int(p.pid), None if used is None or int(used) == _NOT_AVAILABLE else int(used)))
+    return out
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def leftover_notes(gpus: Sequence[str], ended: set[int],
+                   processes: Callable[[str], list[tuple[int, int | None]]] = gpu_processes,
+                   group_of: Callable[[int], int | None] = _process_group) -> list[str]:
+    """A note per GPU of the case that still holds memory of processes of ended runners: pids this session
+    started (`ended`: runner/client.RunnerPool.ended_pids), or members of an ended runner's process group (its
+    pid is the group's id). Such memory is what made every later case on the GPU fail, so the case says so."""
+    notes = []
+    for uuid in gpus:
+        left = [(pid, used) for pid, used in processes(uuid) if pid in ended or group_of(pid) in ended]
+        if not left:
+            continue
+        known = [used for _, used in left if used is not None]
+        amount = f"{sum(known) / 2**30:.1f} GiB" if known else "memory"
+        pids = ", ".join(str(pid) for pid, _ in left)
+        notes.append(f"GPU {uuid} still holds {amount} of processes of ended runners (pid {pids}): this case may "
+                     "lack GPU memory and measure less; end those processes (kill -9) or wait for them to exit")
+    return notes

@@ -18,6 +18,7 @@ from .baselines import write_bytes_atomic, write_json_atomic
 from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
 from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
+from .interrupt import stop_on_sigterm
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .runner.recipe import LaunchRecipe
 from .session import (
@@ -355,6 +356,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     pending = item.stash.get(PENDING_BASELINE_KEY, None)
     if pending is not None:
         report.user_properties.append((BASELINE_PROPERTY, pending))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """SIGTERM stops a session that measures as Ctrl-C does (interrupt.py): results written, summary printed."""
+    controller = getattr(session.config, "workerinput", None) is None
+    distributed = controller and getattr(session.config.option, "dist", "no") != "no"
+    if distributed or any(item.get_closest_marker("mlperf") for item in session.items):
+        restore = stop_on_sigterm()
+        if restore is not None:
+            session.config.add_cleanup(restore)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -10,6 +10,7 @@ import re
 import shutil
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe
 from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
 from .gpulock import GpuLockTimeout, acquire_gpus
-from .gpus import PlacementError, gpu_state, gpus_for_case
+from .gpus import PlacementError, gpu_state, gpus_for_case, leftover_notes
 from .placement import Placement
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
 from .settings import GateSettings, Settings
@@ -258,6 +259,9 @@ class LoadGenDriver:
             with acquire_gpus(gpus, timeout_s=self.session.settings.gpu_lock_timeout_s,
                               owner=f"{self.item.nodeid} ({recipe.name})",
                               on_wait=lambda uuid, holder: notes.append(f"waited for GPU {uuid}, held by {holder}")):
+                for note in leftover_notes(gpus, pool.ended_pids()) if gpus else ():
+                    notes.append(note)  # in the results table's notes, and as a pytest warning
+                    warnings.warn(pytest.PytestWarning(note), stacklevel=1)
                 start = {u: {**gpu_state(u), "time": time.time()} for u in gpus}
                 result = runner.run(req, timeout, doing)
                 gpu_records = [{**self.session.placement.describe(u), "start": start[u],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_mlperf.loadgen import TestRequest
-from pytest_mlperf.runner.calibrate import Measurement, predicted_duration
+from pytest_mlperf.runner.calibrate import (LOADGEN_BYTES_PER_SAMPLE, Measurement, available_memory,
+                                            generated_samples, predicted_duration, query_size_problem)
 from pytest_mlperf.runner.child import expectations
 from pytest_mlperf.runner.protocol import RunRequest
 
@@ -81,3 +82,64 @@ def test_no_prediction_without_settings_or_expectations() -> None:
     assert predicted_duration(_t("Server", server_target_qps=2.0)) is None  # mlperf.conf's minimums
     assert predicted_duration(_t("Server", min_duration_ms=1000, min_query_count=10)) is None  # no target yet
     assert predicted_duration(_t("Offline", "accuracy")) is None
+
+
+# --------------------------------------------------------------------------- what a test may ask LoadGen for
+
+
+@pytest.mark.parametrize(("test", "samples"), [
+    # Offline: one query of max(min_query_count, 1.1 x duration x expected QPS) (LoadGen's kSlack)
+    (_t("Offline", min_duration_ms=1_500, min_query_count=1, offline_expected_qps=4e7), 66_000_000),
+    (_t("Offline", min_duration_ms=1_000, min_query_count=24576, offline_expected_qps=10.0), 24576),
+    # Server: a query of one sample per target interval over the duration
+    (_t("Server", min_duration_ms=10_000, min_query_count=100, server_target_qps=500.0), 5000),
+    (_t("Server", min_duration_ms=10_000, min_query_count=100, server_target_qps=2.0), 100),
+    # SingleStream and MultiStream: queries for twice the duration
+    (_t("SingleStream", min_duration_ms=1_000, min_query_count=64, single_stream_expected_latency_ns=1_000_000),
+     2000),
+    (_t("MultiStream", min_duration_ms=1_000, min_query_count=16, multi_stream_expected_latency_ns=10_000_000,
+        multi_stream_samples_per_query=8), 1600),
+    (_t("Offline", "accuracy", accuracy_sample_count=256), 256),
+])
+def test_generated_samples_follow_loadgen(test: TestRequest, samples: int) -> None:
+    planned = generated_samples(test)
+    assert planned is not None and planned[0] == samples
+
+
+def test_the_null_sut_at_a_huge_batch_is_refused_saying_why_and_what_to_change() -> None:
+    # the case: a bare loop of batches of 100000 repeated samples predicted 40 million samples/s
+    t = _t("Offline", min_duration_ms=1_500, min_query_count=1, offline_expected_qps=4e7)
+    problem = query_size_problem(t, available_bytes=64 * 2**30)
+    assert problem is not None
+    assert "expects 4e+07 samples/s" in problem and "--mlperf-batch-size" in problem and "user-conf" in problem
+
+
+def test_a_test_whose_queries_outgrow_the_memory_is_refused() -> None:
+    t = _t("Server", min_duration_ms=600_000, min_query_count=100, server_target_qps=50_000.0)  # 30 million queries
+    needed = 30_000_000 * LOADGEN_BYTES_PER_SAMPLE
+    problem = query_size_problem(t, available_bytes=needed)  # more than half of what is available
+    assert problem is not None and "30,000,000 samples" in problem and "--mlperf-duration" in problem
+    assert query_size_problem(t, available_bytes=3 * needed) is None
+    assert query_size_problem(t, available_bytes=None) is None  # nothing known: LoadGen decides
+
+
+def test_ordinary_tests_are_not_refused() -> None:
+    # an official ResNet50 Offline run of an H100 (about 19 GiB of queries) on a host with 64 GiB available
+    for t in (_t("Offline", min_duration_ms=600_000, min_query_count=24576, offline_expected_qps=90_000.0),
+              _t("SingleStream", min_duration_ms=1_500, min_query_count=64, single_stream_expected_latency_ns=50_000),
+              _t("Offline", "accuracy", offline_expected_qps=5e7)):  # accuracy: each sample once, whatever expected
+        assert query_size_problem(t, available_bytes=64 * 2**30) is None
+
+
+def test_available_memory_is_the_lower_of_the_kernel_and_the_cgroup(tmp_path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemAvailable:   20000000 kB\n")
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    assert available_memory(meminfo, cgroup) == 20_000_000 * 1024
+    (cgroup / "memory.max").write_text("8000000000\n")
+    (cgroup / "memory.current").write_text("3000000000\n")
+    assert available_memory(meminfo, cgroup) == 5_000_000_000
+    (cgroup / "memory.max").write_text("max\n")
+    assert available_memory(meminfo, cgroup) == 20_000_000 * 1024
+    assert available_memory(tmp_path / "none", tmp_path / "none") is None

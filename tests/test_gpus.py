@@ -462,3 +462,35 @@ def test_placement_end_to_end_on_four_gpus(nvml, monkeypatch) -> None:
     envs = [worker_gpu_env(gpus_for_case(home, ids, 2))["CUDA_VISIBLE_DEVICES"] for home in homes]
     assert envs == [f"{UUIDS[1]},{UUIDS[2]}", f"{UUIDS[2]},{UUIDS[3]}", f"{UUIDS[3]},{UUIDS[1]}"]
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1,2,3"  # placement never changes the caller's environment
+
+
+# --------------------------------------------------------------------------- memory of ended runners
+
+
+def test_gpu_processes_read_nvml_and_drop_unknown_memory(nvml) -> None:
+    fake = nvml(FakeNvml(four_devices()))
+    proc = type("Proc", (), {})
+    listed = []
+    for pid, used in ((501, 128 * 2**30), (502, None), (503, 0xFFFFFFFFFFFFFFFF)):
+        p = proc()
+        p.pid, p.usedGpuMemory = pid, used
+        listed.append(p)
+    fake.nvmlDeviceGetHandleByUUID = lambda uuid: UUIDS.index(uuid)
+    fake.nvmlDeviceGetComputeRunningProcesses = lambda handle: listed if handle == 1 else []
+    assert gpus.gpu_processes(UUIDS[1]) == [(501, 128 * 2**30), (502, None), (503, None)]
+    assert gpus.gpu_processes(UUIDS[0]) == []
+    nvml(None)
+    gpus._nvml.cache_clear()
+    assert gpus.gpu_processes(UUIDS[1]) == []  # no NVML: nothing to say
+
+
+def test_a_case_notes_gpu_memory_held_by_processes_of_ended_runners() -> None:
+    listed = {UUIDS[0]: [(4242, int(128.7 * 2**30)), (777, 2**30)], UUIDS[1]: [(4300, None)]}
+    groups = {4242: 4200, 777: 777, 4300: 4300}  # 4242: vLLM's EngineCore, in the group of ended runner 4200
+    notes = gpus.leftover_notes([UUIDS[0], UUIDS[1]], {4200, 4300}, processes=lambda u: listed[u],
+                                group_of=groups.get)
+    assert len(notes) == 2
+    assert f"GPU {UUIDS[0]} still holds 128.7 GiB of processes of ended runners (pid 4242)" in notes[0]
+    assert "777" not in notes[0]  # someone else's process is not ours to report
+    assert f"GPU {UUIDS[1]} still holds memory of processes of ended runners (pid 4300)" in notes[1]
+    assert gpus.leftover_notes([UUIDS[0]], set(), processes=lambda u: listed[u], group_of=groups.get) == []

@@ -270,3 +270,15 @@ def test_a_test_that_would_outlast_its_timeout_fails_at_once_and_keeps_the_runne
     conf = pytester.path / "user.conf"
     conf.write_text("*.SingleStream.min_query_count = 16\n")  # what LoadGen will really run is what is predicted
     run(pytester, "--mlperf-timeout=3", f"--mlperf-user-conf={conf}", "-k", "SingleStream").assert_outcomes(passed=1)
+
+
+def test_an_absurd_batch_size_is_refused_before_loadgen_starts_and_keeps_the_runner(pytester: pytest.Pytester) -> None:
+    # batches of 100000 copies of the dataset's samples: the bare loop measures tens of millions of samples/s, and
+    # LoadGen would build a query of as many samples (gigabytes, minutes at full CPU) before saying anything
+    bench(pytester, scenarios=("Offline", "SingleStream"))
+    result = run(pytester, "--mlperf-batch-size=100000")
+    result.assert_outcomes(failed=1, passed=1)  # SingleStream runs one sample at a time: unaffected
+    result.stdout.fnmatch_lines(["*the Offline performance test expects * samples/s, more than LoadGen and a Python "
+                                 "harness complete in one process*Use a smaller --mlperf-batch-size*"])
+    logs = list((pytester.path / "mlperf-results" / "runners").glob("*.log"))
+    assert len(logs) == 1  # refused before LoadGen started: the runner served the next case

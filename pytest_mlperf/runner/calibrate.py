@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -153,3 +154,103 @@ def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
     if seconds < floor:
         return floor, f"the minimum duration ({how} take less)"
     return seconds, how
+
+
+# What LoadGen and the harness hold per generated sample: measured with mlcommons-loadgen 6.x and the null SUT on
+# CPU (Offline 0.11-4.4 million samples, Server 30-200 thousand: 310-330 bytes each, the runner's peak RSS). LoadGen
+# builds every query of a test before the first is issued, so this much memory is taken before anything runs.
+LOADGEN_BYTES_PER_SAMPLE = 320
+MEMORY_SHARE = 0.5  # a test may ask LoadGen for at most this share of the memory available to the runner
+# The most samples/s a test may expect: LoadGen and a Python harness in one process issued and completed 0.35-0.39
+# million samples/s on the null SUT (2 shared CPU cores); an H100 runner of ResNet50 does about 0.1 million. An
+# expectation 25 times that comes from a bare loop that measured something else (batches of one repeated sample).
+MAX_EXPECTED_SAMPLES_PER_S = 10_000_000
+
+
+def generated_samples(t: TestRequest) -> tuple[int, str] | None:
+    """How many samples LoadGen will generate for `t` (with the values it will use: loadgen.effective_test), and
+    how that follows from its settings; None where an expectation is missing. LoadGen (loadgen.cc, GenerateQueries
+    and TestSettingsInternal) makes Offline one query of max(min_query_count, 1.1 x duration x expected QPS)
+    samples; Server queries of one sample until the schedule passes the duration; SingleStream and MultiStream
+    queries until twice the duration at the expected latency; every one at least min_query_count queries. An
+    accuracy run issues each accuracy sample once."""
+    if t.mode == "accuracy":
+        count = t.accuracy_sample_count or t.total_sample_count
+        return count, f"{count:,} accuracy samples"
+    duration = (t.min_duration_ms or 0) / 1000
+    queries = t.min_query_count or 0
+    if t.scenario == "Offline" and t.offline_expected_qps:
+        n = max(queries, int(1.1 * duration * t.offline_expected_qps))
+        return n, f"one query of 1.1 x {duration:g} s x {t.offline_expected_qps:.3g} samples/s expected"
+    if t.scenario == "Server" and t.server_target_qps:
+        n = max(queries, int(duration * t.server_target_qps))
+        return n, f"{duration:g} s of queries at {t.server_target_qps:.3g} QPS"
+    latency_ns = (t.single_stream_expected_latency_ns if t.scenario == "SingleStream"
+                  else t.multi_stream_expected_latency_ns if t.scenario == "MultiStream" else None)
+    if not latency_ns:
+        return None
+    per_query = (t.multi_stream_samples_per_query or 8) if t.scenario == "MultiStream" else 1
+    n = max(queries, int(2 * duration * 1e9 / latency_ns))
+    how = f"queries for 2 x {duration:g} s at {latency_ns / 1e6:.3g} ms expected each"
+    return n * per_query, how + (f", {per_query} samples each" if per_query > 1 else "")
+
+
+def expected_samples_per_s(t: TestRequest) -> float | None:
+    """The rate a performance test tells LoadGen to expect, in samples/s; None in accuracy mode or unknown."""
+    if t.mode != "performance":
+        return None
+    if t.scenario == "Offline":
+        return t.offline_expected_qps or None
+    if t.scenario == "Server":
+        return t.server_target_qps or None
+    if t.scenario == "SingleStream" and t.single_stream_expected_latency_ns:
+        return 1e9 / t.single_stream_expected_latency_ns
+    if t.scenario == "MultiStream" and t.multi_stream_expected_latency_ns:
+        return (t.multi_stream_samples_per_query or 8) * 1e9 / t.multi_stream_expected_latency_ns
+    return None
+
+
+def query_size_problem(t: TestRequest, available_bytes: int | None) -> str | None:
+    """Why LoadGen must not start `t`: it expects more samples/s than a LoadGen process can complete, or the
+    queries it would build take more than MEMORY_SHARE of the memory available (LoadGen would spend minutes
+    building them at full CPU, silent, and then run out); None when `t` fits or nothing is known. The message says
+    what to change."""
+    rate = expected_samples_per_s(t)
+    if rate is not None and rate > MAX_EXPECTED_SAMPLES_PER_S:
+        return (f"the {t.scenario} {t.mode} test expects {rate:.3g} samples/s, more than LoadGen and a Python "
+                f"harness complete in one process (at most about {MAX_EXPECTED_SAMPLES_PER_S:.0e}): the calibrated "
+                "bare loop measured something else (a batch size far beyond the dataset's samples, e.g. "
+                "--mlperf-batch-size). Use a smaller --mlperf-batch-size, or set the expectation in a "
+                "--mlperf-user-conf (target_qps, target_latency)")
+    planned = generated_samples(t)
+    if planned is None or available_bytes is None:
+        return None
+    samples, how = planned
+    needed = samples * LOADGEN_BYTES_PER_SAMPLE
+    if needed <= MEMORY_SHARE * available_bytes:
+        return None
+    return (f"the {t.scenario} {t.mode} test would have LoadGen build {samples:,} samples ({how}), about "
+            f"{needed / 2**30:.1f} GiB before the first query, more than {MEMORY_SHARE:.0%} of the "
+            f"{available_bytes / 2**30:.1f} GiB available: an expectation far above what the SUT can do (a "
+            "calibration at a batch size far beyond the dataset, e.g. --mlperf-batch-size) or a very long test. "
+            "Use a smaller --mlperf-batch-size or a shorter --mlperf-duration, or set the expectation in a "
+            "--mlperf-user-conf (target_qps, target_latency)")
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes of memory this process can still take: the kernel's MemAvailable, lowered to what the cgroup's
+    memory.max leaves (a container's or a job's limit); None where neither is known."""
+    found: list[int] = []
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int((cgroup / "memory.current").read_text())))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import replace
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..cpus import allowed_cpus, format_cpu_list
 from ..loadgen import TestRequest, effective_test, run_test
@@ -27,7 +27,9 @@ from ..suts.serving import ServingHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
-from .calibrate import Measurement, measure, predicted_duration, warm_up, work_expectations
+from .calibrate import (Measurement, available_memory, measure, predicted_duration, query_size_problem, warm_up,
+                        work_expectations)
+from .lifetime import PARENT_PID_ENV, Watchdog
 from .protocol import LoadRequest, RunRequest, receive, send
 from .serving import prepare_serving
 from .staging import Stager
@@ -38,8 +40,16 @@ class FailedTest(RuntimeError):
     """A test failed in a way that leaves the process suspect; the runner exits after reporting it."""
 
 
-class TooLong(RuntimeError):
-    """The LoadGen test, as calibrated, would outlast the parent's timeout: failed before it starts."""
+class Refused(RuntimeError):
+    """The LoadGen test, as calibrated, must not start: failed before LoadGen starts, the runner as good as before."""
+
+
+class TooLong(Refused):
+    """The LoadGen test, as calibrated, would outlast the parent's timeout."""
+
+
+class TooBig(Refused):
+    """The LoadGen test, as calibrated, would have LoadGen build more queries than the memory can hold."""
 
 
 def progress(message: str) -> None:
@@ -185,10 +195,14 @@ class RunnerState:
         the run's preparation (calibration, harness) began, for the timings."""
         assert self.dataset is not None
         prepared = time.perf_counter()
-        predicted = predicted_duration(effective_test(test))  # with the user.conf's and mlperf.conf's values
+        effective = effective_test(test)  # with the user.conf's and mlperf.conf's values
+        predicted = predicted_duration(effective)
         about = f", about {predicted[0]:.0f} s ({predicted[1]})" if predicted else ""
         progress(f"prepared in {prepared - started:.1f} s; LoadGen test: {describe_test(test)}{about}")
         try:
+            too_big = query_size_problem(effective, available_memory())
+            if too_big:
+                raise TooBig(too_big)
             if predicted and self.deadline is not None and prepared + predicted[0] > self.deadline:
                 raise TooLong(
                     f"the {test.scenario} {test.mode} test would take about {predicted[0]:.0f} s ({predicted[1]}), "
@@ -225,13 +239,16 @@ class RunnerState:
             self.backend.close()
 
 
-def serve(conn: Connection) -> int:
+def serve(conn: Connection, gone: Callable[[], None] | None = None) -> int:
+    """Answers commands until `exit`; `gone` is called when the pytest side closes the connection."""
     state = RunnerState()
     try:
         while True:
             try:
                 message = receive(conn)
             except EOFError:
+                if gone is not None:
+                    gone()
                 return 0  # the pytest side went away
             op = message.get("op")
             if op == "exit":
@@ -244,7 +261,7 @@ def serve(conn: Connection) -> int:
                     reply = {"ok": True, "result": state.run(RunRequest.from_dict(message["request"]))}
                 else:
                     reply = {"ok": False, "error": f"unknown command {op!r}", "traceback": ""}
-            except TooLong as exc:  # refused before LoadGen started: this runner is as good as before
+            except Refused as exc:  # refused before LoadGen started: this runner is as good as before
                 send(conn, {"ok": False, "error": str(exc), "traceback": "", "runner_ok": True})
                 continue
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the case
@@ -262,10 +279,16 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_mlperf.runner.child ADDRESS KEYFILE", file=sys.stderr)
         return 2
     address, keyfile = argv
+    parent = os.environ.get(PARENT_PID_ENV)
+    # ends this runner, its children and its socket folder when pytest ends, however it ends (lifetime.py)
+    watchdog = Watchdog(int(parent) if parent else None, [Path(address), Path(keyfile)], log=progress).install()
     authkey = Path(keyfile).read_bytes()
     with Listener(address, family="AF_UNIX", authkey=authkey) as listener:
         with listener.accept() as conn:
-            return serve(conn)
+            watchdog.watch(conn)
+            code = serve(conn, gone=lambda: watchdog.end("the pytest side closed its connection"))
+            watchdog.unwatch()
+    return code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
+from .lifetime import CLIENT_GRACE_S, PARENT_PID_ENV, EndedTree, end_tree
 from .protocol import LoadRequest, RunRequest, receive, send
 from .recipe import LaunchRecipe
 
@@ -52,6 +53,11 @@ class Runner:
         self._dir = Path(tempfile.mkdtemp(prefix="pytest-mlperf-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        self.ended: EndedTree | None = None  # set once its whole process tree has been ended
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     @property
     def alive(self) -> bool:
@@ -70,12 +76,12 @@ class Runner:
             try:
                 self._proc = subprocess.Popen(
                     self.recipe.argv(address, str(keyfile)),
-                    env=self.recipe.environment(),
+                    env={**self.recipe.environment(), PARENT_PID_ENV: str(os.getpid())},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group: a timeout kills it and its children
-                    preexec_fn=self.recipe.pin if self.recipe.cpus is not None else None,
+                    start_new_session=True,  # its own process group: ended with it, whatever happens
+                    preexec_fn=self.recipe.preexec(),  # CPUs; SIGTERM when this process dies (lifetime.py)
                 )
             except (OSError, subprocess.SubprocessError) as exc:  # the latter: pinning to its CPUs failed
                 raise RunnerError(
@@ -111,27 +117,11 @@ class Runner:
         except OSError as exc:
             self.kill()
             raise RunnerError(f"the {self.recipe.name} runner is gone ({exc}); log {self.log_path}") from exc
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self._conn.poll(0.2):
-                    reply = receive(self._conn)
-                    break
-            except (EOFError, OSError):
-                self._proc.wait(timeout=10)
-                code = self._proc.returncode
-                self.kill()
-                raise RunnerError(
-                    f"the {self.recipe.name} runner {_describe_exit(code)} while {doing}; "
-                    f"runner log {self.log_path}:\n{_tail(self.log_path)}"
-                ) from None
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RunnerError(
-                    f"the {self.recipe.name} runner did not finish {doing} within {timeout:.0f} s and was killed "
-                    f"(a sample never completed, or the SUT is far slower than expected; raise --mlperf-timeout "
-                    f"if it is just slow); runner log {self.log_path}"
-                )
+        try:
+            reply = self._wait_reply(timeout, doing)
+        except BaseException:  # Ctrl-C or SIGTERM to pytest too: the reply would never be read, end the runner
+            self.kill()
+            raise
         if not reply.get("ok"):
             if message.get("op") == "run" and not reply.get("runner_ok"):
                 self.stop()  # the runner exits after a failed test; reap it
@@ -140,6 +130,29 @@ class Runner:
                 f"{reply.get('traceback', '')}".rstrip()
             )
         return reply
+
+    def _wait_reply(self, timeout: float, doing: str) -> dict[str, Any]:
+        assert self._conn is not None and self._proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn.poll(0.2):
+                    return receive(self._conn)
+            except (EOFError, OSError):
+                try:
+                    code: int | None = self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # closed its connection but lives on: ended by the caller
+                    code = None
+                raise RunnerError(
+                    f"the {self.recipe.name} runner {_describe_exit(code)} while {doing}; "
+                    f"runner log {self.log_path}:\n{_tail(self.log_path)}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RunnerError(
+                    f"the {self.recipe.name} runner did not finish {doing} within {timeout:.0f} s and was killed "
+                    f"(a sample never completed, or the SUT is far slower than expected; raise --mlperf-timeout "
+                    f"if it is just slow); runner log {self.log_path}"
+                )
 
     def run(self, req: RunRequest, timeout: float, doing: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request({"op": "run", "request": req.to_dict()}, timeout, doing)["result"]
@@ -155,12 +168,14 @@ class Runner:
         self.kill()
 
     def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        """Ends the runner's whole process tree (SIGTERM, a short grace, SIGKILL), whether the runner is up, hung,
+        crashed or exited: children it leaves behind (an engine process holding a GPU) end with it."""
+        if self._proc is not None and self.ended is None:
+            self.ended = end_tree(self._proc.pid, CLIENT_GRACE_S, reap=self._proc.poll)
             try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self._proc.kill()
-            self._proc.wait(timeout=10)
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # among ended.survivors; on a GPU the next case notes what it holds
+                pass
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -175,6 +190,7 @@ class RunnerPool:
         self.log_dir = log_dir
         self._runners: dict[tuple[object, ...], Runner] = {}
         self._started = 0
+        self._all: list[Runner] = []  # every runner this pool started, for ended_pids
 
     def _key(self, recipe: LaunchRecipe, load: LoadRequest) -> tuple[object, ...]:
         return (recipe.key(), json.dumps(load.to_dict(), sort_keys=True))
@@ -184,11 +200,14 @@ class RunnerPool:
         runner = self._runners.get(key)
         if runner is not None and runner.alive:
             return runner
+        if runner is not None:  # died since its last case: its children must not outlive it
+            runner.kill()
         self._started += 1
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         name = f"{worker}-{recipe.name}-{load.data.workload}-{load.backend}-{self._started}.log"
         runner = Runner(recipe, load, self.log_dir / name)
         self._runners[key] = runner
+        self._all.append(runner)
         try:
             runner.start()
         except BaseException:
@@ -205,3 +224,12 @@ class RunnerPool:
         for runner in self._runners.values():
             runner.stop()
         self._runners.clear()
+
+    def ended_pids(self) -> set[int]:
+        """Every process of the trees of this pool's runners that have ended (pids this session started): one of
+        them still holding a GPU is memory the next case does not get (gpus.leftover_notes)."""
+        out: set[int] = set()
+        for runner in self._all:
+            if runner.ended is not None and runner.pid is not None:
+                out |= {runner.pid, *runner.ended.pids}
+        return out

@@ -7,10 +7,11 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ..cpus import format_cpu_list
 from ..gpus import worker_gpu_env
+from .lifetime import bind_to_parent
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class LaunchRecipe:
 
     def key(self) -> tuple[object, ...]:
         return (self.name, self.prefix, tuple(sorted(self.env.items())), self.gpus, self.cpus)
+
+    def preexec(self, parent_pid: int | None = None) -> Callable[[], None]:
+        """Popen's preexec_fn (it runs in the child between fork and exec): pins the CPUs (`pin`) and has the kernel
+        send SIGTERM to the process about to become the runner (or the layer's launcher) when the pytest process
+        `parent_pid` (default: this one) dies, so that no runner outlives its session (runner/lifetime.py)."""
+        bind = bind_to_parent(os.getpid() if parent_pid is None else parent_pid)
+
+        def hook() -> None:
+            self.pin()
+            bind()
+
+        return hook
 
     def pin(self) -> None:
         """Run in the child between fork and exec (Popen's preexec_fn): applies `cpus` to the process about to
