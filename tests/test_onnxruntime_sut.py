@@ -171,3 +171,51 @@ def test_cuda_sessions_answer_every_batch_size_alike(tmp_path, options) -> None:
         assert backend.infer(rows).ravel().tolist() == [want[r] for r in rows]
     backend.stage(list(range(8)), images[::-1].copy())  # same shape: updated in place
     assert backend.infer([0]).ravel().tolist() == [want[7]]
+
+
+def test_a_graph_capture_waits_for_running_batches_and_holds_new_ones_back() -> None:
+    """The pattern of the H200's CUDA error 900: a capture while another thread's run synchronises its stream.
+    The gate lets a capture start only when no run is on the GPU, and no run start while a capture waits or runs."""
+    import threading
+
+    from pytest_mlperf.suts.onnxruntime import CaptureGate
+
+    gate = CaptureGate()
+    events: list[str] = []
+    a_running, release_a = threading.Event(), threading.Event()
+
+    def until(condition) -> None:
+        for _ in range(5000):
+            if condition():
+                return
+            threading.Event().wait(0.001)
+        raise AssertionError("timed out")
+
+    def run_a() -> None:
+        with gate.run():
+            events.append("a start")
+            a_running.set()
+            release_a.wait(10)
+            events.append("a end")
+
+    def capture() -> None:
+        with gate.capture():
+            events.append("capture")
+
+    def run_b() -> None:
+        with gate.run():
+            events.append("b")
+
+    first = threading.Thread(target=run_a)
+    first.start()
+    a_running.wait(10)
+    cap = threading.Thread(target=capture)
+    cap.start()
+    until(lambda: gate._captures == 1)  # the capture is waiting for a
+    late = threading.Thread(target=run_b)
+    late.start()  # b arrives while the capture waits
+    assert events == ["a start"]  # neither the capture nor b got past a
+    release_a.set()
+    for t in (first, cap, late):
+        t.join(10)
+    assert events == ["a start", "a end", "capture", "b"]

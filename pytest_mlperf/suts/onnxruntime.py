@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -116,12 +117,64 @@ def _flag(options: Mapping[str, object], key: str, default: bool) -> bool:
     return bool(value)
 
 
+class CaptureGate:
+    """Runs share the GPU; a CUDA graph capture runs alone. ONNX Runtime captures in CUDA's global mode, in which
+    another thread's stream synchronisation during a capture fails ("CUDA failure 900: operation not permitted
+    when stream is capturing": Offline and Server on the H200, whose stream threads warm up at the same time).
+    A waiting capture holds new runs back, so busy streams cannot starve it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._captures = 0  # captures running or waiting
+        self._capturing = False
+
+    @contextmanager
+    def run(self) -> Iterator[None]:
+        with self._cond:
+            while self._captures:
+                self._cond.wait()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def capture(self) -> Iterator[None]:
+        with self._cond:
+            self._captures += 1
+            while self._running:
+                self._cond.wait()
+        try:
+            with self._cond:  # one capture at a time too
+                while self._capturing:
+                    self._cond.wait()
+                self._capturing = True
+            yield
+        finally:
+            with self._cond:
+                self._capturing = False
+                self._captures -= 1
+                self._cond.notify_all()
+
+
+# runs of a graph session that may capture: ONNX Runtime runs a session normally before it captures its graph
+CAPTURE_RUNS = 4
+
+
 class _GraphSession:
     """A session for one batch size that replays a CUDA graph: its row indices and classes stay at fixed GPU
-    addresses (what a captured graph reads and writes), so one run at a time (the lock)."""
+    addresses (what a captured graph reads and writes), so one run at a time (the lock); its first runs, one of
+    which captures the graph, run alone on the GPU (CaptureGate)."""
 
-    def __init__(self, session: object, ort: object, output: str, staged: object, batch: int) -> None:
+    def __init__(self, session: object, ort: object, output: str, staged: object, batch: int,
+                 gate: CaptureGate) -> None:
         self.session = session
+        self.gate = gate
+        self.runs = 0
         self.lock = threading.Lock()
         self.rows = ort.OrtValue.ortvalue_from_numpy(np.zeros(batch, dtype=np.int64), "cuda", 0)  # type: ignore
         self.out = ort.OrtValue.ortvalue_from_shape_and_type([batch], np.int64, "cuda", 0)  # type: ignore
@@ -131,9 +184,10 @@ class _GraphSession:
         self.binding.bind_ortvalue_output(output, self.out)
 
     def run(self, rows: np.ndarray) -> np.ndarray:
-        with self.lock:
+        with self.lock, (self.gate.capture() if self.runs < CAPTURE_RUNS else self.gate.run()):
             self.rows.update_inplace(rows)  # type: ignore[attr-defined]
             self.session.run_with_iobinding(self.binding)  # type: ignore[attr-defined]
+            self.runs += 1
             return self.out.numpy()  # type: ignore[attr-defined, no-any-return]
 
 
@@ -186,6 +240,7 @@ class OrtClassifier:
             raise BackendError(f"sut option cuda_graph_max_batch={graph_max!r}: expected a batch size (0: none)")
         self._sessions: dict[int, object] = {}  # batch size -> its own session (per_shape) or _GraphSession
         self._sessions_lock = threading.Lock()
+        self._gate = CaptureGate()
         self._staged: object | None = None
         self._rowmap = np.zeros(0, dtype=np.int64)
         self._generation = 0
@@ -239,7 +294,7 @@ class OrtClassifier:
             return self._ort.InferenceSession(self._model_bytes, self._session_options, providers=self._providers)
         providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
         session = self._ort.InferenceSession(self._model_bytes, self._session_options, providers=providers)
-        return _GraphSession(session, self._ort, self._output, self._staged, batch)
+        return _GraphSession(session, self._ort, self._output, self._staged, batch, self._gate)
 
     def _binding(self, batch: int) -> object:
         """One IO binding per thread and batch size: the staged samples stay bound, and the output buffer ORT
@@ -267,7 +322,8 @@ class OrtClassifier:
             binding = self._binding(len(rows))
             binding.bind_cpu_input(ROWS, rows)  # type: ignore[attr-defined]
             session = self._session_for(len(rows))
-            session.run_with_iobinding(binding)  # type: ignore[attr-defined]
+            with self._gate.run():
+                session.run_with_iobinding(binding)  # type: ignore[attr-defined]
             classes = binding.copy_outputs_to_cpu()[0]  # type: ignore[attr-defined]
         return (classes.astype(np.int64) + self._offset).astype(np.int32).reshape(-1, 1)
 
