@@ -193,7 +193,8 @@ class _GraphSession:
 
 class OrtClassifier:
     """Options (a marker's `sut_options`): `intra_op_threads`, `allow_spinning`; on CUDA `session_per_shape`
-    (default true) and `cuda_graph_max_batch` (default 8; 0: no CUDA graphs).
+    (default true) and `cuda_graph_max_batch` (default 0: no CUDA graphs; benchmarks/test_resnet50.py sets 8 for
+    its SingleStream and MultiStream cases).
 
     On CUDA, a session that runs a batch of another size than its last one pays 100-190 ms for it, however often
     it has seen that size before (H200, onnxruntime-gpu 1.31.1, ResNet50; docs/performance.md): under Server load
@@ -204,7 +205,9 @@ class OrtClassifier:
     Batches of up to `cuda_graph_max_batch` samples (SingleStream's 1, MultiStream's 8) replay a captured CUDA
     graph: on the H200 a batch-1 query took 0.97 ms at p50 and 0.99 ms at p90 under LoadGen instead of 1.72 / 2.24
     ms, and 1 s rounds' p90 moved by 1-10% instead of 20-50%. A graph session runs one batch at a time, so larger
-    batches, which Offline and Server run on several streams at once, keep plain sessions."""
+    batches, which Offline and Server run on several streams at once, keep plain sessions. Graphs are off unless
+    asked for: with them, Offline and Server (whose stream threads also run small batches) failed on the H200 with
+    CUDA error 900 before CaptureGate, which has not run on a GPU yet (docs/performance.md)."""
 
     def __init__(self, model_path: Path, device: str, options: Mapping[str, object]) -> None:
         import onnxruntime as ort
@@ -233,7 +236,7 @@ class OrtClassifier:
         self.device = resolved
         self._ort = ort
         self._per_shape = resolved == "cuda" and _flag(options, "session_per_shape", True)
-        graph_max = options.get("cuda_graph_max_batch", 8)
+        graph_max = options.get("cuda_graph_max_batch", 0)
         try:
             self._graph_max = int(graph_max) if resolved == "cuda" else 0  # type: ignore[call-overload]
         except (TypeError, ValueError):
