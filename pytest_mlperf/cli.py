@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_mlperf.logs import DETAIL_LOG, SUMMARY_LOG, Latency, LogParseError, Run, read_run
+from pytest_mlperf.logs import DETAIL_LOG, SUMMARY_LOG, Latency, LogParseError, Run, estimate_label, read_run
 
 EXIT_OK = 0
+EXIT_LOG_PROBLEM = 1  # summarized, but the log is cut short or damaged: what it says cannot be trusted as whole
 EXIT_USAGE = 2  # bad arguments or unusable input (missing folder, missing/corrupt log)
 
 
@@ -55,8 +57,9 @@ def format_summary(run: Run, path: Path | None = None) -> str:
     if run.headline is None and run.reported is None:
         lines.append("Headline     (none logged)")
     if run.early_stopping:
-        lines.append("Early stop   " + ", ".join(f"{k} {_fmt(v)}"
-                                                for k, v in run.early_stopping.items()))
+        lines.append("Early stop   " + ", ".join(
+            f"{k} {_fmt(v)}" + (f" ({label})" if (label := estimate_label(run, k)) else "")
+            for k, v in run.early_stopping.items()))
     if run.query_count is not None:
         lines.append(f"Queries      {run.query_count}")
     for label, lat in (("Latency (ns)", run.latency_ns),
@@ -66,7 +69,21 @@ def format_summary(run: Run, path: Path | None = None) -> str:
             lines.append(line)
     lines.append(f"Errors       {len(run.errors)}, warnings {len(run.warnings)}")
     lines.extend(f"  error: {e}" for e in run.errors)
+    if run.log_problems:
+        lines.append("Log problems (the log is cut short or damaged; do not trust the result above as whole)")
+        lines.extend(f"  - {p}" for p in run.log_problems)
     return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers, and json.dumps would print invalid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def summary_json(run: Run, path: Path | None = None) -> dict[str, Any]:
@@ -76,7 +93,8 @@ def summary_json(run: Run, path: Path | None = None) -> dict[str, Any]:
     out["valid"] = run.valid
     out["error_count"] = len(run.errors)
     out["warning_count"] = len(run.warnings)
-    return out
+    out["estimates"] = {k: label for k in run.early_stopping if (label := estimate_label(run, k))}
+    return _json_safe(out)
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
@@ -96,10 +114,12 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
         print(f"pytest-mlperf summarize: cannot read LoadGen log: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(json.dumps(summary_json(run, path), indent=2, sort_keys=False))
+        print(json.dumps(summary_json(run, path), indent=2, sort_keys=False, allow_nan=False))
     else:
         print(format_summary(run, path))
-    return EXIT_OK
+    for problem in run.log_problems:
+        print(f"pytest-mlperf summarize: warning: {path / DETAIL_LOG}: {problem}", file=sys.stderr)
+    return EXIT_LOG_PROBLEM if run.log_problems else EXIT_OK
 
 
 def _add_summarize(sub: argparse._SubParsersAction) -> None:

@@ -4,8 +4,12 @@ each of its GPUs for as long as it runs.
 
 One lock file per GPU (named by its UUID) in a system-wide directory: $PYTEST_MLPERF_LOCK_DIR, else
 `<tempdir>/pytest-mlperf-gpu-locks`, created world-writable with the sticky bit (like /tmp) so that jobs of other
-users share it. The locks are `filelock` (flock) locks: the kernel releases them when their holder dies, so a
-crashed session never leaves a GPU locked. Beside each lock the holder keeps an owner record (pid, host, user, owner
+users share it. The locks are flock(2) locks on a descriptor this module opens itself: the kernel releases them when
+their holder dies, so a crashed session never leaves a GPU locked. Not `filelock.FileLock`: since filelock 4 it
+refuses a lock file in a sticky directory that belongs to another user (that user could replace the file during a
+hold), which is exactly the file a second user's session must open here. Nothing in this package ever removes a lock
+file, and a holder checks after locking that the path still names the file it locked (else it locks anew), so a
+file replaced from outside cannot give two holders one GPU. Beside each lock the holder keeps an owner record (pid, host, user, owner
 text, since) so that a waiting session can say what it waits for; the record is only information, the flock alone
 decides.
 
@@ -29,7 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+try:
+    import fcntl
+except ImportError:  # not a POSIX host: the plugin still imports, taking a GPU lock says why it cannot
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_DIR_ENV = "PYTEST_MLPERF_LOCK_DIR"
 LOCK_DIR_NAME = "pytest-mlperf-gpu-locks"
@@ -208,23 +215,91 @@ def describe_holder(holder: Holder | None) -> str:
     return holder.describe() if holder is not None else "an unknown holder (no owner record)"
 
 
-def _try_lock(lock: FileLock, timeout_s: float, poll_interval_s: float, path: Path) -> bool:
-    """True once the lock is taken, False when timeout_s (< 0: no limit) passes first."""
-    try:
-        lock.acquire(timeout=timeout_s, poll_interval=poll_interval_s)
-    except Timeout:
-        return False
-    except OSError as exc:
-        raise GpuLockError(f"cannot use the GPU lock file {path}: {exc}; the lock directory must be writable by every "
-                           f"session on this host, or set {LOCK_DIR_ENV}") from None
-    return True
+class _GpuFileLock:
+    """One GPU's lock: an exclusive flock on its lock file, opened by name by every session of the host.
+
+    Each acquire opens its own descriptor, so two acquires in one process exclude each other too (not re-entrant).
+    The file is created 0666 and never removed; one another user created is opened without O_CREAT, which the
+    kernel's fs.protected_regular allows in a sticky directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, timeout_s: float, poll_interval_s: float) -> bool:
+        """True once the lock is taken, False when timeout_s (< 0: no limit) passes first."""
+        deadline = None if timeout_s < 0 else time.monotonic() + timeout_s
+        while True:
+            if self._try_once():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            pause = poll_interval_s if deadline is None else min(poll_interval_s, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def _try_once(self) -> bool:
+        if fcntl is None:
+            raise GpuLockError("GPU locks need flock(2), which this platform lacks; run GPU cases on a Linux host")
+        try:
+            fd = self._open()
+        except OSError as exc:
+            raise self._error(exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            os.close(fd)
+            raise self._error(exc) from None
+        if not self._still_names(fd):  # removed or replaced between our open and our lock: lock the file there now
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            return self._try_once()
+        self._fd = fd
+        return True
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, _SHARED_FILE_MODE)
+            except (FileExistsError, PermissionError):  # PermissionError: fs.protected_regular refuses O_CREAT
+                try:
+                    return os.open(self.path, flags)
+                except FileNotFoundError:
+                    continue  # removed in between: create it
+            try:
+                os.fchmod(fd, _SHARED_FILE_MODE)  # the create mode is cut by the umask
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+    def _still_names(self, fd: int) -> bool:
+        try:
+            on_disk = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return os.path.samestat(on_disk, os.fstat(fd))
+
+    def _error(self, exc: OSError) -> GpuLockError:
+        return GpuLockError(f"cannot use the GPU lock file {self.path}: {exc}; the lock directory must be writable by "
+                            f"every session on this host, or set {LOCK_DIR_ENV}")
 
 
 def _lock_or_describe(
-    lock: FileLock,
+    lock: _GpuFileLock,
     uuid: str,
     directory: Path,
-    path: Path,
     poll_interval_s: float,
     on_wait: Callable[[str, str], None] | None,
     settle_s: float = 1.0,
@@ -236,7 +311,7 @@ def _lock_or_describe(
     deadline = time.monotonic() + settle_s
     holder = read_holder(uuid, directory)
     while holder is None and time.monotonic() < deadline:
-        if _try_lock(lock, min(0.1, settle_s), poll_interval_s, path):
+        if lock.acquire(min(0.1, settle_s), poll_interval_s):
             return True
         holder = read_holder(uuid, directory)
     if on_wait is not None:
@@ -268,13 +343,13 @@ def acquire_gpus(
     with ExitStack() as held:
         for uuid in ordered:
             path = lock_path(directory, uuid)
-            lock = FileLock(str(path), mode=_SHARED_FILE_MODE)
-            if not _try_lock(lock, 0, poll_interval_s, path) and not _lock_or_describe(
-                lock, uuid, directory, path, poll_interval_s, on_wait
+            lock = _GpuFileLock(path)
+            if not lock.acquire(0, poll_interval_s) and not _lock_or_describe(
+                lock, uuid, directory, poll_interval_s, on_wait
             ):
                 started = time.monotonic()
                 remaining = -1.0 if deadline is None else max(0.0, deadline - started)
-                if not _try_lock(lock, remaining, poll_interval_s, path):
+                if not lock.acquire(remaining, poll_interval_s):
                     holder = describe_holder(read_holder(uuid, directory))
                     raise GpuLockTimeout(uuid, holder, float(timeout_s or 0.0), path)
                 waited += time.monotonic() - started

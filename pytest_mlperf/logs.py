@@ -10,21 +10,32 @@ Server ``result_completed_samples_per_sec``, SingleStream ``early_stopping_laten
 MultiStream ``early_stopping_latency_ms``.  LoadGen logs an early-stopping estimate of 0
 when it could not compute one; then the headline falls back to the percentile LoadGen
 uses (SingleStream p90, MultiStream per-query p99) and ``Headline.metric`` names that
-percentile key instead.  Note that the detail log prints floats with 6 significant
+percentile key instead.  An LLM SingleStream run (token latencies) is the exception: there
+``early_stopping_latency_ss`` is LoadGen's TTFT (or TPOT) estimate, and the checker
+reports the end-to-end ``result_90.00_percentile_latency_ns`` (its benchmark overwrite for
+llama3.1-8b-edge), so that is the headline and the estimate is labelled
+(:func:`estimate_label`).  Note that the detail log prints floats with 6 significant
 digits, so throughputs can differ from the summary's text in the last printed digits.
+
+Lines are what MLCommons' parser reads: split at line breaks only (a raw U+2028 inside a
+JSON string is part of its line), and when a key appears twice its FIRST value counts.
+What the checker would refuse or miss (a malformed ``:::MLLOG`` line, bytes that are not
+UTF-8, a non-finite number, a performance log without ``result_validity``) is kept in
+``Run.log_problems``: such a log is cut short or damaged and must not read as fine.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 __all__ = ["AccuracyEntry", "Headline", "Latency", "LogEntry", "LogParseError", "Run",
-           "parse_detail", "parse_run", "parse_summary", "read_accuracy_log", "read_run",
+           "estimate_label", "parse_detail", "parse_run", "parse_summary", "read_accuracy_log", "read_run",
            "DETAIL_LOG", "SUMMARY_LOG", "ACCURACY_LOG"]
 
 DETAIL_LOG = "mlperf_log_detail.txt"
@@ -132,10 +143,16 @@ class Run:
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
     loadgen_version: str | None
+    log_problems: tuple[str, ...] = ()  # why the log reads as cut short or damaged (none: it is whole)
 
     @property
     def valid(self) -> bool:
         return self.validity == "VALID"
+
+    @property
+    def token_latencies(self) -> bool:
+        """An LLM run: LoadGen measured first-token and per-token latencies (use_token_latencies)."""
+        return self.ttft_ns is not None or self.settings.get("use_token_latencies") is True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (Latency via ``as_dict``); :meth:`from_dict` rebuilds an equal Run."""
@@ -172,6 +189,7 @@ class Run:
             metrics={k: float(v) for k, v in d.get("metrics", {}).items()},
             settings=dict(d.get("settings", {})), errors=tuple(d.get("errors", ())),
             warnings=tuple(d.get("warnings", ())), loadgen_version=d.get("loadgen_version"),
+            log_problems=tuple(d.get("log_problems", ())),
         )
 
 
@@ -187,25 +205,33 @@ class AccuracyEntry:
 
 # --------------------------------------------------------------------------- detail log
 
-def parse_detail(text: str, path: str | Path | None = None) -> list[LogEntry]:
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what a file read in text mode splits at; str.splitlines splits more
+
+
+def parse_detail(text: str, path: str | Path | None = None, *,
+                 problems: list[str] | None = None) -> list[LogEntry]:
     """Parse the ``:::MLLOG`` lines of a detail log.
 
-    Other lines (junk, a truncated last line, malformed JSON) are skipped.  Raises
-    :class:`LogParseError` when there is not a single MLLOG entry.
+    Lines that do not start with ``:::MLLOG`` are skipped; a ``:::MLLOG`` line that is not a
+    JSON object with a key (a truncated last line, malformed JSON) is skipped too, and said in
+    ``problems`` when a list is given.  Raises :class:`LogParseError` when there is not a
+    single MLLOG entry.
     """
     entries: list[LogEntry] = []
     first_bad: int | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
         line = raw.strip()
         if not line.startswith(_MLLOG):
             continue
         try:
             obj = json.loads(line[len(_MLLOG):])
         except ValueError:
-            first_bad = first_bad or number
-            continue
+            obj = None
         if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
             first_bad = first_bad or number
+            if problems is not None:
+                problems.append(f"line {number} is not a whole MLLOG entry (a log cut short or damaged; "
+                                "MLCommons' checker refuses such a log)")
             continue
         meta = obj.get("metadata")
         time_ms = obj.get("time_ms")
@@ -223,7 +249,11 @@ def parse_detail(text: str, path: str | Path | None = None) -> list[LogEntry]:
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A finite number, else None (NaN and infinities are no measurement: JSON cannot carry them either)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
 
 
 _PCT_KEY = r"(\d+(?:\.\d+)?)"
@@ -255,8 +285,8 @@ def _pct_key(pct: float, per_query: bool = False) -> str:
     return f"result_{pct:.2f}_percentile_{'per_query_' if per_query else ''}latency_ns"
 
 
-def _headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str, object]
-               ) -> tuple[Headline | None, Headline | None, Headline | None]:
+def _headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str, object],
+               token_latencies: bool = False) -> tuple[Headline | None, Headline | None, Headline | None]:
     """(checker headline, summary's reported headline, token headline)."""
     def pick(keys: Iterable[str], unit: str, higher: bool) -> Headline | None:
         for k in keys:
@@ -280,7 +310,14 @@ def _headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[st
         pct_keys += [default] + ([_pct_key(99.0)] if multi else [])  # old logs: no per-query
         reported = pick(pct_keys, "ns", False)
         es_key = "early_stopping_latency_ms" if multi else "early_stopping_latency_ss"
-        head = pick([es_key] + pct_keys, "ns", False)
+        if token_latencies and not multi:  # the estimate is TTFT's: the checker reports the end-to-end p90
+            head = pick([_pct_key(90.0)] + pct_keys, "ns", False)
+        else:
+            head = pick([es_key] + pct_keys, "ns", False)
+        if token_latencies:
+            # tokens over the whole run; result_token_throughput is not tokens/s (LoadGen 6.0 divides by
+            # nanoseconds there)
+            tokens = pick(["result_completed_tokens_per_second"], "tokens/s", True)
     else:
         head = reported = None
     return head, reported, tokens
@@ -318,14 +355,20 @@ def _reasons(last: Mapping[str, Any], constraints: Mapping[str, bool]) -> tuple[
 
 
 def parse_run(entries: Iterable[LogEntry], fallback: Mapping[str, Any] | None = None) -> Run:
-    """Build a :class:`Run` from detail-log entries (the last value of a key wins).
+    """Build a :class:`Run` from detail-log entries (the first value of a key wins, as in
+    MLCommons' log parser).
 
     ``fallback`` maps detail keys to values (e.g. :func:`parse_summary`'s result); it only
     fills keys the entries lack.  Raises :class:`LogParseError` without a scenario.
     """
     entries = list(entries)
-    last: dict[str, Any] = dict(fallback or {})
-    last.update({e.key: e.value for e in entries})
+    last: dict[str, Any] = {}  # "last" for history: each key's first value
+    for e in entries:
+        last.setdefault(e.key, e.value)
+    problems = [f"{k}: {v} is not a finite number" for k, v in last.items()
+                if isinstance(v, float) and not math.isfinite(v)]
+    for k, v in (fallback or {}).items():
+        last.setdefault(k, v)
     errors = tuple(f"{e.key}: {e.value}" for e in entries if e.is_error)
     warnings = tuple(f"{e.key}: {e.value}" for e in entries if e.is_warning)
 
@@ -339,8 +382,12 @@ def parse_run(entries: Iterable[LogEntry], fallback: Mapping[str, Any] | None = 
     settings = {k[len("effective_"):]: v for k, v in last.items() if k.startswith("effective_")}
     constraints = {name: bool(last[k]) for k, (name, _) in _CONSTRAINTS.items()
                    if isinstance(last.get(k), bool)}
-    head, reported, tokens = _headlines(scenario, metrics, settings)
+    if mode == "PerformanceOnly" and not any(e.key == "result_validity" for e in entries):
+        taken = " (the result shown is mlperf_log_summary.txt's)" if "result_validity" in last else ""
+        problems.append(f"no result_validity in the detail log: it stops before LoadGen's results{taken}")
     latency: dict[str, Any] = {f: _latency(metrics, f) for f in _FAMILIES}
+    token_latencies = bool(latency["ttft"].as_dict()) or last.get("requested_use_token_latencies") is True
+    head, reported, tokens = _headlines(scenario, metrics, settings, token_latencies)
     latency.update({f: None for f, lat in latency.items() if f != "latency" and not lat.as_dict()})
     qc = _num(last.get("result_query_count"))
     version = last.get("loadgen_version")
@@ -356,7 +403,17 @@ def parse_run(entries: Iterable[LogEntry], fallback: Mapping[str, Any] | None = 
         query_count=None if qc is None else int(qc), metrics=metrics, settings=settings,
         errors=errors, warnings=warnings,
         loadgen_version=None if version is None else str(version),
+        log_problems=tuple(problems),
     )
+
+
+def estimate_label(run: Run, key: str) -> str | None:
+    """What an early-stopping key of ``run`` estimates, where its name would mislead: in an LLM
+    SingleStream run LoadGen's ``early_stopping_latency_ss`` is the TTFT estimate (TPOT's when
+    TPOT's early stopping failed first), not the end-to-end latency the checker reports."""
+    if key == "early_stopping_latency_ss" and run.scenario == "SingleStream" and run.token_latencies:
+        return "TTFT estimate (TPOT's when TPOT early stopping failed), not end-to-end latency"
+    return None
 
 
 # --------------------------------------------------------------------------- summary log
@@ -415,7 +472,7 @@ def parse_summary(text: str) -> dict[str, Any]:
             continue
         if m := re.fullmatch(r"Early stopping ([\d.]+)th percentile estimate: ([\d.e+]+)", line):
             key = "early_stopping_latency_ss" if float(m.group(1)) < 99 else "early_stopping_latency_ms"
-            out[key] = _scalar(m.group(2))
+            out.setdefault(key, _scalar(m.group(2)))  # an LLM's TTFT estimate comes first: the detail's value
             continue
         label, sep, value = line.partition(":")
         if not sep or not value.strip():
@@ -451,19 +508,36 @@ def _read_text(path: Path) -> str:
         raise LogParseError(f"cannot read: {exc.strerror or exc}", path) from exc
 
 
+def _read_utf8(path: Path, problems: list[str]) -> str:
+    """The file's text; bytes that are not UTF-8 (MLCommons' parser stops at them) are replaced and said."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LogParseError(f"cannot read: {exc.strerror or exc}", path) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path.name}: byte {exc.start} is not UTF-8 (a damaged log)")
+        text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_run(log_dir: str | Path) -> Run:
-    """Read a LoadGen output folder: the detail log, filled in from the summary if present."""
+    """Read a LoadGen output folder: the detail log, filled in from the summary if present.
+    What is wrong with the logs themselves is in the result's ``log_problems``."""
     log_dir = Path(log_dir)
     detail = log_dir / DETAIL_LOG
     if not detail.is_file():
         raise FileNotFoundError(f"{detail}: no LoadGen detail log ({DETAIL_LOG}) here")
-    entries = parse_detail(_read_text(detail), detail)
+    problems: list[str] = []
+    entries = parse_detail(_read_utf8(detail, problems), detail, problems=problems)
     summary = log_dir / SUMMARY_LOG
     fallback = parse_summary(_read_text(summary)) if summary.is_file() else None
     try:
-        return parse_run(entries, fallback)
+        run = parse_run(entries, fallback)
     except LogParseError as exc:
         raise LogParseError(str(exc), detail) from exc
+    return replace(run, log_problems=(*problems, *run.log_problems)) if problems else run
 
 
 def read_accuracy_log(path: str | Path) -> list[AccuracyEntry]:

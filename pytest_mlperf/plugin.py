@@ -194,24 +194,63 @@ def pytest_configure(config: pytest.Config) -> None:
             workload_spec(name)
         except ValueError as exc:
             raise pytest.UsageError(f"--mlperf-model/--mlperf-dataset: {exc}") from None
-    workerinput = getattr(config, "workerinput", None)
-    numprocesses = getattr(config.option, "numprocesses", None)
-    try:
-        placement = place(discover(), workerinput, numprocesses if isinstance(numprocesses, int) else 1)
-    except PlacementError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    state = MlperfSession(settings=settings, rootdir=Path(config.rootpath), placement=placement)
+    state = MlperfSession(settings=settings, rootdir=Path(config.rootpath))
     config.stash[SESSION_KEY] = state
-    if workerinput is None:  # xdist workers measure; only the controller writes files
+    if mlperf_requested(config):
+        activate(config)
+    if getattr(config, "workerinput", None) is None:  # xdist workers measure; only the controller writes files
+        # both stay idle in a session without MLPerf cases: the reporter has no records, placement numbers workers
         config.pluginmanager.register(ControllerReporter(config, state), "mlperf-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistPlacement(), "mlperf-xdist-placement")
 
 
+# --- activation: the plugin is installed everywhere pytest is, and must leave other suites alone ---------------
+
+ACTIVE_KEY = pytest.StashKey[bool]()
+ACTIVATION_ERROR_KEY = pytest.StashKey[str]()  # why this process cannot measure (said by each case that tries)
+
+
+def mlperf_requested(config: pytest.Config) -> bool:
+    """Whether the session asks for MLPerf before collection: an --mlperf-* option or an mlperf ini key is set.
+    Only then does `-n auto` count GPUs; a session that only collects mlperf cases is activated by them."""
+    return any(_value(config, name) is not None for name, _, _, _ in _OPTIONS)
+
+
+def activate(config: pytest.Config) -> None:
+    """MLPerf's session machinery, once: GPU discovery and this process's placement (a usage error when the
+    workers outnumber the GPUs). Called when the session asks for MLPerf, when an mlperf case is collected, and by
+    the MLPerf fixtures; a session with none of them never discovers GPUs."""
+    if config.stash.get(ACTIVE_KEY, False):
+        return
+    if ACTIVATION_ERROR_KEY in config.stash:
+        raise pytest.UsageError(config.stash[ACTIVATION_ERROR_KEY])
+    workerinput = getattr(config, "workerinput", None)
+    numprocesses = getattr(config.option, "numprocesses", None)
+    try:
+        placement = place(discover(), workerinput, numprocesses if isinstance(numprocesses, int) else 1)
+    except PlacementError as exc:
+        hint = "" if mlperf_requested(config) else (
+            " (-n auto counts GPUs only in a session started with an --mlperf-* option or mlperf ini key)")
+        config.stash[ACTIVATION_ERROR_KEY] = f"{exc}{hint}"
+        raise pytest.UsageError(config.stash[ACTIVATION_ERROR_KEY]) from None
+    config.stash[SESSION_KEY].placement = placement
+    config.stash[ACTIVE_KEY] = True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(item.get_closest_marker("mlperf") is not None for item in items):
+        try:
+            activate(config)
+        except pytest.UsageError:  # raised here, an xdist worker would crash; each case's fixtures say it instead
+            pass
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """`-n auto`: one worker per visible GPU; without a GPU, xdist's own choice (CPU cases run as before)."""
-    return auto_num_workers(discover())
+    """`-n auto` in an MLPerf session: one worker per visible GPU; without a GPU, or in another suite, xdist's own
+    choice."""
+    return auto_num_workers(discover()) if mlperf_requested(config) else None
 
 
 class XdistPlacement:
@@ -268,6 +307,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def mlperf_session(pytestconfig: pytest.Config) -> MlperfSession:
+    activate(pytestconfig)  # a test using MLPerf's fixtures without the marker
     return pytestconfig.stash[SESSION_KEY]
 
 

@@ -27,9 +27,11 @@ def format_value(value: float | None, unit: str) -> str:
 
 
 def headline_of(record: dict[str, Any]) -> tuple[str, str]:
-    """(metric name, formatted value) of a record's checker headline, tokens first for LLMs."""
+    """(metric name, formatted value) of a record's checker headline: tokens first for an LLM's Offline and Server
+    runs (the checker's overwrite), its latency headline for SingleStream and MultiStream."""
     run = record["run"]
-    head = run.get("token_headline") or run.get("headline")
+    tokens = run.get("token_headline") if run.get("scenario") in ("Offline", "Server") else None
+    head = tokens or run.get("headline")
     if not head:
         return "-", "-"
     return head["metric"], format_value(head["value"], head["unit"])

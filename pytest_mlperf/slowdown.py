@@ -9,7 +9,10 @@ It starts the runner in this same process after wrapping every backend the runne
 own duration, so every call takes `1 / (1 - cost)` times as long. With one inference stream that lowers
 throughput by exactly `cost`; latencies grow by `cost / (1 - cost)` of the backend's share of them.
 `--per-call-us N` adds a fixed N microseconds per call instead or as well (like a per-launch interposer).
-A busy wait, not a sleep: a sleep's wake-up jitter (tens of microseconds) would blur small costs.
+A busy wait, not a sleep: a sleep's wake-up jitter (tens of microseconds) would blur small costs. `--sleep` waits
+by sleeping instead, for large costs on a shared machine: a busy wait competes for the CPUs (and holds the GIL
+that LoadGen's callbacks need), so on a loaded machine it costs more than it says, while a sleep's cost does not
+depend on free CPUs.
 """
 
 from __future__ import annotations
@@ -29,22 +32,32 @@ def spin(seconds: float) -> None:
         pass
 
 
-class SlowedBackend:
-    """A backend whose calls cost `ratio` times their own duration plus `per_call_s` more."""
+def nap(seconds: float) -> None:
+    if seconds > 0:
+        time.sleep(seconds)
 
-    def __init__(self, inner: Any, ratio: float, per_call_s: float) -> None:
+
+class SlowedBackend:
+    """A backend whose calls cost `ratio` times their own duration plus `per_call_s` more, waited by `wait` (a busy
+    wait by default) and timed by `clock`."""
+
+    def __init__(self, inner: Any, ratio: float, per_call_s: float, *, wait: Callable[[float], None] = spin,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._inner = inner
         self._ratio = ratio
         self._per_call_s = per_call_s
+        self._wait = wait
+        self._clock = clock
         info = inner.info
-        details = {**info.details, "slowdown": f"ratio={ratio:.6g} per_call_us={per_call_s * 1e6:.6g}"}
+        how = "" if wait is spin else f" wait={getattr(wait, '__name__', 'custom')}"
+        details = {**info.details, "slowdown": f"ratio={ratio:.6g} per_call_us={per_call_s * 1e6:.6g}{how}"}
         self.info = type(info)(backend=info.backend, device=info.device, precision=info.precision, details=details)
 
     def _slowed(self, call: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = self._clock()
             out = call(*args, **kwargs)
-            spin((time.perf_counter() - start) * self._ratio + self._per_call_s)
+            self._wait((self._clock() - start) * self._ratio + self._per_call_s)
             return out
 
         return run
@@ -66,7 +79,7 @@ def parse_cost(text: str) -> float:
     return value
 
 
-def install(cost: float, per_call_us: float) -> None:
+def install(cost: float, per_call_us: float, sleep: bool = False) -> None:
     """Wraps the backends that the runner, run as __main__ after this, will create (it imports the name then)."""
     from . import suts
 
@@ -74,7 +87,7 @@ def install(cost: float, per_call_us: float) -> None:
     ratio = cost / (1.0 - cost)
 
     def create_slowed(*args: Any, **kwargs: Any) -> Any:
-        return SlowedBackend(create(*args, **kwargs), ratio, per_call_us / 1e6)
+        return SlowedBackend(create(*args, **kwargs), ratio, per_call_us / 1e6, wait=nap if sleep else spin)
 
     suts.create_backend = create_slowed
 
@@ -86,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="example: --mlperf-candidate-prefix 'python -m pytest_mlperf.slowdown --cost 7%% --'")
     parser.add_argument("--cost", type=parse_cost, default=0.0, help="throughput cost per call, e.g. 7%%")
     parser.add_argument("--per-call-us", type=float, default=0.0, help="fixed extra microseconds per call")
+    parser.add_argument("--sleep", action="store_true",
+                        help="wait by sleeping, not spinning: a cost that does not grow when the CPUs are busy "
+                             "(for large costs; blurs costs under a millisecond per call)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- PYTHON -m MODULE ARGS...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -94,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "(the plugin appends it to the candidate prefix)")
     if args.per_call_us < 0:
         parser.error("--per-call-us must not be negative")
-    install(args.cost, args.per_call_us)
+    install(args.cost, args.per_call_us, args.sleep)
     module = command[2]
     sys.argv = [module, *command[3:]]
     try:

@@ -152,3 +152,76 @@ def test_parser_is_extensible():
     args = parser.parse_args(["summarize", "x", "--json"])
     assert args.command == "summarize" and args.json and args.path == "x"
     assert callable(args.func)
+
+
+# --- logs that must not read as fine, and the LLM SingleStream headline ---------------------
+
+
+def cut_copy(tmp_path: Path, src: Path, keep) -> Path:
+    """A copy of src whose detail log keeps keep(text) only, summary beside it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "mlperf_log_summary.txt").write_bytes((src / "mlperf_log_summary.txt").read_bytes())
+    (tmp_path / "mlperf_log_detail.txt").write_text(keep((src / "mlperf_log_detail.txt").read_text()))
+    return tmp_path
+
+
+def before_results(text: str) -> str:
+    return text[: text.index(':::MLLOG {"key": "result_validity"')]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_detail_log_cut_before_its_results_warns_and_exits_non_zero(capsys, tmp_path, as_json):
+    folder = cut_copy(tmp_path, REAL["04"], before_results)
+    code, out, err = run_cli(capsys, "summarize", str(folder), *(["--json"] if as_json else []))
+    assert code == 1
+    assert f"warning: {folder / 'mlperf_log_detail.txt'}: no result_validity in the detail log" in err
+    if as_json:
+        assert json.loads(out)["log_problems"] == [
+            "no result_validity in the detail log: it stops before LoadGen's results "
+            "(the result shown is mlperf_log_summary.txt's)"]
+    else:
+        assert "Log problems (the log is cut short or damaged" in out
+
+
+def test_a_detail_log_cut_before_its_results_without_summary_is_not_exit_0(capsys, tmp_path):
+    folder = cut_copy(tmp_path, REAL["01"], before_results)
+    (folder / "mlperf_log_summary.txt").unlink()
+    code, out, err = run_cli(capsys, "summarize", str(folder))
+    assert code == 1 and "Result       UNKNOWN" in out and "no result_validity" in err
+
+
+def test_a_detail_log_cut_mid_line_warns_and_exits_non_zero(capsys, tmp_path):
+    folder = cut_copy(tmp_path, FRESH / "offline", lambda t: t[: len(t) - 30])
+    code, _, err = run_cli(capsys, "summarize", str(folder))
+    assert code == 1 and "is not a whole MLLOG entry" in err
+
+
+def test_a_nan_never_makes_invalid_json(capsys, tmp_path):
+    def nan(text: str) -> str:
+        out = []
+        for line in text.splitlines(keepends=True):
+            if '"key": "result_mean_latency_ns"' in line or '"key": "effective_target_qps"' in line:
+                line = line.replace(line.split('"value": ')[1].split(",")[0], "NaN", 1)
+            out.append(line)
+        return "".join(out)
+
+    folder = cut_copy(tmp_path, FRESH / "offline", nan)
+    code, out, err = run_cli(capsys, "summarize", str(folder), "--json")
+    assert code == 1 and "result_mean_latency_ns: nan is not a finite number" in err
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
+    assert "mean" not in data["latency_ns"]
+    assert data["settings"]["target_qps"] is None
+
+
+def test_llm_singlestream_reports_the_checkers_headline_and_labels_the_ttft_estimate(capsys):
+    code, out, err = run_cli(capsys, "summarize", str(FRESH / "singlestream-llm"))
+    assert code == 0 and err == ""
+    assert "Headline     1160398 ns  [result_90.00_percentile_latency_ns, lower is better]" in out
+    assert "Tokens       13687.2 tokens/s  [result_completed_tokens_per_second, higher is better]" in out
+    assert "early_stopping_latency_ss 15503 (TTFT estimate (TPOT's when TPOT early stopping failed), not " \
+           "end-to-end latency)" in out
+    _, out, _ = run_cli(capsys, "summarize", "--json", str(FRESH / "singlestream-llm"))
+    data = json.loads(out)
+    assert data["headline"]["metric"] == "result_90.00_percentile_latency_ns"
+    assert data["token_headline"]["value"] == 13687.2
+    assert data["estimates"]["early_stopping_latency_ss"].startswith("TTFT estimate")

@@ -20,7 +20,7 @@ from pytest_mlperf.gate import (
     gate_metrics,
     run_rounds,
 )
-from pytest_mlperf.slowdown import SlowedBackend, parse_cost, spin
+from pytest_mlperf.slowdown import SlowedBackend, nap, parse_cost, spin
 from pytest_mlperf.stats import GatePlan, Verdict
 
 THROUGHPUT = Metric("result_samples_per_second", 1000.0, "samples/s", True)
@@ -194,22 +194,60 @@ class SpinBackend:
         return indices
 
 
-def test_slowed_backend_costs_what_it_says() -> None:
-    inner = SpinBackend()
-    slowed = SlowedBackend(inner, ratio=0.25 / 0.75, per_call_s=0.0)
-    assert slowed.info.details["slowdown"].startswith("ratio=0.333")
-    assert slowed.info.backend == "spin"
+class FakeClock:
+    """Time that moves only when told: a backend call of known length, waits that take exactly what they are asked
+    (what a machine under load cannot promise a wall clock)."""
 
-    def best(backend: object) -> float:
-        times = []
-        for _ in range(30):
-            t = time.perf_counter()
-            backend.infer([1, 2])  # type: ignore[attr-defined]
-            times.append(time.perf_counter() - t)
-        return min(times)
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
 
-    assert best(slowed) / best(inner) == pytest.approx(1 / 0.75, rel=0.05)
-    assert slowed.infer([4]) == [4]
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+class TimedBackend:
+    from pytest_mlperf.suts.base import BackendInfo
+
+    info = BackendInfo(backend="timed", device="cpu", precision="none")
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def infer(self, indices: list[int]) -> list[int]:
+        self.clock.now += self.seconds
+        return indices
+
+    def other(self) -> str:
+        return "not a backend call"
+
+
+@pytest.mark.parametrize("cost, per_call_s", [(0.25, 0.0), (0.07, 0.0), (0.0, 50e-6), (0.25, 50e-6)])
+def test_slowed_backend_costs_what_it_says(cost: float, per_call_s: float) -> None:
+    clock = FakeClock()
+    inner = TimedBackend(clock, 0.002)
+    slowed = SlowedBackend(inner, ratio=cost / (1 - cost), per_call_s=per_call_s, wait=clock.wait, clock=clock)
+    assert slowed.info.backend == "timed"
+    for _ in range(3):
+        start = clock()
+        assert slowed.infer([4]) == [4]
+        assert clock() - start == pytest.approx(0.002 / (1 - cost) + per_call_s, rel=1e-9)
+    assert slowed.other() == "not a backend call" and len(clock.waits) == 3  # only backend calls are slowed
+
+
+def test_slowed_backend_describes_itself_and_waits_by_spinning_unless_told() -> None:
+    inner = TimedBackend(FakeClock(), 0.0)
+    assert SlowedBackend(inner, ratio=0.25 / 0.75, per_call_s=0.0).info.details["slowdown"] == \
+        "ratio=0.333333 per_call_us=0"
+    assert SlowedBackend(inner, ratio=0.5, per_call_s=1e-5, wait=nap).info.details["slowdown"] == \
+        "ratio=0.5 per_call_us=10 wait=nap"
+    spin(0.0)
+    nap(0.0)
+    nap(-1.0)  # a negative wait is none
 
 
 def test_parse_cost() -> None:

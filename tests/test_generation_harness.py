@@ -264,8 +264,9 @@ def test_through_loadgen_token_metrics_and_accuracy_log(tmp_path: Path, scenario
     assert harness.error is None
     run = read_run(test.log_dir)
     assert not run.errors
-    if scenario != "SingleStream":  # tokens/s is a headline of the throughput scenarios only
-        assert run.token_headline is not None and run.token_headline.value > 0
+    assert run.token_headline is not None and run.token_headline.value > 0
+    if scenario == "SingleStream":  # the checker's end-to-end p90, not the TTFT estimate early_stopping_latency_ss
+        assert run.headline is not None and run.headline.metric == "result_90.00_percentile_latency_ns"
     if scenario != "Offline":
         assert run.ttft_ns is not None and run.ttft_ns.p99 and run.ttft_ns.p99 > 0
         assert run.tpot_ns is not None and run.tpot_ns.p99 and run.tpot_ns.p99 > 0

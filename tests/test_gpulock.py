@@ -359,7 +359,8 @@ def _second_user_takes_over(lock_dir: str, conn) -> None:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_users_share_the_lock_directory() -> None:
     """User A dies holding a GPU; user B then takes it: B opens A's lock file, overwrites A's owner record (the sticky
-    directory forbids replacing or deleting it) and clears it on release."""
+    directory forbids replacing or deleting it) and clears it on release. filelock 4's FileLock refuses exactly this
+    file (another user's, in a sticky directory that is neither's): .ci/run runs this file with filelock 3 and 4."""
     base = Path(tempfile.mkdtemp(prefix="gpulock-users-"))
     try:
         os.chmod(base, 0o755)
@@ -433,3 +434,22 @@ def test_a_busy_lock_without_a_record(lock_dir: Path, record_after_s: float | No
         assert waits == []
     else:
         assert len(waits) == 1 and expected.format(pid=holder.pid) in waits[0], waits
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_locked_anew(lock_dir: Path, monkeypatch) -> None:
+    """A lock taken on a file no longer at its path excludes nobody: the holder must end up locking the file there."""
+    real_open = gpulock._GpuFileLock._open
+    removed: list[int] = []
+
+    def open_then_lose_the_file(self) -> int:
+        fd = real_open(self)
+        if not removed:
+            removed.append(fd)
+            os.unlink(self.path)  # what a temp-dir cleaner or a hand could do
+        return fd
+
+    monkeypatch.setattr(gpulock._GpuFileLock, "_open", open_then_lose_the_file)
+    with acquire_gpus([GPU_A], timeout_s=1, lock_dir=lock_dir):
+        assert removed and lock_path(lock_dir, GPU_A).exists()
+        assert not is_free(GPU_A, lock_dir)
+    assert is_free(GPU_A, lock_dir)

@@ -16,6 +16,7 @@ from pytest_mlperf.logs import (
     Latency,
     LogParseError,
     Run,
+    estimate_label,
     parse_detail,
     parse_run,
     parse_summary,
@@ -124,6 +125,9 @@ def test_reported_matches_summary_headline(log_dir: Path):
         assert run.token_headline.metric == (
             "result_tokens_per_second" if run.scenario == "Offline"
             else "result_completed_tokens_per_second")
+    elif run.scenario == "SingleStream" and run.token_latencies:  # the summary prints no token throughput
+        assert run.token_headline == Headline("result_completed_tokens_per_second",
+                                              run.metrics["result_completed_tokens_per_second"], "tokens/s", True)
     else:
         assert run.token_headline is None
 
@@ -182,7 +186,7 @@ def test_invalid_min_duration_run_08():
 @pytest.mark.parametrize("log_dir", ALL, ids=ids(ALL))
 def test_token_latencies_only_for_llm_server(log_dir: Path):
     run = read_run(log_dir)
-    llm_server = log_dir.name.startswith(("05", "07")) or log_dir.name == "server-llm"
+    llm_server = log_dir.name.startswith(("05", "07")) or log_dir.name in ("server-llm", "singlestream-llm")
     assert (run.ttft_ns is not None) == llm_server
     assert (run.tpot_ns is not None) == llm_server
     if llm_server:
@@ -237,11 +241,14 @@ def test_early_stopping_multistream_04():
 @pytest.mark.parametrize("log_dir", PERF, ids=ids(PERF))
 def test_early_stopping_estimates_match_summary(log_dir: Path):
     run = read_run(log_dir)
+    seen = set()
     for line in summary_lines(log_dir):
         m = re.search(r"Early stopping (\d+\.\d)th percentile estimate: (\d+)", line)
         if m:
             key = "early_stopping_latency_ss" if m.group(1) == "90.0" else "early_stopping_latency_ms"
-            assert run.early_stopping[key] == float(m.group(2))
+            if key not in seen:  # an LLM's TTFT section comes first, then TPOT's: the detail logs TTFT's
+                assert run.early_stopping[key] == float(m.group(2))
+            seen.add(key)
 
 
 def test_offline_and_server_basics():
@@ -462,3 +469,110 @@ def test_metrics_and_settings_are_flat_and_numeric():
     assert run.settings["sample_concatenate_permutation"] is True
     assert run.settings["scenario"] == "Server"
     assert run.settings["ttft_latency_ns"] == 2_000_000_000  # only in the summary: filled
+
+
+# --- what MLCommons' parser reads, and logs that must not read as fine ------------------
+
+FRESH_SS_LLM = FRESH_DIR / "singlestream-llm"
+
+
+def copy_logs(src: Path, dst: Path, detail: str | bytes | None = None) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("mlperf_log_summary.txt", "mlperf_log_accuracy.json"):
+        if (src / name).is_file():
+            (dst / name).write_bytes((src / name).read_bytes())
+    if detail is None:
+        detail = (src / "mlperf_log_detail.txt").read_bytes()
+    target = dst / "mlperf_log_detail.txt"
+    target.write_bytes(detail) if isinstance(detail, bytes) else target.write_text(detail, encoding="utf-8")
+    return dst
+
+
+def with_value(line: str, value: str) -> str:
+    """An MLLOG line of the same key with another raw JSON value."""
+    return re.sub(r'"value": (?:"[^"]*"|[^,]+),', f'"value": {value},', line, count=1)
+
+
+@pytest.mark.parametrize("log_dir", ALL, ids=ids(ALL))
+def test_whole_logs_have_no_log_problems(log_dir: Path):
+    assert read_run(log_dir).log_problems == ()
+
+
+def test_a_raw_line_separator_inside_a_value_keeps_its_line():
+    """MLCommons reads a file by line breaks; str.splitlines() also splits at U+2028 and dropped the entry."""
+    lines = detail_text().splitlines(keepends=True)
+    i = next(i for i, l in enumerate(lines) if '"key": "sut_name"' in l)
+    lines[i] = with_value(lines[i], '"SUT\u2028name\u2029x\x85y"')
+    problems: list[str] = []
+    entries = parse_detail("".join(lines), problems=problems)
+    assert problems == []
+    assert [e.value for e in entries if e.key == "sut_name"] == ["SUT\u2028name\u2029x\x85y"]
+    assert len(entries) == len(parse_detail(detail_text()))
+
+
+def test_a_key_logged_twice_keeps_its_first_value_as_mlcommons_does():
+    text = detail_text()
+    line = next(l for l in text.splitlines() if '"key": "result_samples_per_second"' in l)
+    first = parse_run(parse_detail(text)).headline
+    run = parse_run(parse_detail(text + with_value(line, "1.5") + "\n"))
+    assert run.headline == first and first.value != 1.5
+    assert run.metrics["result_samples_per_second"] == first.value
+
+
+def test_a_nan_is_a_log_problem_not_a_metric(tmp_path: Path):
+    lines = detail_text().splitlines(keepends=True)
+    i = next(i for i, l in enumerate(lines) if '"key": "result_99.00_percentile_latency_ns"' in l)
+    lines[i] = with_value(lines[i], "NaN")
+    run = read_run(copy_logs(real("01"), tmp_path, "".join(lines)))
+    assert "result_99.00_percentile_latency_ns" not in run.metrics and run.latency_ns.p99 is None
+    assert run.log_problems == ("result_99.00_percentile_latency_ns: nan is not a finite number",)
+    json.dumps(run.to_dict(), allow_nan=False)
+
+
+def test_a_detail_log_cut_mid_line_is_a_log_problem(tmp_path: Path):
+    text = detail_text()
+    run = read_run(copy_logs(real("01"), tmp_path, text[: len(text) - 60]))
+    (problem,) = run.log_problems
+    assert re.fullmatch(rf"line {len(text.splitlines())} is not a whole MLLOG entry .*", problem), problem
+
+
+def test_a_detail_log_cut_before_its_results_is_a_log_problem_even_with_the_summary(tmp_path: Path):
+    src = real("04")
+    lines = (src / "mlperf_log_detail.txt").read_text().splitlines(keepends=True)
+    cut = next(i for i, l in enumerate(lines) if '"key": "result_validity"' in l)
+    with_summary = read_run(copy_logs(src, tmp_path / "a", "".join(lines[:cut])))
+    assert with_summary.validity == "VALID"  # the summary's word, now said to be only that
+    assert with_summary.log_problems == ("no result_validity in the detail log: it stops before LoadGen's results "
+                                         "(the result shown is mlperf_log_summary.txt's)",)
+    alone = tmp_path / "b"
+    alone.mkdir()
+    (alone / "mlperf_log_detail.txt").write_text("".join(lines[:cut]))
+    run = read_run(alone)
+    assert run.validity == "UNKNOWN"
+    assert run.log_problems == ("no result_validity in the detail log: it stops before LoadGen's results",)
+
+
+def test_an_accuracy_log_without_result_validity_is_whole():
+    assert read_run(FRESH_DIR / "offline-accuracy").log_problems == ()
+
+
+def test_bytes_that_are_not_utf8_are_a_log_problem(tmp_path: Path):
+    data = (real("01") / "mlperf_log_detail.txt").read_bytes()
+    at = data.index(b'"value": "', data.index(b'"sut_name"')) + len(b'"value": "')  # inside a string: JSON holds
+    run = read_run(copy_logs(real("01"), tmp_path, data[:at] + b"\xff" + data[at:]))
+    assert run.log_problems == (f"mlperf_log_detail.txt: byte {at} is not UTF-8 (a damaged log)",)
+
+
+def test_llm_singlestream_headline_is_the_checkers_end_to_end_p90():
+    """The submission checker's metric for llama3.1-8b-edge SingleStream is result_90.00_percentile_latency_ns;
+    LoadGen's early_stopping_latency_ss is the TTFT estimate there (here 75x smaller)."""
+    run = read_run(FRESH_SS_LLM)
+    assert run.token_latencies
+    assert run.headline == Headline("result_90.00_percentile_latency_ns", 1160398, "ns", False)
+    assert run.headline == run.reported
+    assert run.early_stopping["early_stopping_latency_ss"] == 15503  # the TTFT section's estimate
+    assert run.ttft_ns.p90 == 13660 and run.latency_ns.p90 == 1160398
+    assert run.token_headline == Headline("result_completed_tokens_per_second", 13687.2, "tokens/s", True)
+    assert estimate_label(run, "early_stopping_latency_ss").startswith("TTFT estimate")
+    assert estimate_label(read_run(FRESH_DIR / "singlestream"), "early_stopping_latency_ss") is None
+    assert estimate_label(run, "early_stopping_latency_ms") is None

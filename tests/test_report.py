@@ -103,6 +103,13 @@ def test_headline_of_latency_run_is_in_ms() -> None:
     assert headline_of(make_record(make_case("03"))) == ("early_stopping_latency_ss", "0.513 ms")
 
 
+def test_headline_of_an_llm_singlestream_run_is_the_checkers_end_to_end_p90() -> None:
+    fresh = Path(__file__).parent / "data" / "loadgen-6.0.17" / "singlestream-llm"
+    record = make_record(make_case("03", workload="llama3_1-8b", run=read_run(fresh), log_dir=str(fresh)))
+    assert record["run"]["token_headline"]["metric"] == "result_completed_tokens_per_second"
+    assert headline_of(record) == ("result_90.00_percentile_latency_ns", "1.160 ms")
+
+
 def test_headline_of_prefers_the_token_headline() -> None:
     record = make_record(make_case("05", workload="llama2-70b"))
     assert record["run"]["headline"]["metric"] == "result_completed_samples_per_sec"

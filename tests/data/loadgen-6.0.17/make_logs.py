@@ -29,9 +29,10 @@ import mlperf_loadgen as lg
 HERE = Path(__file__).resolve().parent
 TOTAL = 64  # samples in the QSL
 PERF = 16  # performance sample count
+REST_S = {"singlestream-llm": 0.001}  # seconds between a sample's first token and its full answer
 
 
-def _respond(samples, *, n_tokens: int | None = None) -> None:
+def _respond(samples, *, n_tokens: int | None = None, rest_s: float = 0.0) -> None:
     if len(samples) > 1000:
         # Offline: one big query.  Hold it a little so the run meets its minimum
         # duration with few samples (many samples make LoadGen log thousands of
@@ -49,17 +50,18 @@ def _respond(samples, *, n_tokens: int | None = None) -> None:
         else:
             # LLM style: first token first, then the full answer with n_tokens.
             lg.FirstTokenComplete([lg.QuerySampleResponse(s.id, ptr, size)])
+            time.sleep(rest_s)  # the rest of the answer: end-to-end latency well above TTFT
             responses.append(lg.QuerySampleResponse(s.id, ptr, size, n_tokens))
     lg.QuerySamplesComplete(responses)
 
 
-def run(name: str, settings: lg.TestSettings, *, n_tokens: int | None = None) -> None:
+def run(name: str, settings: lg.TestSettings, *, n_tokens: int | None = None, rest_s: float = 0.0) -> None:
     out = HERE / name
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("mlperf_log_*"):
         old.unlink()
 
-    sut = lg.ConstructSUT(lambda qs: _respond(qs, n_tokens=n_tokens), lambda: None)
+    sut = lg.ConstructSUT(lambda qs: _respond(qs, n_tokens=n_tokens, rest_s=rest_s), lambda: None)
     qsl = lg.ConstructQSL(TOTAL, PERF, lambda idx: None, lambda idx: None)
 
     log = lg.LogSettings()
@@ -124,6 +126,14 @@ def configure(name: str) -> tuple[lg.TestSettings, int | None]:
         s.ttft_latency = 2_000_000_000
         s.tpot_latency = 200_000_000
         return s, 16
+    if name == "singlestream-llm":  # the rest of each answer takes 1 ms after its first token (REST_S)
+        s = base(lg.TestScenario.SingleStream)
+        s.min_query_count = 400
+        s.single_stream_expected_latency_ns = 1_000_000
+        s.use_token_latencies = True
+        s.ttft_latency = 2_000_000_000
+        s.tpot_latency = 200_000_000
+        return s, 16
     if name == "offline-llm":
         s = base(lg.TestScenario.Offline)
         s.offline_expected_qps = 10_000
@@ -145,6 +155,7 @@ NAMES = (
     "multistream",
     "multistream-short",
     "server-llm",
+    "singlestream-llm",
     "offline-llm",
     "offline-accuracy",
     "offline-llm-accuracy",
@@ -154,7 +165,7 @@ NAMES = (
 def main(argv: list[str]) -> int:
     if argv:  # child: one run per process, so LoadGen state never leaks between logs
         settings, n_tokens = configure(argv[0])
-        run(argv[0], settings, n_tokens=n_tokens)
+        run(argv[0], settings, n_tokens=n_tokens, rest_s=REST_S.get(argv[0], 0.0))
         return 0
     for name in NAMES:
         subprocess.run([sys.executable, __file__, name], check=True, stdout=subprocess.DEVNULL)
