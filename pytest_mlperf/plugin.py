@@ -7,6 +7,7 @@ writes results and baselines."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -20,6 +21,7 @@ from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .runner.recipe import LaunchRecipe
+from .userconf import check_user_conf
 from .session import (
     BASELINE_PROPERTY,
     CASES_KEY,
@@ -85,6 +87,11 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    # argparse before Python 3.13 reads `--mlperf-duration -5s` as a second option and says only "expected one
+    # argument"; with 3.13's rule (a dash and a digit is a value), the value reaches our parser and its message
+    optparser = getattr(parser, "optparser", None)
+    if optparser is not None and hasattr(optparser, "_negative_number_matcher"):
+        optparser._negative_number_matcher = re.compile(r"^-\.?\d")
     group = parser.getgroup("mlperf", "MLPerf Inference benchmarks (pytest-mlperf)")
     for name, help_text, kwargs, ini_type in _OPTIONS:
         dest = "mlperf_" + name.replace("-", "_")
@@ -136,19 +143,19 @@ def build_settings(config: pytest.Config) -> S.Settings:
             update_baselines=bool(get("update-baselines", bool, False)),
             require_baselines=bool(get("require-baselines", bool, False)),
             tolerance=get("tolerance", S.parse_fraction),
-            user_conf=get("user-conf", lambda v: S.parse_name_path([f"conf={v}"], option="--mlperf-user-conf")["conf"]),
+            user_conf=get("user-conf", lambda v: check_user_conf(Path(v).expanduser())),
             models=get("model", lambda v: S.parse_name_path(v, option="--mlperf-model"), {}),
             datasets=get("dataset", lambda v: S.parse_name_path(v, option="--mlperf-dataset"), {}),
             batch_size=get("batch-size", lambda v: S.parse_positive_int(v, option="--mlperf-batch-size")),
             streams=get("streams", lambda v: S.parse_positive_int(v, option="--mlperf-streams")),
-            timeout_s=get("timeout", lambda v: S.parse_positive_float(v, option="--mlperf-timeout")),
+            timeout_s=get("timeout", lambda v: S.parse_duration_s(v, option="--mlperf-timeout")),
             reference=LaunchRecipe.from_strings("reference", _value(config, "reference-prefix"),
                                                 _value(config, "reference-env")),
             gate=build_gate(config),
             baseline_repeats=get("baseline-repeats",
                                  lambda v: S.parse_positive_int(v, option="--mlperf-baseline-repeats"), 3),
             gpu_lock_timeout_s=get("gpu-lock-timeout",
-                                   lambda v: S.parse_duration_ms(v, option="--mlperf-gpu-lock-timeout") / 1000, 3600.0),
+                                   lambda v: S.parse_duration_s(v, option="--mlperf-gpu-lock-timeout"), 3600.0),
             cpu_affinity=get("cpu-affinity", cpu_affinity_setting, "none"),
         )
     except ValueError as exc:
@@ -156,28 +163,30 @@ def build_settings(config: pytest.Config) -> S.Settings:
 
 
 def build_gate(config: pytest.Config) -> S.GateSettings | None:
-    """The overhead gate's settings when a candidate recipe is given (prefix or environment), else None."""
+    """The overhead gate's settings when a candidate recipe is given (prefix or environment), else None. The
+    gate-* options are checked either way: they may sit in an ini file for the runs that have a candidate, and a
+    typo there must not wait for that run to be found."""
     prefix, env = _value(config, "candidate-prefix"), _value(config, "candidate-env")
-    if not prefix and not env:
-        return None  # the gate-* options may sit in an ini file for the runs that have a candidate
-    if _value(config, "update-baselines"):
-        raise ValueError("--mlperf-update-baselines records bare-metal baselines: run it without a candidate "
-                         "(--mlperf-candidate-prefix/--mlperf-candidate-env)")
 
     def get(name: str, parse: Callable[[str], Any], default: Any) -> Any:
         return _parsed(config, name, parse, default)
 
     gate = S.GateSettings(
-        candidate=LaunchRecipe.from_strings("candidate", prefix, env),
+        candidate=LaunchRecipe.from_strings("candidate", prefix, env) if prefix or env else LaunchRecipe(),
         max_overhead=get("max-overhead", lambda v: S.parse_fraction(v, option="--mlperf-max-overhead"), 0.05),
         round_ms=get("gate-round", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-round"), None),
         min_rounds=get("gate-min-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-min-rounds"), 12),
         max_rounds=get("gate-max-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-max-rounds"), 60),
-        budget_s=get("gate-budget", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-budget") / 1000, 1800.0),
+        budget_s=get("gate-budget", lambda v: S.parse_duration_s(v, option="--mlperf-gate-budget"), 1800.0),
     )
     if not 3 <= gate.min_rounds <= gate.max_rounds:
         raise ValueError(f"the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got "
                          f"{gate.min_rounds} and {gate.max_rounds}")
+    if not prefix and not env:
+        return None
+    if _value(config, "update-baselines"):
+        raise ValueError("--mlperf-update-baselines records bare-metal baselines: run it without a candidate "
+                         "(--mlperf-candidate-prefix/--mlperf-candidate-env)")
     return gate
 
 
@@ -235,6 +244,17 @@ def _marker_kwargs(node: Any) -> dict[str, Any]:
     return dict(marker.kwargs) if marker else {}
 
 
+def _checked_marker(node: Any) -> dict[str, Any]:
+    """The mlperf marker's values for a fixture, parsed; a bad one fails the test, naming the marker and test."""
+    kwargs = _marker_kwargs(node)
+    try:
+        return {**kwargs, **S.check_marker(kwargs, node.nodeid)}
+    except ValueError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+    raise AssertionError  # pragma: no cover - pytest.fail raises
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     if "mlperf_scenario" not in names and "mlperf_mode" not in names:
@@ -290,34 +310,34 @@ def mlperf_mode(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def mlperf_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """The SUT of the workload named by the benchmark's mlperf marker."""
-    kwargs = _marker_kwargs(request.node)
+    kwargs = _checked_marker(request.node)
     return make_sut(mlperf_session, str(kwargs["workload"]), kwargs)
 
 
 @pytest.fixture
 def resnet50_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """ResNet50 on ONNX Runtime (CUDA when available): --mlperf-model resnet50=PATH or the seeded stand-in."""
-    return make_sut(mlperf_session, "resnet50", _marker_kwargs(request.node))
+    return make_sut(mlperf_session, "resnet50", _checked_marker(request.node))
 
 
 @pytest.fixture
 def llama_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """Llama 3.1 8B (MLPerf llama3_1-8b) on transformers (CUDA bf16 when available, else CPU fp32):
     --mlperf-model llama3_1-8b=DIR or the seeded tiny stand-in."""
-    return make_sut(mlperf_session, "llama3_1-8b", _marker_kwargs(request.node))
+    return make_sut(mlperf_session, "llama3_1-8b", _checked_marker(request.node))
 
 
 @pytest.fixture
 def null_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """A SUT that answers each sample with its index after a delay: for testing the harness itself."""
-    return make_sut(mlperf_session, "null", _marker_kwargs(request.node))
+    return make_sut(mlperf_session, "null", _checked_marker(request.node))
 
 
 @pytest.fixture
 def loadgen(request: pytest.FixtureRequest, mlperf_session: MlperfSession, mlperf_scenario: str,
             mlperf_mode: str) -> LoadGenDriver:
     """Runs LoadGen tests of this case: `loadgen.run(sut)` returns a CaseRun."""
-    timeout = mlperf_session.settings.timeout_s or _marker_kwargs(request.node).get("timeout")
+    timeout = mlperf_session.settings.timeout_s or _checked_marker(request.node).get("timeout")
     return LoadGenDriver(mlperf_session, request.node, mlperf_scenario, mlperf_mode,
                          float(timeout) if timeout else None)
 
@@ -327,8 +347,8 @@ def baseline(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> B
     """Compares a CaseRun with its stored baseline: `baseline.assert_no_regression(run)`."""
     tolerance = mlperf_session.settings.tolerance
     if tolerance is None:
-        marked = _marker_kwargs(request.node).get("tolerance")
-        tolerance = S.parse_fraction(str(marked)) if marked is not None else 0.05
+        marked = _checked_marker(request.node).get("tolerance")
+        tolerance = float(marked) if marked is not None else 0.05
     return BaselineCheck(mlperf_session, request.node, tolerance)
 
 
