@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -17,6 +18,7 @@ from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
 from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
+from .outputs import SESSION_DIR_KEY, Claim, OutputError, check_writable_dir, claim_results_dir
 from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
@@ -37,6 +39,8 @@ from .session import (
 from .workloads import workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
+CLAIM_KEY = pytest.StashKey[Claim]()
+SCENARIO_SKIP = "--mlperf-scenario asked for"  # in the skip reason of a benchmark that declares none of them
 
 # name, help, argparse kwargs, ini type
 _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
@@ -79,6 +83,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "string"),
     ("baseline-repeats", "runs recorded per performance baseline with --mlperf-update-baselines; their spread widens "
      "the regression check by what noise alone can do (default: 3)", {}, "string"),
+    ("shared-cpu-baselines", "allow --mlperf-update-baselines with several pytest-xdist workers on the CPU, whose cases "
+     "share the cores (refused without it)", {"action": "store_true", "default": None}, "bool"),
     ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
      "(default: 1h)", {}, "string"),
     ("cpu-affinity", "pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
@@ -208,12 +214,64 @@ def pytest_configure(config: pytest.Config) -> None:
         placement = place(discover(), workerinput, numprocesses if isinstance(numprocesses, int) else 1)
     except PlacementError as exc:
         raise pytest.UsageError(str(exc)) from None
+    workers = numprocesses if isinstance(numprocesses, int) else 0
+    settings = claim_outputs(config, settings, workerinput, workers, cpu_only=not placement.visible)
     state = MlperfSession(settings=settings, rootdir=Path(config.rootpath), placement=placement)
     config.stash[SESSION_KEY] = state
     if workerinput is None:  # xdist workers measure; only the controller writes files
         config.pluginmanager.register(ControllerReporter(config, state), "mlperf-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistPlacement(), "mlperf-xdist-placement")
+            config.pluginmanager.register(WorkerResultsDir(settings.results_dir), "mlperf-xdist-results-dir")
+
+
+def claim_outputs(config: pytest.Config, settings: S.Settings, workerinput: dict[str, Any] | None, workers: int,
+                  cpu_only: bool) -> S.Settings:
+    """Output locations checked before the first case: the controller claims a results folder of its own
+    (outputs.py) and, when it will record baselines, checks their folder; a worker writes where its controller
+    said. Recording baselines from CPU cases that share the cores (-n 2 without GPUs) is refused unless asked."""
+    root = Path(config.rootpath)
+    if workerinput is not None:
+        given = workerinput.get(SESSION_DIR_KEY)
+        return replace(settings, results_dir=Path(given)) if given else settings
+    if settings.update_baselines and workers > 1 and (cpu_only or settings.device == "cpu") and not bool(
+            _parsed(config, "shared-cpu-baselines", bool, False)):
+        raise pytest.UsageError(
+            f"--mlperf-update-baselines with {workers} pytest-xdist workers on the CPU: the workers' cases share the "
+            "cores and measure each other, so the baselines would record contaminated timings. Record baselines "
+            "without -n, or add --mlperf-shared-cpu-baselines to record them anyway")
+    asked = settings.results_dir if settings.results_dir.is_absolute() else root / settings.results_dir
+    try:
+        claim = claim_results_dir(asked)
+        if settings.update_baselines:
+            d = settings.baselines_dir if settings.baselines_dir.is_absolute() else root / settings.baselines_dir
+            check_writable_dir(d, "baselines folder", "--mlperf-baselines-dir")
+    except OutputError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[CLAIM_KEY] = claim
+    return replace(settings, results_dir=claim.path)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    claim = config.stash.get(CLAIM_KEY, None)
+    return [f"mlperf: {claim.note}"] if claim is not None and claim.note else []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    claim = config.stash.get(CLAIM_KEY, None)
+    if claim is not None:
+        claim.release()
+
+
+class WorkerResultsDir:
+    """Controller side: tells each xdist worker the results folder this session claimed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[SESSION_DIR_KEY] = str(self.path)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -275,7 +333,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         chosen = [s for s in declared if s in settings.scenarios] if settings.scenarios else list(declared)
         params = [pytest.param(s, id=f"{spec.name}-{s}") for s in chosen]
         if not params:
-            reason = f"{spec.name} declares {', '.join(declared)}; --mlperf-scenario asked for {', '.join(settings.scenarios or ())}"
+            reason = f"{spec.name} declares {', '.join(declared)}; {SCENARIO_SKIP} {', '.join(settings.scenarios or ())}"
             params = [pytest.param(None, id=f"{spec.name}-none", marks=pytest.mark.skip(reason=reason))]
         metafunc.parametrize("mlperf_scenario", params, indirect=True)
     if "mlperf_mode" in names:
@@ -392,19 +450,44 @@ class ControllerReporter:
         self.state = state
         self.collector = ResultsCollector(state.baselines_dir)
         self.chart_problem: str | None = None
+        self.write_problem: str | None = None
+        self.unmeasured: list[str] = []  # skip reasons of cases whose benchmark declares no asked-for scenario
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.collector.add(report, RECORD_PROPERTY, BASELINE_PROPERTY)
+        if report.skipped and isinstance(report.longrepr, tuple) and SCENARIO_SKIP in str(report.longrepr[2]):
+            self.unmeasured.append(str(report.longrepr[2]).removeprefix("Skipped: "))
+
+    def unmeasured_lines(self) -> list[str]:
+        """What --mlperf-scenario left unmeasured: a CI job must not go green on benchmarks it never ran."""
+        if not self.unmeasured:
+            return []
+        lines = [f"not measured: {reason}" for reason in dict.fromkeys(self.unmeasured)]
+        if not self.records:
+            lines.append("error: nothing was measured: no benchmark declares the scenario(s) --mlperf-scenario asked "
+                         "for, so this session fails")
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.collector.records and not self.collector.written:
+            if self.unmeasured:
+                terminalreporter.write_sep("=", "MLPerf results")
+                for line in self.unmeasured_lines():
+                    terminalreporter.write_line(line, red=line.startswith("error"))
             return
         terminalreporter.write_sep("=", "MLPerf results")
-        lines = [*self.collector.table_lines(), *self.collector.note_lines(), *gate_report.terminal_lines(self.records)]
+        lines = [*self.collector.table_lines(), *self.collector.note_lines(), *gate_report.terminal_lines(self.records),
+                 *self.unmeasured_lines()]
         for line in lines:
             terminalreporter.write_line(line)
         results = self.state.results_dir / "results.json"
-        terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
+        if self.write_problem:
+            terminalreporter.write_line(f"error: {self.write_problem}", red=True)
+        else:
+            terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
+        claim = self.config.stash.get(CLAIM_KEY, None)
+        if claim is not None and claim.note:
+            terminalreporter.write_line(f"note: {claim.note}")
         if gate_report.gated(self.records):
             chart = f"   chart: {results.parent / 'gate.png'}" if self.chart_problem is None else ""
             terminalreporter.write_line(f"gate summary (Markdown, for a PR comment): {results.parent / 'gate.md'}{chart}")
@@ -416,13 +499,21 @@ class ControllerReporter:
         return self.collector.records
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.records:
+            if self.unmeasured and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
         out = self.state.results_dir
-        write_json_atomic(out / "results.json", self.collector.results_document(self.state.settings))
-        for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
-            (out / stale).unlink(missing_ok=True)
-        if gate_report.gated(self.records):
-            write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
-            self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
+        try:
+            write_json_atomic(out / "results.json", self.collector.results_document(self.state.settings))
+            for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
+                (out / stale).unlink(missing_ok=True)
+            if gate_report.gated(self.records):
+                write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
+                self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
+        except OSError as exc:  # reported in the summary, which follows; never a traceback out of this hook
+            self.write_problem = f"results not written to {out}: {exc.strerror or exc} ({exc.filename or out})"
+        if self.write_problem or self.collector.problems:
+            if session.exitstatus == pytest.ExitCode.OK:  # measured, but what was measured is lost: not a pass
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED

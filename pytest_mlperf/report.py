@@ -137,7 +137,11 @@ class ResultsCollector:
             previous = load_baseline(path)
         except BaselineError:
             previous = None
-        write_baseline(path, baseline)
+        try:
+            write_baseline(path, baseline)
+        except OSError as exc:  # reported at the end (and fails the session), never a traceback mid-run
+            self.problems.append(f"error: baseline not written: {path}: {exc.strerror or exc}")
+            return
         if previous is None:
             self.written.append(f"baseline recorded: {path}")
         else:

@@ -24,7 +24,7 @@ from .logs import Run
 from .metrics import compare_outputs
 from .runner.client import RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
-from .runner.recipe import LaunchRecipe
+from .runner.recipe import LaunchRecipe, interpreter_hint
 from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
 from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import PlacementError, gpu_state, gpus_for_case
@@ -215,8 +215,10 @@ class LoadGenDriver:
         began = time.perf_counter()
         try:
             runner = pool.get(recipe, sut.load)
-        except RunnerError as exc:
+        except (RunnerError, OSError) as exc:  # OSError: its log could not be written
             failure = f"could not start the {sut.workload} runner ({recipe.name}: {recipe.describe()}): {exc}"
+            hint = interpreter_hint(recipe, str(exc))
+            failure += f"\n{hint}" if hint else ""
         else:
             failure = None
         if failure is not None:  # failed outside the except block: no chained traceback in the report
