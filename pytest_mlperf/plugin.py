@@ -36,7 +36,7 @@ from .session import (
     SUTHandle,
     make_sut,
 )
-from .workloads import workload_spec
+from .workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
 CLAIM_KEY = pytest.StashKey[Claim]()
@@ -208,6 +208,13 @@ def pytest_configure(config: pytest.Config) -> None:
             workload_spec(name)
         except ValueError as exc:
             raise pytest.UsageError(f"--mlperf-model/--mlperf-dataset: {exc}") from None
+    for name, path in settings.models.items():  # a workload that knows its model's form checks it up front
+        check_model = getattr(workload_module(name), "check_model", None)
+        try:
+            if check_model is not None:
+                check_model(path)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     workerinput = getattr(config, "workerinput", None)
     numprocesses = getattr(config.option, "numprocesses", None)
     try:

@@ -241,3 +241,18 @@ def test_a_prefix_that_starts_another_python_gets_a_hint(tmp_path: Path, monkeyp
     same = LaunchRecipe.from_strings("candidate", f"{Path(sys.executable).name} -m pytest_mlperf.slowdown --", None)
     assert interpreter_hint(same, "No module named 'x'") is None
     assert interpreter_hint(LaunchRecipe.from_strings("candidate", "gpu-proxy run --", None), "No module named") is None
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_bytes(b""), "is an empty file (0 bytes), not an ONNX model"),
+    (lambda p: p.mkdir(), "is a folder; expected an ONNX model file"),
+    (lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 102\n"), "is a Git LFS pointer"),
+    (lambda p: p.write_text("<!DOCTYPE html><html>Not found</html>"), "is an HTML or XML page"),
+])
+def test_a_model_that_cannot_be_onnx_says_what_it_is(pytester: pytest.Pytester, make, words: str) -> None:
+    bench(pytester)
+    model = pytester.path / "resnet50_v1.onnx"
+    make(model)
+    result = pytester.runpytest("--mlperf-model", f"resnet50={model}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --mlperf-model resnet50={model} {words}*resnet50_v1.onnx*"])
