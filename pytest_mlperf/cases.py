@@ -67,6 +67,7 @@ class CaseRun:
     accuracy: dict[str, Any] | None = None
     accuracy_targets: dict[str, float] = field(default_factory=dict)
     real_data: bool = False
+    stand_ins: list[str] = field(default_factory=list)  # what ran in place of the real model / data, in words
     notes: list[str] = field(default_factory=list)
     missing_baseline: str | None = None  # where its baseline would be, when there is none
     baseline_path: str | None = None  # the baseline it was judged against
@@ -176,6 +177,7 @@ class CaseRun:
             "schedule": self.schedule,
             "test": self.test,
             "accuracy": accuracy,
+            "stand_ins": list(self.stand_ins),
             "notes": list(self.notes),
             "missing_baseline": self.missing_baseline,
             "baseline_path": self.baseline_path,

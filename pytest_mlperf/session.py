@@ -279,6 +279,7 @@ class LoadGenDriver:
             calibration=result.get("calibration"), schedule=result.get("schedule"), accuracy=result.get("accuracy"),
             accuracy_targets=dict(sut.spec.accuracy_targets),
             real_data=sut.load.data.model_path is not None and sut.load.data.dataset_path is not None,
+            stand_ins=stand_ins(sut),
             notes=notes, gpus=gpu_records,
             timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
                      "case_s": time.perf_counter() - began},
@@ -444,6 +445,14 @@ def repeated_metrics(case: CaseRun) -> dict[str, Metric]:
         values = [m.value, *(r[name] for r in case.repeats if name in r)]
         out[name] = Metric(name, statistics.median(values), m.unit, m.higher_is_better, tuple(values))
     return out
+
+
+def stand_ins(sut: SUTHandle) -> list[str]:
+    """What runs in place of MLPerf's model and dataset for this SUT (none where both are given)."""
+    data, spec = sut.load.data, sut.spec
+    return [f"{what}: {text}" for what, given, text in (("model", data.model_path, spec.standin_model),
+                                                         ("dataset", data.dataset_path, spec.standin_data))
+            if given is None and text]
 
 
 def _output(value: Any) -> int | list[int]:

@@ -26,6 +26,8 @@ SPEC = WorkloadSpec(
     multistream_samples_per_query=8,
     default_batch_size=32,
     accuracy_targets={"top1": 0.99 * 0.7646},
+    standin_model="a seeded stand-in ResNet50 (the real architecture, random weights)",
+    standin_data="seeded synthetic images",
 )
 SYNTHETIC_COUNT = 1024  # MLPerf's performance_sample_count for resnet50
 
