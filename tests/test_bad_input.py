@@ -256,3 +256,13 @@ def test_a_model_that_cannot_be_onnx_says_what_it_is(pytester: pytest.Pytester, 
     result = pytester.runpytest("--mlperf-model", f"resnet50={model}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: --mlperf-model resnet50={model} {words}*resnet50_v1.onnx*"])
+
+
+def test_an_offline_run_that_runs_out_of_work_runs_again_and_says_so(pytester: pytest.Pytester) -> None:
+    """Without calibration LoadGen expects mlperf.conf's QPS, far below the null SUT's: the run ends before its
+    min duration ("Increase expected QPS"), as a run calibrated on a busy CPU does. The case measures again."""
+    bench(pytester, extra=", calibrate=False")
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["note: *: run [23]: the first run did * samples/s where LoadGen expected the default "
+                                 "and ran out of work before its min duration*"])
