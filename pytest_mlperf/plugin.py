@@ -101,7 +101,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlperf", "MLPerf Inference benchmarks (pytest-mlperf)")
     for name, help_text, kwargs, ini_type in _OPTIONS:
         dest = "mlperf_" + name.replace("-", "_")
-        group.addoption(f"--mlperf-{name}", dest=dest, help=help_text, **kwargs)
+        # argparse %-formats help ("5%" broke `pytest --help`); ini help is printed as written
+        group.addoption(f"--mlperf-{name}", dest=dest, help=help_text.replace("%", "%%"), **kwargs)
         parser.addini(dest, f"{help_text} [ini twin of --mlperf-{name}]", type=ini_type,  # type: ignore[arg-type]
                       default=None)
 
@@ -238,6 +239,8 @@ def claim_outputs(config: pytest.Config, settings: S.Settings, workerinput: dict
     (outputs.py) and, when it will record baselines, checks their folder; a worker writes where its controller
     said. Recording baselines from CPU cases that share the cores (-n 2 without GPUs) is refused unless asked."""
     root = Path(config.rootpath)
+    if getattr(config.option, "help", False) or getattr(config.option, "version", False):
+        return settings  # `pytest --help` works whatever the folders are
     if workerinput is not None:
         given = workerinput.get(SESSION_DIR_KEY)
         return replace(settings, results_dir=Path(given)) if given else settings

@@ -266,3 +266,11 @@ def test_an_offline_run_that_runs_out_of_work_runs_again_and_says_so(pytester: p
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["note: *: run [23]: the first run did * samples/s where LoadGen expected the default "
                                  "and ran out of work before its min duration*"])
+
+
+def test_help_lists_the_options_whatever_the_folders_are(pytester: pytest.Pytester) -> None:
+    (pytester.path / "mlperf-results").write_text("not a folder")
+    result = pytester.runpytest_subprocess("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--mlperf-tolerance=*", "*--mlperf-shared-cpu-baselines*"])
+    assert "(default: 5%)" in result.stdout.str()
