@@ -69,6 +69,7 @@ class Claim:
     path: Path
     lock: FileLock | None
     note: str | None = None  # set when another session held the folder asked for
+    asked: Path | None = None  # the folder asked for (where `latest` lives); None: `path` itself
 
     def release(self) -> None:
         if self.lock is not None:
@@ -111,4 +112,17 @@ def claim_results_dir(asked: Path, now: float | None = None) -> Claim:
     check_results_dir(own)
     note = (f"{asked} is in use by another pytest-mlperf session ({holder}); this session writes to {own} "
             "(--mlperf-results-dir gives a session a folder of its choosing)")
-    return Claim(own, _take(own), note)
+    return Claim(own, _take(own), note, asked)
+
+
+def point_latest(claim: Claim) -> Path:
+    """`<results-dir>/latest`, a link to the folder of the session that finished last (the results folder itself,
+    or one under sessions/), replaced atomically. Returns the link."""
+    top = claim.asked or claim.path
+    link = top / "latest"
+    target = os.path.relpath(claim.path, top)
+    tmp = top / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+    return link

@@ -18,7 +18,7 @@ from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
 from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
-from .outputs import SESSION_DIR_KEY, Claim, OutputError, check_writable_dir, claim_results_dir
+from .outputs import SESSION_DIR_KEY, Claim, OutputError, check_writable_dir, claim_results_dir, point_latest
 from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
@@ -522,6 +522,9 @@ class ControllerReporter:
             if gate_report.gated(self.records):
                 write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
                 self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
+            claim = self.config.stash.get(CLAIM_KEY, None)
+            if claim is not None:
+                point_latest(claim)
         except OSError as exc:  # reported in the summary, which follows; never a traceback out of this hook
             self.write_problem = f"results not written to {out}: {exc.strerror or exc} ({exc.filename or out})"
         if self.write_problem or self.collector.problems:

@@ -130,6 +130,11 @@ def test_a_second_session_writes_to_its_own_folder_and_says_so(pytester: pytest.
     assert "[runner " in logs[0].read_text() and f"] " in logs[0].read_text()
     result.stdout.fnmatch_lines(["mlperf: */mlperf-results is in use by another pytest-mlperf session (pid *",
                                  f"results: {own}/results.json*", "note: */mlperf-results is in use*"])
+    latest = pytester.path / "mlperf-results" / "latest"  # the session that finished last
+    assert latest.is_symlink() and latest.resolve() == own.resolve()
+    run(pytester).assert_outcomes(passed=1)  # the folder is free again: a plain session writes to it
+    assert (pytester.path / "mlperf-results" / "results.json").is_file()
+    assert latest.resolve() == (pytester.path / "mlperf-results").resolve()
 
 
 def test_runner_log_lines_carry_pid_and_time(pytester: pytest.Pytester) -> None:
