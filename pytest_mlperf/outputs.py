@@ -115,6 +115,29 @@ def claim_results_dir(asked: Path, now: float | None = None) -> Claim:
     return Claim(own, _take(own), note, asked)
 
 
+def claim_outputs_of(results_dir: Path, baselines_dir: Path | None) -> Claim:
+    """A session's output locations, checked and claimed before its first case: its results folder (see
+    claim_results_dir) and, when it records baselines, their folder."""
+    claim = claim_results_dir(results_dir)
+    if baselines_dir is not None:
+        try:
+            check_writable_dir(baselines_dir, "baselines folder", "--mlperf-baselines-dir")
+        except OutputError:
+            claim.release()
+            raise
+    return claim
+
+
+def refuse_shared_cpu_baselines(workers: int, on_cpu: bool, allowed: bool) -> None:
+    """Baselines recorded by CPU cases on several xdist workers at once would keep timings of cases that shared
+    the cores (the summary warns of it after the fact): refused before any case unless asked for."""
+    if workers > 1 and on_cpu and not allowed:
+        raise OutputError(
+            f"--mlperf-update-baselines with {workers} pytest-xdist workers on the CPU: the workers' cases share the "
+            "cores and measure each other, so the baselines would record contaminated timings. Record baselines "
+            "without -n, or add --mlperf-shared-cpu-baselines to record them anyway")
+
+
 def point_latest(claim: Claim) -> Path:
     """`<results-dir>/latest`, a link to the folder of the session that finished last (the results folder itself,
     or one under sessions/), replaced atomically. Returns the link."""

@@ -18,7 +18,7 @@ from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
 from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
-from .outputs import SESSION_DIR_KEY, Claim, OutputError, check_writable_dir, claim_results_dir, point_latest
+from .outputs import SESSION_DIR_KEY, Claim, OutputError, claim_outputs_of, point_latest, refuse_shared_cpu_baselines
 from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
@@ -244,18 +244,12 @@ def claim_outputs(config: pytest.Config, settings: S.Settings, workerinput: dict
     if workerinput is not None:
         given = workerinput.get(SESSION_DIR_KEY)
         return replace(settings, results_dir=Path(given)) if given else settings
-    if settings.update_baselines and workers > 1 and (cpu_only or settings.device == "cpu") and not bool(
-            _parsed(config, "shared-cpu-baselines", bool, False)):
-        raise pytest.UsageError(
-            f"--mlperf-update-baselines with {workers} pytest-xdist workers on the CPU: the workers' cases share the "
-            "cores and measure each other, so the baselines would record contaminated timings. Record baselines "
-            "without -n, or add --mlperf-shared-cpu-baselines to record them anyway")
-    asked = settings.results_dir if settings.results_dir.is_absolute() else root / settings.results_dir
     try:
-        claim = claim_results_dir(asked)
         if settings.update_baselines:
-            d = settings.baselines_dir if settings.baselines_dir.is_absolute() else root / settings.baselines_dir
-            check_writable_dir(d, "baselines folder", "--mlperf-baselines-dir")
+            refuse_shared_cpu_baselines(workers, cpu_only or settings.device == "cpu",
+                                        bool(_parsed(config, "shared-cpu-baselines", bool, False)))
+        claim = claim_outputs_of(root / settings.results_dir,
+                                 root / settings.baselines_dir if settings.update_baselines else None)
     except OutputError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[CLAIM_KEY] = claim
