@@ -40,6 +40,8 @@ from .workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
 CLAIM_KEY = pytest.StashKey[Claim]()
+OUTPUT_PROBLEM = pytest.StashKey[str]()  # why the results folder cannot be written (raised once a case is found)
+OUTPUT_PROBLEM_KEY = "mlperf_output_problem"  # the same, in workerinput
 SCENARIO_SKIP = "--mlperf-scenario asked for"  # in the skip reason of a benchmark that declares none of them
 
 # name, help, argparse kwargs, ini type
@@ -242,6 +244,8 @@ def claim_outputs(config: pytest.Config, settings: S.Settings, workerinput: dict
     if getattr(config.option, "help", False) or getattr(config.option, "version", False):
         return settings  # `pytest --help` works whatever the folders are
     if workerinput is not None:
+        if workerinput.get(OUTPUT_PROBLEM_KEY):
+            config.stash[OUTPUT_PROBLEM] = str(workerinput[OUTPUT_PROBLEM_KEY])
         given = workerinput.get(SESSION_DIR_KEY)
         return replace(settings, results_dir=Path(given)) if given else settings
     try:
@@ -251,9 +255,28 @@ def claim_outputs(config: pytest.Config, settings: S.Settings, workerinput: dict
         claim = claim_outputs_of(root / settings.results_dir,
                                  root / settings.baselines_dir if settings.update_baselines else None)
     except OutputError as exc:
+        if not settings.update_baselines:  # the plugin loads in every pytest session: a session without MLPerf
+            config.stash[OUTPUT_PROBLEM] = str(exc)  # cases must run whatever ./mlperf-results is (see below)
+            return settings
         raise pytest.UsageError(str(exc)) from None
     config.stash[CLAIM_KEY] = claim
     return replace(settings, results_dir=claim.path)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A results folder that cannot be written stops the session once it is known to hold an MLPerf case, before
+    the first one runs. An xdist worker cannot stop its session this way (xdist reports an INTERNALERROR): there
+    each MLPerf case fails at setup with the same message (pytest_runtest_setup)."""
+    problem = config.stash.get(OUTPUT_PROBLEM, None)
+    if problem and not hasattr(config, "workerinput") and any(i.get_closest_marker("mlperf") for i in items):
+        raise pytest.UsageError(problem)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = item.config.stash.get(OUTPUT_PROBLEM, None)
+    if problem and item.get_closest_marker("mlperf") is not None:
+        pytest.fail(problem, pytrace=False)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -276,6 +299,9 @@ class WorkerResultsDir:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[SESSION_DIR_KEY] = str(self.path)
+        problem = node.config.stash.get(OUTPUT_PROBLEM, None)
+        if problem:
+            node.workerinput[OUTPUT_PROBLEM_KEY] = problem
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -83,6 +83,24 @@ def test_results_dir_that_is_a_file_is_a_usage_error_before_any_case(pytester: p
     no_crash(result)
 
 
+def test_a_session_without_mlperf_cases_runs_whatever_the_results_folder_is(pytester: pytest.Pytester) -> None:
+    """The plugin loads in every pytest session of its environment: only MLPerf cases need the folder."""
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    (pytester.path / "mlperf-results").write_text("not a folder")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_results_dir_that_is_a_file_fails_each_case_cleanly_under_xdist(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    (pytester.path / "mlperf-results").write_text("not a folder")
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*the results folder */mlperf-results cannot be made*--mlperf-results-dir*"])
+    no_crash(result)
+
+
 def test_baselines_dir_that_is_a_file_is_refused_when_recording(pytester: pytest.Pytester) -> None:
     bench(pytester)
     (pytester.path / "baselines").write_text("not a folder")
