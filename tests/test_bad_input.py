@@ -297,3 +297,14 @@ def test_help_lists_the_options_whatever_the_folders_are(pytester: pytest.Pytest
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--mlperf-tolerance=*", "*--mlperf-shared-cpu-baselines*"])
     assert "(default: 5%)" in result.stdout.str()
+
+
+def test_a_user_conf_expectation_is_not_second_guessed(pytester: pytest.Pytester) -> None:
+    bench(pytester)
+    conf = pytester.path / "user.conf"
+    conf.write_text("*.Offline.target_qps = 1\n")  # far too low: the run ends early, and the user said so
+    result = run(pytester, f"--mlperf-user-conf={conf}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*LoadGen judged the Offline run INVALID*", "*the SUT did its work faster than "
+                                 "LoadGen was told to expect*--mlperf-user-conf*"])
+    assert "run 2:" not in result.stdout.str()
