@@ -144,8 +144,8 @@ def test_a_second_session_writes_to_its_own_folder_and_says_so(pytester: pytest.
     (case,) = json.loads((own / "results.json").read_text())["cases"]
     assert Path(case["log_dir"]).is_relative_to(own)
     logs = list((own / "runners").glob("*.log"))
-    assert logs and f"by pytest pid " in logs[0].read_text()
-    assert "[runner " in logs[0].read_text() and f"] " in logs[0].read_text()
+    assert logs and "by pytest pid " in logs[0].read_text()
+    assert "[runner " in logs[0].read_text()
     result.stdout.fnmatch_lines(["mlperf: */mlperf-results is in use by another pytest-mlperf session (pid *",
                                  f"results: {own}/results.json*", "note: */mlperf-results is in use*"])
     latest = pytester.path / "mlperf-results" / "latest"  # the session that finished last
