@@ -517,6 +517,17 @@ def _vs_single(c: MergedCase) -> str:
     return "-"
 
 
+def _gpus(c: MergedCase) -> int:
+    return sum(1 for d in c.devices if d.uuid or d.index is not None)
+
+
+def _gpus_cell(c: MergedCase) -> str:
+    """How many GPUs a case ran on; a host's CPU (a CPU run) is named as such, never counted as a GPU."""
+    gpus, cpus = _gpus(c), sum(1 for d in c.devices if not d.uuid and d.index is None)
+    cpu = "" if not cpus else ("CPU" if cpus == 1 else f"{cpus} CPUs")
+    return " + ".join(part for part in (str(gpus) if gpus else "", cpu) if part) or "0"
+
+
 def table_rows(agg: Aggregate) -> list[list[str]]:
     rows = [["case", "backend", "hosts", "GPUs", "combined", "per GPU", "worst latency", "vs 1 GPU", "validity",
              "outcome"]]
@@ -526,9 +537,9 @@ def table_rows(agg: Aggregate) -> list[list[str]]:
             c.case.label(),
             f"{c.case.backend}/{c.case.precision}",
             _hosts_cell(c.hosts),
-            str(c.n_gpus),
+            _gpus_cell(c),
             format_value(t.combined, t.unit) if t is not None else "-",
-            format_value(t.per_gpu, t.unit) if t is not None else "-",
+            format_value(t.per_gpu, t.unit) if t is not None and _gpus(c) else "-",
             f"{lat.label} {format_value(lat.value_ns, 'ns')} ({lat.host})" if lat is not None else "-",
             _vs_single(c),
             _counts(c.validity),

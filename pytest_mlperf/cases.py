@@ -39,6 +39,25 @@ REGRESSION_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
 }
 
 
+def rerun_expected_qps(run: Run, expected: float | None, margin: float) -> float | None:
+    """The expected QPS for another try of an Offline run that LoadGen judged INVALID because it ran out of work
+    before its min duration ("Increase expected QPS"): what the run really did with the profile's margin, and at
+    least twice what it expected (a very short run measures less than the SUT can do). A calibration of a fraction
+    of a second on a busy machine can measure less than the run then does. None for any other run."""
+    if run.scenario != "Offline" or run.mode != "PerformanceOnly" or run.constraints.get("min_duration_met", True):
+        return None
+    measured = run.metrics.get("result_samples_per_second")
+    if not measured:
+        return None
+    return max(float(measured) * max(margin, 1.5), 2 * float(expected or 0))
+
+
+SHORT_RUN_HINT = (
+    "the SUT did its work faster than LoadGen was told to expect, so LoadGen ran out of samples before the min "
+    "duration; the calibration may have run while the machine was busy: run on a quieter machine, or set the "
+    "expectation yourself in --mlperf-user-conf (e.g. *.Offline.target_qps = N above the samples/s measured)")
+
+
 def regression_metrics(run: Run) -> dict[str, Metric]:
     out = {}
     for key, unit, higher in REGRESSION_METRICS.get(run.scenario, ()):
@@ -67,6 +86,7 @@ class CaseRun:
     accuracy: dict[str, Any] | None = None
     accuracy_targets: dict[str, float] = field(default_factory=dict)
     real_data: bool = False
+    stand_ins: list[str] = field(default_factory=list)  # what ran in place of the real model / data, in words
     notes: list[str] = field(default_factory=list)
     missing_baseline: str | None = None  # where its baseline would be, when there is none
     baseline_path: str | None = None  # the baseline it was judged against
@@ -116,8 +136,9 @@ class CaseRun:
         blocking = [k for k in unmet if k.removesuffix("_met") not in self.tolerated]
         if blocking or not unmet:
             reasons = "; ".join(run.invalid_reasons) or "no reason logged"
+            hint = f"\n{SHORT_RUN_HINT}" if "min_duration_met" in blocking else ""
             self._fail(
-                f"LoadGen judged the {run.scenario} run INVALID: {reasons} (unmet: {', '.join(unmet) or 'none'})"
+                f"LoadGen judged the {run.scenario} run INVALID: {reasons} (unmet: {', '.join(unmet) or 'none'}){hint}"
             )
         self.notes.append(f"INVALID for LoadGen only by {', '.join(unmet)}, which the {self.profile} profile accepts")
 
@@ -176,6 +197,7 @@ class CaseRun:
             "schedule": self.schedule,
             "test": self.test,
             "accuracy": accuracy,
+            "stand_ins": list(self.stand_ins),
             "notes": list(self.notes),
             "missing_baseline": self.missing_baseline,
             "baseline_path": self.baseline_path,

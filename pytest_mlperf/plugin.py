@@ -7,6 +7,8 @@ writes results and baselines."""
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -16,11 +18,13 @@ from . import settings as S
 from . import gate_report
 from .baselines import write_bytes_atomic, write_json_atomic
 from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
+from .outputs import SESSION_DIR_KEY, Claim, OutputError, claim_outputs_of, point_latest, refuse_shared_cpu_baselines
 from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .interrupt import stop_on_sigterm
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .runner.recipe import LaunchRecipe
+from .userconf import check_user_conf
 from .session import (
     BASELINE_PROPERTY,
     CASES_KEY,
@@ -33,9 +37,13 @@ from .session import (
     SUTHandle,
     make_sut,
 )
-from .workloads import workload_spec
+from .workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
+CLAIM_KEY = pytest.StashKey[Claim]()
+OUTPUT_PROBLEM = pytest.StashKey[str]()  # why the results folder cannot be written (raised once a case is found)
+OUTPUT_PROBLEM_KEY = "mlperf_output_problem"  # the same, in workerinput
+SCENARIO_SKIP = "--mlperf-scenario asked for"  # in the skip reason of a benchmark that declares none of them
 
 # name, help, argparse kwargs, ini type
 _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
@@ -78,6 +86,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "string"),
     ("baseline-repeats", "runs recorded per performance baseline with --mlperf-update-baselines; their spread widens "
      "the regression check by what noise alone can do (default: 3)", {}, "string"),
+    ("shared-cpu-baselines", "allow --mlperf-update-baselines with several pytest-xdist workers on the CPU, whose cases "
+     "share the cores (refused without it)", {"action": "store_true", "default": None}, "bool"),
     ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
      "(default: 1h)", {}, "string"),
     ("cpu-affinity", "pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
@@ -86,10 +96,16 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    # argparse before Python 3.13 reads `--mlperf-duration -5s` as a second option and says only "expected one
+    # argument"; with 3.13's rule (a dash and a digit is a value), the value reaches our parser and its message
+    optparser = getattr(parser, "optparser", None)
+    if optparser is not None and hasattr(optparser, "_negative_number_matcher"):
+        optparser._negative_number_matcher = re.compile(r"^-\.?\d")
     group = parser.getgroup("mlperf", "MLPerf Inference benchmarks (pytest-mlperf)")
     for name, help_text, kwargs, ini_type in _OPTIONS:
         dest = "mlperf_" + name.replace("-", "_")
-        group.addoption(f"--mlperf-{name}", dest=dest, help=help_text, **kwargs)
+        # argparse %-formats help ("5%" broke `pytest --help`); ini help is printed as written
+        group.addoption(f"--mlperf-{name}", dest=dest, help=help_text.replace("%", "%%"), **kwargs)
         parser.addini(dest, f"{help_text} [ini twin of --mlperf-{name}]", type=ini_type,  # type: ignore[arg-type]
                       default=None)
 
@@ -137,19 +153,19 @@ def build_settings(config: pytest.Config) -> S.Settings:
             update_baselines=bool(get("update-baselines", bool, False)),
             require_baselines=bool(get("require-baselines", bool, False)),
             tolerance=get("tolerance", S.parse_fraction),
-            user_conf=get("user-conf", lambda v: S.parse_name_path([f"conf={v}"], option="--mlperf-user-conf")["conf"]),
+            user_conf=get("user-conf", lambda v: check_user_conf(Path(v).expanduser())),
             models=get("model", lambda v: S.parse_name_path(v, option="--mlperf-model"), {}),
             datasets=get("dataset", lambda v: S.parse_name_path(v, option="--mlperf-dataset"), {}),
             batch_size=get("batch-size", lambda v: S.parse_positive_int(v, option="--mlperf-batch-size")),
             streams=get("streams", lambda v: S.parse_positive_int(v, option="--mlperf-streams")),
-            timeout_s=get("timeout", lambda v: S.parse_positive_float(v, option="--mlperf-timeout")),
+            timeout_s=get("timeout", lambda v: S.parse_duration_s(v, option="--mlperf-timeout")),
             reference=LaunchRecipe.from_strings("reference", _value(config, "reference-prefix"),
                                                 _value(config, "reference-env")),
             gate=build_gate(config),
             baseline_repeats=get("baseline-repeats",
                                  lambda v: S.parse_positive_int(v, option="--mlperf-baseline-repeats"), 3),
             gpu_lock_timeout_s=get("gpu-lock-timeout",
-                                   lambda v: S.parse_duration_ms(v, option="--mlperf-gpu-lock-timeout") / 1000, 3600.0),
+                                   lambda v: S.parse_duration_s(v, option="--mlperf-gpu-lock-timeout"), 3600.0),
             cpu_affinity=get("cpu-affinity", cpu_affinity_setting, "none"),
         )
     except ValueError as exc:
@@ -157,28 +173,30 @@ def build_settings(config: pytest.Config) -> S.Settings:
 
 
 def build_gate(config: pytest.Config) -> S.GateSettings | None:
-    """The overhead gate's settings when a candidate recipe is given (prefix or environment), else None."""
+    """The overhead gate's settings when a candidate recipe is given (prefix or environment), else None. The
+    gate-* options are checked either way: they may sit in an ini file for the runs that have a candidate, and a
+    typo there must not wait for that run to be found."""
     prefix, env = _value(config, "candidate-prefix"), _value(config, "candidate-env")
-    if not prefix and not env:
-        return None  # the gate-* options may sit in an ini file for the runs that have a candidate
-    if _value(config, "update-baselines"):
-        raise ValueError("--mlperf-update-baselines records bare-metal baselines: run it without a candidate "
-                         "(--mlperf-candidate-prefix/--mlperf-candidate-env)")
 
     def get(name: str, parse: Callable[[str], Any], default: Any) -> Any:
         return _parsed(config, name, parse, default)
 
     gate = S.GateSettings(
-        candidate=LaunchRecipe.from_strings("candidate", prefix, env),
+        candidate=LaunchRecipe.from_strings("candidate", prefix, env) if prefix or env else LaunchRecipe(),
         max_overhead=get("max-overhead", lambda v: S.parse_fraction(v, option="--mlperf-max-overhead"), 0.05),
         round_ms=get("gate-round", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-round"), None),
         min_rounds=get("gate-min-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-min-rounds"), 12),
         max_rounds=get("gate-max-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-max-rounds"), 60),
-        budget_s=get("gate-budget", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-budget") / 1000, 1800.0),
+        budget_s=get("gate-budget", lambda v: S.parse_duration_s(v, option="--mlperf-gate-budget"), 1800.0),
     )
     if not 3 <= gate.min_rounds <= gate.max_rounds:
         raise ValueError(f"the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got "
                          f"{gate.min_rounds} and {gate.max_rounds}")
+    if not prefix and not env:
+        return None
+    if _value(config, "update-baselines"):
+        raise ValueError("--mlperf-update-baselines records bare-metal baselines: run it without a candidate "
+                         "(--mlperf-candidate-prefix/--mlperf-candidate-env)")
     return gate
 
 
@@ -194,15 +212,105 @@ def pytest_configure(config: pytest.Config) -> None:
             workload_spec(name)
         except ValueError as exc:
             raise pytest.UsageError(f"--mlperf-model/--mlperf-dataset: {exc}") from None
+    for name, path in settings.models.items():  # a workload that knows its model's form checks it up front
+        check_model = getattr(workload_module(name), "check_model", None)
+        try:
+            if check_model is not None:
+                check_model(path)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     state = MlperfSession(settings=settings, rootdir=Path(config.rootpath))
     config.stash[SESSION_KEY] = state
     if mlperf_requested(config):
         activate(config)
-    if getattr(config, "workerinput", None) is None:  # xdist workers measure; only the controller writes files
+    workerinput = getattr(config, "workerinput", None)
+    numprocesses = getattr(config.option, "numprocesses", None)
+    workers = numprocesses if isinstance(numprocesses, int) else 0
+    # placement is known here whenever it matters: recording baselines is an --mlperf-* option, which activates
+    cpu_only = config.stash.get(ACTIVE_KEY, False) and not state.placement.visible
+    state.settings = claim_outputs(config, settings, workerinput, workers, cpu_only=cpu_only)
+    if workerinput is None:  # xdist workers measure; only the controller writes files
         # both stay idle in a session without MLPerf cases: the reporter has no records, placement numbers workers
         config.pluginmanager.register(ControllerReporter(config, state), "mlperf-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistPlacement(), "mlperf-xdist-placement")
+            config.pluginmanager.register(WorkerResultsDir(state.settings.results_dir), "mlperf-xdist-results-dir")
+
+
+def claim_outputs(config: pytest.Config, settings: S.Settings, workerinput: dict[str, Any] | None, workers: int,
+                  cpu_only: bool) -> S.Settings:
+    """Output locations checked before the first case: the controller claims a results folder of its own
+    (outputs.py) and, when it will record baselines, checks their folder; a worker writes where its controller
+    said. Recording baselines from CPU cases that share the cores (-n 2 without GPUs) is refused unless asked."""
+    root = Path(config.rootpath)
+    if getattr(config.option, "help", False) or getattr(config.option, "version", False):
+        return settings  # `pytest --help` works whatever the folders are
+    if workerinput is not None:
+        if workerinput.get(OUTPUT_PROBLEM_KEY):
+            config.stash[OUTPUT_PROBLEM] = str(workerinput[OUTPUT_PROBLEM_KEY])
+        given = workerinput.get(SESSION_DIR_KEY)
+        return replace(settings, results_dir=Path(given)) if given else settings
+    try:
+        if settings.update_baselines:
+            refuse_shared_cpu_baselines(workers, cpu_only or settings.device == "cpu",
+                                        bool(_parsed(config, "shared-cpu-baselines", bool, False)))
+        claim = claim_outputs_of(root / settings.results_dir,
+                                 root / settings.baselines_dir if settings.update_baselines else None)
+    except OutputError as exc:
+        if not settings.update_baselines:  # the plugin loads in every pytest session: a session without MLPerf
+            config.stash[OUTPUT_PROBLEM] = str(exc)  # cases must run whatever ./mlperf-results is (see below)
+            return settings
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[CLAIM_KEY] = claim
+    return replace(settings, results_dir=claim.path)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A results folder that cannot be written stops the session once it is known to hold an MLPerf case, before
+    the first one runs. An xdist worker cannot stop its session this way (xdist reports an INTERNALERROR): there
+    each MLPerf case fails at setup with the same message (pytest_runtest_setup). A collected MLPerf case also
+    activates the session's MLPerf machinery (activate)."""
+    if not any(i.get_closest_marker("mlperf") is not None for i in items):
+        return
+    try:
+        activate(config)
+    except pytest.UsageError:  # raised here, an xdist worker would crash; each case's fixtures say it instead
+        pass
+    problem = config.stash.get(OUTPUT_PROBLEM, None)
+    if problem and not hasattr(config, "workerinput"):
+        raise pytest.UsageError(problem)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = item.config.stash.get(OUTPUT_PROBLEM, None)
+    if problem and item.get_closest_marker("mlperf") is not None:
+        pytest.fail(problem, pytrace=False)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    claim = config.stash.get(CLAIM_KEY, None)
+    return [f"mlperf: {claim.note}"] if claim is not None and claim.note else []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    claim = config.stash.get(CLAIM_KEY, None)
+    if claim is not None:
+        claim.release()
+
+
+class WorkerResultsDir:
+    """Controller side: tells each xdist worker the results folder this session claimed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[SESSION_DIR_KEY] = str(self.path)
+        problem = node.config.stash.get(OUTPUT_PROBLEM, None)
+        if problem:
+            node.workerinput[OUTPUT_PROBLEM_KEY] = problem
 
 
 # --- activation: the plugin is installed everywhere pytest is, and must leave other suites alone ---------------
@@ -238,14 +346,6 @@ def activate(config: pytest.Config) -> None:
     config.stash[ACTIVE_KEY] = True
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if any(item.get_closest_marker("mlperf") is not None for item in items):
-        try:
-            activate(config)
-        except pytest.UsageError:  # raised here, an xdist worker would crash; each case's fixtures say it instead
-            pass
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto` in an MLPerf session: one worker per visible GPU; without a GPU, or in another suite, xdist's own
@@ -275,6 +375,17 @@ def _marker_kwargs(node: Any) -> dict[str, Any]:
     return dict(marker.kwargs) if marker else {}
 
 
+def _checked_marker(node: Any) -> dict[str, Any]:
+    """The mlperf marker's values for a fixture, parsed; a bad one fails the test, naming the marker and test."""
+    kwargs = _marker_kwargs(node)
+    try:
+        return {**kwargs, **S.check_marker(kwargs, node.nodeid)}
+    except ValueError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+    raise AssertionError  # pragma: no cover - pytest.fail raises
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     if "mlperf_scenario" not in names and "mlperf_mode" not in names:
@@ -295,7 +406,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         chosen = [s for s in declared if s in settings.scenarios] if settings.scenarios else list(declared)
         params = [pytest.param(s, id=f"{spec.name}-{s}") for s in chosen]
         if not params:
-            reason = f"{spec.name} declares {', '.join(declared)}; --mlperf-scenario asked for {', '.join(settings.scenarios or ())}"
+            reason = f"{spec.name} declares {', '.join(declared)}; {SCENARIO_SKIP} {', '.join(settings.scenarios or ())}"
             params = [pytest.param(None, id=f"{spec.name}-none", marks=pytest.mark.skip(reason=reason))]
         metafunc.parametrize("mlperf_scenario", params, indirect=True)
     if "mlperf_mode" in names:
@@ -331,34 +442,34 @@ def mlperf_mode(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def mlperf_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """The SUT of the workload named by the benchmark's mlperf marker."""
-    kwargs = _marker_kwargs(request.node)
+    kwargs = _checked_marker(request.node)
     return make_sut(mlperf_session, str(kwargs["workload"]), kwargs)
 
 
 @pytest.fixture
 def resnet50_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """ResNet50 on ONNX Runtime (CUDA when available): --mlperf-model resnet50=PATH or the seeded stand-in."""
-    return make_sut(mlperf_session, "resnet50", _marker_kwargs(request.node))
+    return make_sut(mlperf_session, "resnet50", _checked_marker(request.node))
 
 
 @pytest.fixture
 def llama_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """Llama 3.1 8B (MLPerf llama3_1-8b) on transformers (CUDA bf16 when available, else CPU fp32):
     --mlperf-model llama3_1-8b=DIR or the seeded tiny stand-in."""
-    return make_sut(mlperf_session, "llama3_1-8b", _marker_kwargs(request.node))
+    return make_sut(mlperf_session, "llama3_1-8b", _checked_marker(request.node))
 
 
 @pytest.fixture
 def null_sut(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> SUTHandle:
     """A SUT that answers each sample with its index after a delay: for testing the harness itself."""
-    return make_sut(mlperf_session, "null", _marker_kwargs(request.node))
+    return make_sut(mlperf_session, "null", _checked_marker(request.node))
 
 
 @pytest.fixture
 def loadgen(request: pytest.FixtureRequest, mlperf_session: MlperfSession, mlperf_scenario: str,
             mlperf_mode: str) -> LoadGenDriver:
     """Runs LoadGen tests of this case: `loadgen.run(sut)` returns a CaseRun."""
-    timeout = mlperf_session.settings.timeout_s or _marker_kwargs(request.node).get("timeout")
+    timeout = mlperf_session.settings.timeout_s or _checked_marker(request.node).get("timeout")
     return LoadGenDriver(mlperf_session, request.node, mlperf_scenario, mlperf_mode,
                          float(timeout) if timeout else None)
 
@@ -368,8 +479,8 @@ def baseline(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> B
     """Compares a CaseRun with its stored baseline: `baseline.assert_no_regression(run)`."""
     tolerance = mlperf_session.settings.tolerance
     if tolerance is None:
-        marked = _marker_kwargs(request.node).get("tolerance")
-        tolerance = S.parse_fraction(str(marked)) if marked is not None else 0.05
+        marked = _checked_marker(request.node).get("tolerance")
+        tolerance = float(marked) if marked is not None else 0.05
     return BaselineCheck(mlperf_session, request.node, tolerance)
 
 
@@ -424,19 +535,44 @@ class ControllerReporter:
         self.state = state
         self.collector = ResultsCollector(state.baselines_dir)
         self.chart_problem: str | None = None
+        self.write_problem: str | None = None
+        self.unmeasured: list[str] = []  # skip reasons of cases whose benchmark declares no asked-for scenario
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.collector.add(report, RECORD_PROPERTY, BASELINE_PROPERTY)
+        if report.skipped and isinstance(report.longrepr, tuple) and SCENARIO_SKIP in str(report.longrepr[2]):
+            self.unmeasured.append(str(report.longrepr[2]).removeprefix("Skipped: "))
+
+    def unmeasured_lines(self) -> list[str]:
+        """What --mlperf-scenario left unmeasured: a CI job must not go green on benchmarks it never ran."""
+        if not self.unmeasured:
+            return []
+        lines = [f"not measured: {reason}" for reason in dict.fromkeys(self.unmeasured)]
+        if not self.records:
+            lines.append("error: nothing was measured: no benchmark declares the scenario(s) --mlperf-scenario asked "
+                         "for, so this session fails")
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.collector.records and not self.collector.written:
+            if self.unmeasured:
+                terminalreporter.write_sep("=", "MLPerf results")
+                for line in self.unmeasured_lines():
+                    terminalreporter.write_line(line, red=line.startswith("error"))
             return
         terminalreporter.write_sep("=", "MLPerf results")
-        lines = [*self.collector.table_lines(), *self.collector.note_lines(), *gate_report.terminal_lines(self.records)]
+        lines = [*self.collector.table_lines(), *self.collector.note_lines(), *gate_report.terminal_lines(self.records),
+                 *self.unmeasured_lines()]
         for line in lines:
             terminalreporter.write_line(line)
         results = self.state.results_dir / "results.json"
-        terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
+        if self.write_problem:
+            terminalreporter.write_line(f"error: {self.write_problem}", red=True)
+        else:
+            terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
+        claim = self.config.stash.get(CLAIM_KEY, None)
+        if claim is not None and claim.note:
+            terminalreporter.write_line(f"note: {claim.note}")
         if gate_report.gated(self.records):
             chart = f"   chart: {results.parent / 'gate.png'}" if self.chart_problem is None else ""
             terminalreporter.write_line(f"gate summary (Markdown, for a PR comment): {results.parent / 'gate.md'}{chart}")
@@ -448,13 +584,24 @@ class ControllerReporter:
         return self.collector.records
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.records:
+            if self.unmeasured and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
         out = self.state.results_dir
-        write_json_atomic(out / "results.json", self.collector.results_document(self.state.settings))
-        for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
-            (out / stale).unlink(missing_ok=True)
-        if gate_report.gated(self.records):
-            write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
-            self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
+        try:
+            write_json_atomic(out / "results.json", self.collector.results_document(self.state.settings))
+            for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
+                (out / stale).unlink(missing_ok=True)
+            if gate_report.gated(self.records):
+                write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
+                self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
+            claim = self.config.stash.get(CLAIM_KEY, None)
+            if claim is not None:
+                point_latest(claim)
+        except OSError as exc:  # reported in the summary, which follows; never a traceback out of this hook
+            self.write_problem = f"results not written to {out}: {exc.strerror or exc} ({exc.filename or out})"
+        if self.write_problem or self.collector.problems:
+            if session.exitstatus == pytest.ExitCode.OK:  # measured, but what was measured is lost: not a pass
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED

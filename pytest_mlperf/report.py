@@ -37,6 +37,17 @@ def headline_of(record: dict[str, Any]) -> tuple[str, str]:
     return head["metric"], format_value(head["value"], head["unit"])
 
 
+def accuracy_of(record: dict[str, Any]) -> str:
+    """An accuracy run's figure for the table: MLPerf's metric when the data has labels (top-1, ROUGE-1), else how
+    many outputs it recorded (a stand-in's accuracy is equality with its baseline's outputs)."""
+    acc = record.get("accuracy") or {}
+    if acc.get("top1") is not None:
+        return f"top-1 {float(acc['top1']):.2%}"
+    if acc.get("rouge1") is not None:
+        return f"ROUGE-1 {float(acc['rouge1']):.2f}"
+    return f"{acc['samples']} outputs" if acc.get("samples") is not None else "-"
+
+
 def delta_of(record: dict[str, Any]) -> str:
     """The change of the headline metric against its baseline (or the gate's reference), or why there is none."""
     gate = record.get("gate")
@@ -79,6 +90,8 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         _, value = headline_of(r)
         p99 = r["run"].get("latency_ns", {}).get("p99")
         validity = r["run"]["validity"]
+        if key.get("mode") == "accuracy":  # LoadGen times nothing and judges nothing in an accuracy run
+            value, p99, validity = accuracy_of(r), None, "n/a"
         if r.get("notes") and validity == "INVALID":
             validity += "*"
         rows.append([
@@ -112,6 +125,31 @@ def sharing_note(records: list[dict[str, Any]]) -> str | None:
             "benchmarks on the CPU without -n (with GPUs, -n auto gives each worker its own GPU)")
 
 
+# LoadGen above the bare loop by more than noise: the calibration saw a slower machine than the run did
+EFFICIENCY_CEILING = 1.05
+
+
+def harness_line(nodeid: str, efficiency: float, bare: float) -> str:
+    """LoadGen's throughput as a share of the bare loop's. Above 100% it is no efficiency: the bare loop is the
+    ceiling, so the calibration (a fraction of a second) was measured on a busier machine than the run."""
+    if efficiency <= EFFICIENCY_CEILING:
+        return f"harness: {nodeid}: LoadGen {efficiency:.1%} of the bare loop ({bare:,.1f} samples/s)"
+    return (f"harness: {nodeid}: no efficiency: LoadGen ran {efficiency:.2f}x the bare loop's {bare:,.1f} samples/s, "
+            "so the calibration was disturbed (another process on the CPU?); run on a quiet machine for this figure")
+
+
+def standin_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per workload that ran stand-ins in place of MLPerf's model or data: its figures follow the harness
+    and backend, and are no MLPerf results."""
+    seen: dict[str, list[str]] = {}
+    for r in records:
+        if r.get("stand_ins"):
+            seen.setdefault(r["key"]["workload"], r["stand_ins"])
+    return [f"stand-in: {workload} ran without MLPerf's files ({'; '.join(parts)}): its figures track regressions of "
+            f"this harness and backend, not MLPerf results (--mlperf-model/--mlperf-dataset {workload}=PATH run the "
+            "real ones)" for workload, parts in seen.items()]
+
+
 @dataclass
 class ResultsCollector:
     baselines_dir: Path
@@ -139,7 +177,11 @@ class ResultsCollector:
             previous = load_baseline(path)
         except BaselineError:
             previous = None
-        write_baseline(path, baseline)
+        try:
+            write_baseline(path, baseline)
+        except OSError as exc:  # reported at the end (and fails the session), never a traceback mid-run
+            self.problems.append(f"error: baseline not written: {path}: {exc.strerror or exc}")
+            return
         if previous is None:
             self.written.append(f"baseline recorded: {path}")
         else:
@@ -159,12 +201,12 @@ class ResultsCollector:
                 lines.append(f"note: {r['nodeid']}: {note}")
             eff = r.get("harness_efficiency")
             if eff:
-                bare = r["calibration"]["bare"]["samples_per_s"]
-                lines.append(f"harness: {r['nodeid']}: LoadGen {eff:.1%} of the bare loop ({bare:,.1f} samples/s)")
+                lines.append(harness_line(r["nodeid"], eff, r["calibration"]["bare"]["samples_per_s"]))
             over = r.get("latency_overhead")
             if over is not None:
                 bare_ms = r["calibration"]["bare"]["batch_latency_p50_s"] * 1e3
                 lines.append(f"harness: {r['nodeid']}: LoadGen p50 {over:+.1%} over the bare batch-1 p50 ({bare_ms:.3f} ms)")
+        lines += standin_lines(self.records)
         sharing = sharing_note(self.records)
         if sharing:
             lines.append(sharing)

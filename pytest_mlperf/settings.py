@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 from .runner.recipe import LaunchRecipe
 from .stats import GatePlan
@@ -18,6 +18,7 @@ from .stats import GatePlan
 SCENARIOS: tuple[str, ...] = ("Offline", "Server", "SingleStream", "MultiStream")
 MODES: tuple[str, ...] = ("performance", "accuracy")
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -156,19 +157,28 @@ def parse_device(value: str) -> str:
     return v
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+DURATION_GRAMMAR = "a number with a unit: ms, s, m or h (e.g. 1500ms, 10s, 10m, 1h); a bare number is seconds"
 
 
 def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
-    """'1500ms', '2s', '2.5', '10m' -> milliseconds (a bare number is seconds)."""
-    m = _DURATION.match(value)
+    """'1500ms', '2s', '2.5', '10m', '1h' -> milliseconds (a bare number is seconds). The one grammar of every
+    duration option (--mlperf-duration, --mlperf-timeout, --mlperf-gate-round, --mlperf-gate-budget,
+    --mlperf-gpu-lock-timeout)."""
+    m = _DURATION.match(str(value))
     if not m:
-        raise ValueError(f"bad {option} {value!r}: write e.g. 2s, 1500ms or 10m")
+        raise ValueError(f"bad {option} {value!r}: write e.g. 2s, 1500ms or 10m ({DURATION_GRAMMAR})")
     number, unit = float(m.group(1)), (m.group(2) or "s")
-    ms = number * {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}[unit]
+    ms = number * _DURATION_UNITS[unit]
     if ms <= 0:
-        raise ValueError(f"{option} must be positive, got {value!r}")
+        raise ValueError(f"{option} must be positive, got {value!r}: write e.g. 2s, 1500ms or 10m")
     return max(1, int(round(ms)))  # LoadGen counts whole milliseconds; a positive duration never becomes 0
+
+
+def parse_duration_s(value: str, *, option: str) -> float:
+    """A duration option held in seconds (timeouts, budgets): the same grammar as parse_duration_ms."""
+    return parse_duration_ms(value, option=option) / 1000
 
 
 def parse_fraction(value: str, *, option: str = "--mlperf-tolerance") -> float:
@@ -213,3 +223,30 @@ def parse_positive_int(value: str, *, option: str) -> int:
 
 def parse_positive_float(value: str, *, option: str) -> float:
     return float(_parse_positive(value, option, float, "a number of seconds", "positive"))
+
+
+def marker_value(kwargs: Mapping[str, object], name: str, nodeid: str, parse: Callable[[str, str], T]) -> T | None:
+    """A value of a test's mlperf marker through an option parser, or None when the marker does not set it. A bad
+    value names the marker and the test, not the command-line option of the same name (which was not given)."""
+    raw = kwargs.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse(str(raw), name)
+    except ValueError as exc:
+        raise ValueError(f"{nodeid}: @pytest.mark.mlperf({name}={raw!r}) is not valid: {exc}") from None
+
+
+MARKER_PARSERS: dict[str, Callable[[str, str], object]] = {
+    "tolerance": lambda v, o: parse_fraction(v, option=o),
+    "timeout": lambda v, o: parse_duration_s(v, option=o),
+    "batch_size": lambda v, o: parse_positive_int(v, option=o),
+    "streams": lambda v, o: parse_positive_int(v, option=o),
+    "gpus": lambda v, o: parse_positive_int(v, option=o),
+}
+
+
+def check_marker(kwargs: Mapping[str, object], nodeid: str) -> dict[str, object]:
+    """Every value of a test's mlperf marker that has a parser, parsed; raises ValueError naming the test."""
+    return {name: marker_value(kwargs, name, nodeid, parse) for name, parse in MARKER_PARSERS.items()
+            if kwargs.get(name) is not None}

@@ -22,6 +22,7 @@ from pytest_mlperf.aggregate import (
     render_markdown,
     terminal_lines,
 )
+from pytest_mlperf.aggregate import table_rows as aggregate_table_rows
 from pytest_mlperf.baselines import CaseKey
 from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.cli import EXIT_OK, EXIT_USAGE, main
@@ -462,3 +463,16 @@ def test_input_documents_are_not_modified(two_hosts) -> None:
     data = copy.deepcopy(before)
     merge([parse_results(data, str(a))])
     assert data == before
+
+
+def test_a_cpu_run_is_not_reported_as_one_gpu() -> None:
+    """The table of a CPU run says CPU where the GPU count goes, and gives no per-GPU figure."""
+    cpu_case = record("Offline", {"result_samples_per_second": 25.0})
+    agg = merge([parse_results(document("vm", [cpu_case]), "vm.json")])
+    (_, row) = aggregate_table_rows(agg)
+    assert row[3] == "CPU" and row[4] == "25.0 samples/s" and row[5] == "-"
+    both = merge([parse_results(document("a", [cpu_case]), "a.json"), parse_results(document("b", [cpu_case]), "b")])
+    assert aggregate_table_rows(both)[1][3] == "2 CPUs"
+    gpu_case = offline(1000.0, gpu(0, "a"), gpu(1, "a"))
+    (_, row) = aggregate_table_rows(merge([parse_results(document("a", [gpu_case]), "a.json")]))
+    assert row[3] == "2" and row[5] == "500.0 samples/s"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_mlperf.baselines import CaseKey
-from pytest_mlperf.cases import REGRESSION_METRICS, CaseRun, regression_metrics
+from pytest_mlperf.cases import REGRESSION_METRICS, SHORT_RUN_HINT, CaseRun, regression_metrics, rerun_expected_qps
 from pytest_mlperf.logs import Latency, Run, read_run
 from pytest_mlperf.settings import PROFILES
 
@@ -156,6 +156,23 @@ def test_assert_valid_min_duration_is_never_tolerated() -> None:
     assert "LoadGen judged the MultiStream run INVALID" in message
     assert "Min duration not satisfied" in message
     assert "(unmet: min_duration_met)" in message
+
+
+def test_a_run_short_of_its_min_duration_says_what_to_do() -> None:
+    run = dataclasses.replace(run_of("08"), errors=())
+    assert SHORT_RUN_HINT in failure(make_case(run, profile="smoke").assert_valid)
+    assert SHORT_RUN_HINT not in failure(make_case("07", profile="official").assert_valid)  # not its reason
+
+
+def test_rerun_expected_qps_only_for_an_offline_run_short_of_work() -> None:
+    offline = dataclasses.replace(run_of("01"), constraints={"min_duration_met": False}, mode="PerformanceOnly",
+                                  metrics={"result_samples_per_second": 1000.0})
+    assert rerun_expected_qps(offline, 400.0, 1.5) == 1500.0  # what it did, with the margin
+    assert rerun_expected_qps(offline, 900.0, 1.5) == 1800.0  # at least twice what it expected
+    assert rerun_expected_qps(offline, None, 1.0) == 1500.0
+    assert rerun_expected_qps(dataclasses.replace(offline, constraints={"min_duration_met": True}), 400.0, 1.5) is None
+    assert rerun_expected_qps(dataclasses.replace(offline, scenario="SingleStream"), 400.0, 1.5) is None
+    assert rerun_expected_qps(dataclasses.replace(offline, metrics={}), 400.0, 1.5) is None
 
 
 def test_assert_valid_fails_on_logged_errors() -> None:

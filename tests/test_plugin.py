@@ -199,7 +199,7 @@ def test_hanging_sut_is_killed_at_timeout(pytester: pytest.Pytester) -> None:
 def test_xdist_workers_report_to_controller_which_alone_writes(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     bench(pytester, scenarios=("Offline", "SingleStream", "Server", "MultiStream"))
-    result = run(pytester, "-n", "2", "--mlperf-update-baselines")
+    result = run(pytester, "-n", "2", "--mlperf-update-baselines", "--mlperf-shared-cpu-baselines")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["warning: CPU cases ran on 2 pytest-xdist workers side by side (gw0, gw1)*"])
     doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())

@@ -13,7 +13,9 @@ from pytest_mlperf.settings import (
     SCENARIOS,
     Settings,
     parse_device,
+    check_marker,
     parse_duration_ms,
+    parse_duration_s,
     parse_fraction,
     parse_mode,
     parse_name_path,
@@ -144,7 +146,7 @@ def test_parse_duration_ms_zero_is_refused(value: str) -> None:
         parse_duration_ms(value)
 
 
-@pytest.mark.parametrize("value", ["-2s", "-1", "abc", "", "2h", "2 seconds", "1e3ms", "s", "ms2", "2.s"])
+@pytest.mark.parametrize("value", ["-2s", "-1", "abc", "", "2x", "2 seconds", "1e3ms", "s", "ms2", "2.s"])
 def test_parse_duration_ms_negative_and_garbage_are_refused_with_an_example(value: str) -> None:
     with pytest.raises(ValueError) as exc:
         parse_duration_ms(value)
@@ -152,6 +154,33 @@ def test_parse_duration_ms_negative_and_garbage_are_refused_with_an_example(valu
     assert "--mlperf-duration" in message
     assert repr(value) in message
     assert "2s, 1500ms or 10m" in message
+
+
+@pytest.mark.parametrize("value, expected", [("1h", 3_600_000), ("0.5h", 1_800_000), ("10s", 10_000),
+                                             ("1500ms", 1500), ("30m", 1_800_000)])
+def test_one_duration_grammar_has_hours(value: str, expected: int) -> None:
+    assert parse_duration_ms(value, option="--mlperf-gpu-lock-timeout") == expected
+
+
+def test_parse_duration_s_is_the_same_grammar_in_seconds() -> None:
+    assert parse_duration_s("10s", option="--mlperf-timeout") == 10.0
+    assert parse_duration_s("8", option="--mlperf-timeout") == 8.0  # a bare number stays seconds
+    assert parse_duration_s("1h", option="--mlperf-timeout") == 3600.0
+    with pytest.raises(ValueError, match="--mlperf-timeout must be positive, got '-5s'"):
+        parse_duration_s("-5s", option="--mlperf-timeout")
+
+
+def test_marker_values_name_the_marker_and_the_test() -> None:
+    with pytest.raises(ValueError) as exc:
+        check_marker({"workload": "null", "tolerance": "abc"}, "test_b.py::test_x[null-Offline-performance]")
+    message = str(exc.value)
+    assert "test_b.py::test_x[null-Offline-performance]" in message
+    assert "@pytest.mark.mlperf(tolerance='abc')" in message
+    assert "--mlperf" not in message
+    assert check_marker({"tolerance": "10%", "timeout": "1m", "batch_size": 4}, "t") == {
+        "tolerance": 0.1, "timeout": 60.0, "batch_size": 4}
+    with pytest.raises(ValueError, match=r"mlperf\(gpus=0\)"):
+        check_marker({"gpus": 0}, "t")
 
 
 def test_parse_duration_ms_never_returns_zero_for_a_positive_input() -> None:

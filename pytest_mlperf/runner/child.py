@@ -53,9 +53,10 @@ class TooBig(Refused):
 
 
 def progress(message: str) -> None:
-    """A time-stamped line in the runner log: where a slow or killed runner spent its time."""
+    """A line in the runner log with its time and pid: where a slow or killed runner spent its time, and which
+    runner wrote it when several share a log folder."""
     stamp = time.strftime("%H:%M:%S", time.localtime())
-    print(f"[runner {stamp}] {message}", file=sys.stderr, flush=True)
+    print(f"[runner {os.getpid()} {stamp}] {message}", file=sys.stderr, flush=True)
 
 
 def describe_test(t: TestRequest) -> str:

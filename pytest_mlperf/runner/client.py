@@ -71,7 +71,9 @@ class Runner:
         os.chmod(keyfile, 0o600)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"--- runner start: {' '.join(self.recipe.argv(address, str(keyfile)))}\n".encode())
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+            log.write(f"--- runner start {stamp} by pytest pid {os.getpid()}: "
+                      f"{' '.join(self.recipe.argv(address, str(keyfile)))}\n".encode())
             log.flush()
             try:
                 self._proc = subprocess.Popen(

@@ -4,9 +4,12 @@ layer) differ only in their recipes: a command prefix, extra environment, and th
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
 from ..cpus import format_cpu_list
@@ -73,3 +76,21 @@ class LaunchRecipe:
         become the runner (or the layer's launcher), so every thread and process it starts inherits them."""
         if self.cpus is not None:
             os.sched_setaffinity(0, self.cpus)
+
+
+def interpreter_hint(recipe: LaunchRecipe, error: str) -> str | None:
+    """Why a runner under a prefix such as `python -m pytest_mlperf.slowdown --` lacks its modules: the prefix's
+    `python` is another interpreter than this session's (a venv not activated). None where that is not the case."""
+    if not recipe.prefix or "No module named" not in error:
+        return None
+    first = recipe.prefix[0]
+    if not re.fullmatch(r"python[0-9.]*", Path(first).name):
+        return None
+    found = shutil.which(first)
+    # the same folder is the same environment (a venv's python and python3 are links to one system binary, so
+    # resolving links would call a venv and the system the same)
+    if found and os.path.dirname(os.path.abspath(found)) == os.path.dirname(os.path.abspath(sys.executable)):
+        return None
+    return (f"hint: the {recipe.name} prefix starts {first!r} ({found or 'not on PATH'}), not this session's "
+            f"interpreter {sys.executable}, which has pytest-mlperf and LoadGen installed: write {sys.executable} "
+            f"in --mlperf-{recipe.name}-prefix, or activate the virtual environment first")

@@ -21,6 +21,9 @@ class WorkloadSpec:
     cuda_streams: int = 3  # concurrent inference streams on a GPU when not set (measured: docs/performance.md)
     accuracy_targets: Mapping[str, float] = field(default_factory=dict)  # metric -> minimum, real model + data only
     token_latencies: bool = False  # LLMs: LoadGen measures TTFT/TPOT and tokens/s (use_token_latencies)
+    # what runs without --mlperf-model / --mlperf-dataset, as the report names it (None: nothing stands in)
+    standin_model: str | None = None
+    standin_data: str | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ SPEC = WorkloadSpec(
     accuracy_targets={**{k: 0.99 * LLAMA3_1_8B_TARGETS[k] for k in ROUGE_TYPES}, "gen_len_ok": 1.0},
     token_latencies=True,
     cuda_streams=1,  # H100: 3 concurrent generate() calls cut LoadGen/bare from 0.57 to 0.21
+    standin_model="a seeded tiny stand-in Llama (random weights)",
+    standin_data="a seeded stand-in corpus",
 )
 # Few prompts keep CPU runs short; the smoke profile uses 64 of them per test (performance_sample_count)
 STANDIN_COUNT = 256

@@ -26,6 +26,8 @@ SPEC = WorkloadSpec(
     multistream_samples_per_query=8,
     default_batch_size=32,
     accuracy_targets={"top1": 0.99 * 0.7646},
+    standin_model="a seeded stand-in ResNet50 (the real architecture, random weights)",
+    standin_data="seeded synthetic images",
 )
 SYNTHETIC_COUNT = 1024  # MLPerf's performance_sample_count for resnet50
 
@@ -82,9 +84,35 @@ def open_dataset(req: DataRequest) -> SyntheticImages | ImageNetFolder:
     return SyntheticImages(req.total_count or SYNTHETIC_COUNT, req.seed)
 
 
+MODEL_HINT = "point it at an ONNX file such as MLPerf's resnet50_v1.onnx"
+
+
+def check_model(path: Path) -> None:
+    """What a --mlperf-model resnet50=PATH is, when it cannot be an ONNX model: a folder, an empty file, a Git LFS
+    pointer or a web page (a download that went wrong). Raises ValueError saying so; checked before any runner."""
+    what = f"--mlperf-model resnet50={path}"
+    if path.is_dir():
+        raise ValueError(f"{what} is a folder; expected an ONNX model file: {MODEL_HINT}")
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise ValueError(f"{what} cannot be read ({exc.strerror or exc}): {MODEL_HINT}") from None
+    if not head:
+        raise ValueError(f"{what} is an empty file (0 bytes), not an ONNX model (an interrupted download?): "
+                         f"{MODEL_HINT}")
+    if head.startswith(b"version https://git-lfs"):
+        raise ValueError(f"{what} is a Git LFS pointer, not the model it points to: run `git lfs pull`, or "
+                         f"{MODEL_HINT}")
+    if head.lstrip()[:1] == b"<":
+        raise ValueError(f"{what} is an HTML or XML page, not an ONNX model (a download that returned a web page?): "
+                         f"{MODEL_HINT}")
+
+
 def model_file(req: DataRequest) -> Path:
-    given = require_path(req.model_path, "--mlperf-model resnet50:", "point it at an ONNX file such as resnet50_v1.onnx")
+    given = require_path(req.model_path, "--mlperf-model resnet50:", MODEL_HINT)
     if given is not None:
+        check_model(given)
         return given
     from ..standins.resnet50 import ensure_resnet50
 
