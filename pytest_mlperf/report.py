@@ -28,7 +28,7 @@ def format_value(value: float | None, unit: str) -> str:
 
 def headline_of(record: dict[str, Any]) -> tuple[str, str]:
     """(metric name, formatted value) of a record's checker headline, tokens first for LLMs."""
-    run = record["run"]
+    run = record.get("run") or {}  # None: the case failed before LoadGen gave a result
     head = run.get("token_headline") or run.get("headline")
     if not head:
         return "-", "-"
@@ -53,7 +53,7 @@ def delta_of(record: dict[str, Any]) -> str:
 
 def device_of(record: dict[str, Any]) -> str:
     """'cpu', 'cuda', or 'cuda:0' / 'cuda:2,3' with the GPU indices (UUID heads where no index is known)."""
-    device = str(record["backend"].get("device", "?"))
+    device = str((record.get("backend") or {}).get("device", "?"))
     gpus = record.get("gpus") or []
     if not gpus:
         return device
@@ -75,8 +75,9 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     for r, label in zip(records, case_labels(records)):
         key = r["key"]
         _, value = headline_of(r)
-        p99 = r["run"].get("latency_ns", {}).get("p99")
-        validity = r["run"]["validity"]
+        run = r.get("run") or {}
+        p99 = (run.get("latency_ns") or {}).get("p99")
+        validity = str(run.get("validity", "-"))
         if r.get("notes") and validity == "INVALID":
             validity += "*"
         rows.append([
@@ -90,6 +91,12 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             r.get("outcome", "?"),
         ])
     return rows
+
+
+def reason_line(reason: str) -> str:
+    """A failure's reason on one line: its first line, saying when there is more."""
+    lines = reason.strip().splitlines() or [""]
+    return lines[0] + (f" [+{len(lines) - 1} lines]" if len(lines) > 1 else "")
 
 
 def render_table(rows: list[list[str]]) -> list[str]:
@@ -118,11 +125,14 @@ class ResultsCollector:
     problems: list[str] = field(default_factory=list)
 
     def add(self, report: Any, record_name: str, baseline_name: str) -> None:
-        if report.when != "call":
+        """Takes the records a report carries: a call's cases, or the failure record of a case whose setup
+        failed (outcome "error", as pytest counts it)."""
+        if report.when != "call" and not (report.when == "setup" and report.outcome == "failed"):
             return
+        outcome = "error" if report.when == "setup" else report.outcome
         for name, value in report.user_properties:
             if name == record_name:
-                self.records.append({**value, "outcome": report.outcome})
+                self.records.append({**value, "outcome": outcome})
             elif name == baseline_name and report.passed:
                 self._write_baseline(*value)
 
@@ -153,6 +163,8 @@ class ResultsCollector:
     def note_lines(self) -> list[str]:
         lines = []
         for r in self.records:
+            if r.get("reason"):
+                lines.append(f"{r.get('outcome', 'failed')}: {r['nodeid']}: {reason_line(r['reason'])}")
             for note in r.get("notes", []):
                 lines.append(f"note: {r['nodeid']}: {note}")
             eff = r.get("harness_efficiency")
