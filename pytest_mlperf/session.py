@@ -426,13 +426,8 @@ class BaselineCheck:
         regressions = [c.describe() for c in comparisons if c.regressed]
         regressions += self._accuracy_problems(case, baseline)
         unusable = unusable_metrics(baseline, case.metrics)
-        if not comparisons and case.outputs_match is None:
-            unusable.insert(0, f"it compares nothing with this run: it holds "
-                               f"{'the metrics ' + ', '.join(baseline.metrics) if baseline.metrics else 'no metric'} "
-                               f"and {'no outputs' if not (baseline.accuracy or {}).get('predictions') else 'outputs'}"
-                               f", the run measured {', '.join(case.metrics) or 'no metric'}"
-                               f"{' and outputs' if case.accuracy else ''}; record it again with "
-                               "--mlperf-update-baselines")
+        if not comparisons and case.outputs_match is None:  # neither a metric nor the outputs were compared
+            unusable.insert(0, _compares_nothing(baseline, case))
         for c in comparisons:
             if not c.detects_tolerance:
                 if settings.require_baselines:
@@ -484,6 +479,14 @@ class BaselineCheck:
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+def _compares_nothing(baseline: Baseline, case: CaseRun) -> str:
+    held = f"the metrics {', '.join(baseline.metrics)}" if baseline.metrics else "no metric"
+    outputs = "outputs" if (baseline.accuracy or {}).get("predictions") else "no outputs"
+    measured = (", ".join(case.metrics) or "no metric") + (" and outputs" if case.accuracy else "")
+    return (f"it compares nothing with this run: it holds {held} and {outputs}, the run measured {measured}; "
+            "record it again with --mlperf-update-baselines")
 
 
 def repeated_metrics(case: CaseRun) -> dict[str, Metric]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mlperf.baselines import noise_allowance
+
 BENCH = """
 import pytest
 pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={options!r},
@@ -130,7 +132,13 @@ def test_record_then_pass_then_slower_sut_fails(pytester: pytest.Pytester) -> No
     assert (pytester.path / "mlperf-results" / "logs" / "test_null_null-Offline-performance-repeat3").is_dir()
 
     result = run(pytester, "--mlperf-require-baselines", "--mlperf-tolerance=50%", "--mlperf-mode=both")
-    result.assert_outcomes(passed=4)
+    # on a busy CPU the repeats can spread past what a 50% tolerance can detect: which cases that is follows from
+    # the recorded files, and --mlperf-require-baselines fails exactly those (saying so)
+    noisy = [f for f in files if any(noise_allowance(m["samples"]) > 0.5
+                                     for m in json.loads(f.read_text())["metrics"].values())]
+    result.assert_outcomes(passed=4 - len(noisy), failed=len(noisy))
+    for f in noisy:
+        result.stdout.fnmatch_lines([f"*baseline {f} cannot judge this run:*", "*cannot be told from noise*"])
     assert {f: f.read_bytes() for f in files} == recorded  # a plain run never writes baselines
 
     bench(pytester, scenarios=("Offline", "SingleStream"), delay_ms=16)  # 4x slower per batch
