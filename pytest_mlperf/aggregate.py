@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from . import __version__
 from .baselines import write_bytes_atomic
-from .report import RESULTS_FORMAT, format_value, render_table
+from .report import RESULTS_FORMAT, format_value, reason_line, render_table
 
 AGGREGATE_FORMAT = "pytest-mlperf/aggregate"
 AGGREGATE_VERSION = 1
@@ -107,6 +107,7 @@ class Measurement:
     metrics: Mapping[str, float]
     outcome: str
     validity: str
+    reason: str | None = None  # why the case failed, as its record says (a failed case may have no metrics)
 
 
 @dataclass(frozen=True)
@@ -256,9 +257,13 @@ def parse_record(record: Any, host: str, source: str) -> Measurement:
     key = record.get("key")
     if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in _KEY_FIELDS):
         raise ValueError(f"\"key\" must be an object with the strings {', '.join(_KEY_FIELDS)}")
-    run = record.get("run") or {}
-    if not isinstance(run, dict):
-        raise ValueError("\"run\" must be an object")
+    run = record.get("run")
+    if run is not None and not isinstance(run, dict):
+        raise ValueError("\"run\" must be an object or null (null: the case failed before LoadGen gave a result)")
+    reason = record.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("\"reason\" must be a string")
+    run = run or {}
     metrics = {**_numbers(run.get("metrics"), "run metric"), **_numbers(record.get("metrics"), "metric")}
     return Measurement(
         case=CaseId(case_nodeid(nodeid), *(key[k] for k in _KEY_FIELDS)),
@@ -269,7 +274,8 @@ def parse_record(record: Any, host: str, source: str) -> Measurement:
         devices=record_devices(record, host),
         metrics=metrics,
         outcome=str(record.get("outcome", "?")),
-        validity=str(run.get("validity", "?")),
+        validity=str(run.get("validity", "-" if record.get("run") is None else "?")),
+        reason=reason,
     )
 
 
@@ -348,7 +354,7 @@ def _worst_latency(scenario: str, measurements: Sequence[Measurement]) -> WorstL
 
 
 def _case_notes(measurements: Sequence[Measurement], throughput: Throughput | None) -> list[str]:
-    notes = []
+    notes = [f"{m.outcome} on {m.host} ({m.source}): {reason_line(m.reason)}" for m in measurements if m.reason]
     if throughput is not None:
         for m in measurements:
             if throughput.metric not in m.metrics:
@@ -493,7 +499,7 @@ def case_dict(c: MergedCase) -> dict[str, Any]:
         "outcomes": c.outcomes,
         "validity": c.validity,
         "records": [{"host": m.host, "source": m.source, "nodeid": m.nodeid, "system": m.system,
-                     "devices": len(m.devices), "outcome": m.outcome, "validity": m.validity,
+                     "devices": len(m.devices), "outcome": m.outcome, "validity": m.validity, "reason": m.reason,
                      **({"value": m.metrics.get(t.metric)} if t is not None else {}),
                      **({"latency_ns": m.metrics.get(lat.metric)} if lat is not None else {})}
                     for m in c.measurements],

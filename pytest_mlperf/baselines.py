@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import msgspec
+
 from .stats import t_quantile
 
 FORMAT = "pytest-mlperf/baseline"
@@ -75,6 +77,9 @@ class Baseline:
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "baseline") -> Baseline:
+        """The baseline in `data` (a decoded JSON file), checked field by field against the file format's types:
+        a wrong type (`"higher_is_better": "false"`), a missing field or a non-positive value raises BaselineError
+        naming `source` and the field."""
         def bad(problem: str) -> BaselineError:
             return BaselineError(
                 f"{source}: {problem}. Fix or delete the file, or record it again with --mlperf-update-baselines"
@@ -84,35 +89,74 @@ class Baseline:
             raise bad(f"not a pytest-mlperf baseline (expected \"format\": \"{FORMAT}\")")
         if data.get("version") != VERSION:
             raise bad(f"baseline format version {data.get('version')!r}, this pytest-mlperf reads {VERSION}")
-        for name in ("key", "metrics"):
-            if not isinstance(data.get(name), dict):
-                raise bad(f"\"{name}\" must be an object")
-        for name in ("settings", "system"):
-            if data.get(name) is not None and not isinstance(data[name], dict):
-                raise bad(f"\"{name}\" must be an object or null")
         try:
-            key = CaseKey(**data["key"])
-            metrics = {}
-            for name, m in data["metrics"].items():
-                metric = Metric(
-                    name=str(m["name"]),
-                    value=float(m["value"]),
-                    unit=str(m["unit"]),
-                    higher_is_better=bool(m["higher_is_better"]),
-                    samples=tuple(float(x) for x in m.get("samples", ())),
-                )
-                if not metric.value > 0:
-                    raise bad(f"metric {name} has a non-positive value {metric.value}")
-                metrics[name] = metric
-        except BaselineError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise bad(f"malformed content ({type(exc).__name__}: {exc})") from None
-        accuracy = data.get("accuracy")
-        if accuracy is not None and not isinstance(accuracy, dict):
-            raise bad("\"accuracy\" must be an object or null")
-        return cls(key, metrics, accuracy, dict(data.get("settings") or {}), dict(data.get("system") or {}),
-                   str(data.get("recorded_at", "")))
+            doc = _typed(data, _BaselineFile, "")
+            metrics = {name: _typed(m, _MetricFile, f"metrics.{name}") for name, m in doc.metrics.items()}
+        except _FieldError as exc:
+            raise bad(str(exc)) from None
+        out = {}
+        for name, m in metrics.items():
+            if m.name != name:
+                raise bad(f"\"metrics.{name}.name\" is {m.name!r}: a metric is stored under its own name")
+            if not m.value > 0:
+                raise bad(f"metric {name} has a non-positive value {m.value}")
+            if not math.isfinite(m.value):
+                raise bad(f"metric {name} has an infinite value")
+            if any(not (x > 0 and math.isfinite(x)) for x in m.samples):
+                raise bad(f"\"metrics.{name}.samples\" must be positive numbers, got {m.samples}")
+            out[name] = Metric(m.name, m.value, m.unit, m.higher_is_better, tuple(m.samples))
+        k = doc.key
+        key = CaseKey(k.workload, k.scenario, k.mode, k.backend, k.precision, k.system)
+        return cls(key, out, doc.accuracy, dict(doc.settings or {}), dict(doc.system or {}), doc.recorded_at)
+
+
+# The file format, as typed records (msgspec checks every field's type; an int is accepted where a float is due).
+class _KeyFile(msgspec.Struct):
+    workload: str
+    scenario: str
+    mode: str
+    backend: str
+    precision: str
+    system: str
+
+
+class _MetricFile(msgspec.Struct):
+    name: str
+    value: float
+    unit: str
+    higher_is_better: bool
+    samples: list[float] = []
+
+
+class _BaselineFile(msgspec.Struct):
+    format: str
+    version: int
+    key: _KeyFile
+    metrics: dict[str, Any]  # each value a _MetricFile, decoded one by one so that errors name the metric
+    accuracy: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    system: dict[str, Any] | None = None
+    recorded_at: str = ""
+
+
+class _FieldError(ValueError):
+    pass
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    """`value` as `kind`; a _FieldError naming the field (`"metrics.x.value": expected float, got str`)."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `")
+        field = where + path.rstrip("`").removeprefix("$")
+        missing = re.match(r"Object missing required field `(.+)`", text)
+        if missing:
+            field, text = f"{field}.{missing.group(1)}", "required field missing"
+        else:
+            text = text.replace("`", "").replace(" | ", " or ").replace("Expected", "expected")
+        field = field.lstrip(".")
+        raise _FieldError(f"\"{field}\": {text}" if field else text) from None
 
 
 def load_baseline(path: Path) -> Baseline | None:
@@ -186,6 +230,10 @@ def noise_allowance(samples: Sequence[float], confidence: float = NOISE_CONFIDEN
     return math.exp(t_quantile(confidence, n - 1) * sd * math.sqrt(1 + 1 / n)) - 1.0
 
 
+NOISE_ADVICE = ("record the baseline again with more repeats (--mlperf-baseline-repeats), longer runs "
+                "(--mlperf-duration) or on a quieter machine")
+
+
 @dataclass(frozen=True)
 class Comparison:
     metric: str
@@ -194,7 +242,7 @@ class Comparison:
     baseline: float
     measured: float
     tolerance: float
-    noise: float = 0.0  # allowance for the baseline's own run-to-run spread (noise_allowance)
+    noise: float = 0.0  # the baseline's run-to-run spread as a noise allowance (noise_allowance)
     repeats: int = 1  # runs the baseline value summarises
 
     @property
@@ -208,18 +256,45 @@ class Comparison:
         return -self.change if self.higher_is_better else self.change
 
     @property
+    def excused(self) -> float:
+        """What noise may excuse on top of the tolerance: the noise allowance, at most the tolerance itself, so a
+        metric worse by twice the tolerance fails whatever its baseline's spread."""
+        return min(self.noise, self.tolerance)
+
+    @property
+    def detects_tolerance(self) -> bool:
+        """Whether the baseline's repeats are tight enough to tell a regression of the tolerance from noise: their
+        noise allowance is at most the tolerance."""
+        return self.noise <= self.tolerance
+
+    @property
     def regressed(self) -> bool:
-        """Worse than the baseline by the tolerance plus what the baseline's repeats say noise alone can do."""
-        return self.worse_by >= self.tolerance + self.noise
+        """Worse than the baseline by the tolerance plus what noise may excuse."""
+        return self.worse_by >= self.tolerance + self.excused
 
     def describe(self) -> str:
         direction = "higher" if self.higher_is_better else "lower"
-        noise = (f" + {self.noise:.1%} noise allowance from {self.repeats} baseline repeats" if self.repeats > 1
-                 else "")
+        noise = ""
+        if self.repeats > 1:
+            noise = f" + {self.excused:.1%} noise allowance from {self.repeats} baseline repeats"
+            if not self.detects_tolerance:
+                noise += f" (their spread would allow {self.noise:.1%}; noise excuses at most the tolerance)"
         return (
             f"{self.metric}: measured {self.measured:.6g} {self.unit} vs baseline {self.baseline:.6g} {self.unit} "
             f"({self.change:+.2%}; {direction} is better; tolerance {self.tolerance:.1%}{noise})"
         )
+
+    def undetectable(self) -> str:
+        """Why this comparison cannot detect a regression of its tolerance, and what to do."""
+        return (f"{self.metric}: the baseline's {self.repeats} repeats spread so much (noise allowance "
+                f"{self.noise:.1%}) that a {self.tolerance:.1%} regression cannot be told from noise: {NOISE_ADVICE}")
+
+    def to_record(self) -> dict[str, Any]:
+        """What results.json keeps of this comparison."""
+        return {"metric": self.metric, "baseline": self.baseline, "measured": self.measured, "change": self.change,
+                "worse_by": self.worse_by, "regressed": self.regressed, "higher_is_better": self.higher_is_better,
+                "noise_allowance": self.noise, "noise_excused": self.excused,
+                "detects_tolerance": self.detects_tolerance, "baseline_repeats": self.repeats}
 
 
 def compare(baseline: Baseline, measured: Mapping[str, Metric], tolerance: float) -> list[Comparison]:
@@ -231,4 +306,40 @@ def compare(baseline: Baseline, measured: Mapping[str, Metric], tolerance: float
             continue
         out.append(Comparison(name, ref.unit, ref.higher_is_better, ref.value, m.value, tolerance,
                               noise_allowance(ref.samples), max(1, len(ref.samples))))
+    return out
+
+
+def key_mismatch(baseline: Baseline, expected: CaseKey) -> str | None:
+    """Which key fields of a baseline file name another case than the one it was looked up for; None if none."""
+    found, wanted = asdict(baseline.key), asdict(expected)
+    differ = [f"{k}={found[k]!r} (this case: {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+    return ", ".join(differ) or None
+
+
+def unusable_metrics(baseline: Baseline, measured: Mapping[str, Metric]) -> list[str]:
+    """Baseline metrics that cannot be judged against this run: missing from it, or stored with the other
+    direction than LoadGen's metric has (an edited file)."""
+    have = ", ".join(measured) or "none"
+    out = []
+    for name, ref in baseline.metrics.items():
+        m = measured.get(name)
+        if m is None:
+            out.append(f"{name}: in the baseline but this run did not measure it (it measured: {have}), so it "
+                       "is not compared; record the baseline again with --mlperf-update-baselines if the run's "
+                       "metrics changed on purpose")
+        elif m.higher_is_better != ref.higher_is_better:
+            said, real = ("higher", "lower") if ref.higher_is_better else ("lower", "higher")
+            out.append(f"{name}: the baseline says {said} is better, but for this metric {real} is better "
+                       "(an edited file?); fix \"higher_is_better\" or record the baseline again")
+    return out
+
+
+def noisy_metrics(metrics: Mapping[str, Metric], tolerance: float) -> list[str]:
+    """At record time: the metrics whose repeats spread too much to detect a regression of `tolerance`."""
+    out = []
+    for name, m in metrics.items():
+        allowance = noise_allowance(m.samples)
+        if allowance > tolerance:
+            c = Comparison(name, m.unit, m.higher_is_better, m.value, m.value, tolerance, allowance, len(m.samples))
+            out.append(c.undetectable())
     return out

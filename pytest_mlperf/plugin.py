@@ -27,9 +27,6 @@ from .runner.recipe import LaunchRecipe
 from .userconf import check_user_conf
 from .session import (
     BASELINE_PROPERTY,
-    CASES_KEY,
-    COMPARISONS_KEY,
-    PENDING_BASELINE_KEY,
     RECORD_PROPERTY,
     BaselineCheck,
     LoadGenDriver,
@@ -37,6 +34,7 @@ from .session import (
     SUTHandle,
     make_sut,
 )
+from .records import report_properties
 from .workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
@@ -491,22 +489,8 @@ def baseline(request: pytest.FixtureRequest, mlperf_session: MlperfSession) -> B
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    if report.when != "call":
-        return
-    comparisons = item.stash.get(COMPARISONS_KEY, [])
-    for case in item.stash.get(CASES_KEY, []):
-        record = case.to_record()
-        record["worker"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        record["baseline"] = [
-            {"metric": c.metric, "baseline": c.baseline, "measured": c.measured, "change": c.change,
-             "worse_by": c.worse_by, "regressed": c.regressed, "higher_is_better": c.higher_is_better,
-             "noise_allowance": c.noise, "baseline_repeats": c.repeats}
-            for c in comparisons
-        ]
-        report.user_properties.append((RECORD_PROPERTY, record))
-    pending = item.stash.get(PENDING_BASELINE_KEY, None)
-    if pending is not None:
-        report.user_properties.append((BASELINE_PROPERTY, pending))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    report.user_properties.extend(report_properties(item, call, report, worker))
 
 
 @pytest.hookimpl(tryfirst=True)

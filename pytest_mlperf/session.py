@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from .baselines import Baseline, BaselineError, CaseKey, Metric, compare, load_baseline
+from .baselines import (Baseline, BaselineError, CaseKey, Metric, compare, key_mismatch, load_baseline, noisy_metrics,
+                        unusable_metrics)
 from .cases import CaseRun, rerun_expected_qps
 from .loadgen import TestRequest, user_conf_keys
 from .logs import Run
@@ -166,7 +167,9 @@ class LoadGenDriver:
             baseline = load_baseline(key.path(self.session.baselines_dir))
         except BaselineError:
             return None
-        qps = baseline.settings.get("server_target_qps") if baseline else None
+        if baseline is None or key_mismatch(baseline, key):  # another case's file is judged (and failed) later
+            return None
+        qps = baseline.settings.get("server_target_qps")
         return float(qps) if qps else None
 
     def timeout_for(self, test: TestRequest) -> float:
@@ -182,20 +185,28 @@ class LoadGenDriver:
         mode = mode or self.mode
         gate = self.session.settings.gate
         settings = self.session.settings
+        recipe = self.recipe or self.session.reference
+        # open until the run's CaseRun is kept: a case that fails before has a failure record (failure_record)
+        self.item.stash[ATTEMPT_KEY] = {
+            "key": {"workload": sut.workload, "scenario": scenario, "mode": mode, "backend": sut.load.backend,
+                    "precision": "?", "system": "?"},
+            "recipe": recipe.describe(), "log_dir": str(self.log_dir(log_suffix)),
+            "profile": settings.profile.name,
+        }
         if gate is not None and self.recipe is None:
             case = self.gate_run(sut, scenario, mode, gate, log_suffix)
-        else:
-            recipe = self.recipe or self.session.reference
-            case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix),
-                                server_target_qps=server_target_qps)
-            case = self.rerun_if_short(sut, recipe, scenario, mode, log_suffix, case)
-            if settings.update_baselines and mode == "performance":  # a baseline records its own noise
-                fixed = TestRequest.from_dict(case.test)
-                for k in range(2, settings.baseline_repeats + 1):
-                    again = self.execute(sut, recipe, scenario, mode, self.log_dir(f"{log_suffix}-repeat{k}"),
-                                         fixed=fixed, calibrate=False)
-                    case.repeats.append({n: m.value for n, m in again.metrics.items()})
-        self.item.stash.setdefault(CASES_KEY, []).append(case)
+            self.keep(case)
+            return case
+        case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix),
+                            server_target_qps=server_target_qps)
+        case = self.rerun_if_short(sut, recipe, scenario, mode, log_suffix, case)
+        self.keep(case)  # a repeat that fails leaves this run in the results, with the failure's reason
+        if settings.update_baselines and mode == "performance":  # a baseline records its own noise
+            fixed = TestRequest.from_dict(case.test)
+            for k in range(2, settings.baseline_repeats + 1):
+                again = self.execute(sut, recipe, scenario, mode, self.log_dir(f"{log_suffix}-repeat{k}"),
+                                     fixed=fixed, calibrate=False)
+                case.repeats.append({n: m.value for n, m in again.metrics.items()})
         return case
 
     def rerun_if_short(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_suffix: str,
@@ -219,6 +230,17 @@ class LoadGenDriver:
                 f"samples/s where LoadGen expected {f'{told:,.1f}' if told else 'the default'} and ran out of work "
                 f"before its min duration (a busy machine while calibrating?); this run expected {qps:,.1f}")
         return case
+
+    def keep(self, case: CaseRun) -> None:
+        self.item.stash.setdefault(CASES_KEY, []).append(case)
+        if ATTEMPT_KEY in self.item.stash:
+            del self.item.stash[ATTEMPT_KEY]
+
+    def _attempt(self, **known: Any) -> None:
+        """What is known of the case being attempted, for its failure record should it fail."""
+        attempt = self.item.stash.get(ATTEMPT_KEY, None)
+        if attempt is not None:
+            attempt.update(known)
 
     def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
                 server_target_qps: float | None = None, fixed: TestRequest | None = None,
@@ -255,6 +277,8 @@ class LoadGenDriver:
         backend = runner.info["backend"]
         system = self.session.system(device, ",".join(gpus) if gpus else recipe.env.get("CUDA_VISIBLE_DEVICES"))
         key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
+        self._attempt(key=dict(key.__dict__), backend=dict(backend), system={"key": system.key, **system.details},
+                      gpus=[self.session.placement.describe(u) for u in gpus], runner_pid=runner.info.get("pid"))
         shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
         if fixed is not None:
             test = replace(fixed, log_dir=str(log_dir),
@@ -381,6 +405,7 @@ class LoadGenDriver:
 
 
 CASES_KEY = pytest.StashKey[list]()
+ATTEMPT_KEY = pytest.StashKey[dict]()  # the case LoadGenDriver.run is measuring, until its CaseRun is kept
 
 
 @dataclass
@@ -402,7 +427,7 @@ class BaselineCheck:
         path = self.path_for(case)
         settings = self.session.settings
         if settings.update_baselines:
-            self._record(case, path)
+            self._record(case, path, tol)
             return
         try:
             baseline = load_baseline(path)
@@ -421,15 +446,33 @@ class BaselineCheck:
             case.missing_baseline = str(path)
             return
         case.baseline_path = str(path)
+        other = key_mismatch(baseline, case.key)
+        if other:
+            pytest.fail(f"baseline {path} names another case: {other}. Move it to "
+                        f"{baseline.key.path(self.session.baselines_dir)} or record this case's baseline with "
+                        "--mlperf-update-baselines", pytrace=False)
         comparisons = compare(baseline, case.metrics, tol)
         self.item.stash[COMPARISONS_KEY] = comparisons
-        problems = [c.describe() for c in comparisons if c.regressed]
-        problems += self._accuracy_problems(case, baseline)
-        if problems:
-            pytest.fail(
-                f"regression against baseline {path}:\n  " + "\n  ".join(problems) + f"\nLoadGen logs: {case.log_dir}",
-                pytrace=False,
-            )
+        regressions = [c.describe() for c in comparisons if c.regressed]
+        regressions += self._accuracy_problems(case, baseline)
+        unusable = unusable_metrics(baseline, case.metrics)
+        if not comparisons and case.outputs_match is None:  # neither a metric nor the outputs were compared
+            unusable.insert(0, _compares_nothing(baseline, case))
+        for c in comparisons:
+            if not c.detects_tolerance:
+                if settings.require_baselines:
+                    unusable.append(c.undetectable() + " (--mlperf-require-baselines fails a comparison that "
+                                                       "cannot detect the tolerance)")
+                else:
+                    case.notes.append(c.undetectable() + " (noise excuses at most the tolerance; "
+                                                         "--mlperf-require-baselines fails such a comparison)")
+        sections = []
+        if regressions:
+            sections.append(f"regression against baseline {path}:\n  " + "\n  ".join(regressions))
+        if unusable:
+            sections.append(f"baseline {path} cannot judge this run:\n  " + "\n  ".join(unusable))
+        if sections:
+            pytest.fail("\n".join(sections) + f"\nLoadGen logs: {case.log_dir}", pytrace=False)
 
     def assert_gate(self, case: CaseRun) -> None:
         """Fails on FAIL and INCONCLUSIVE; the message carries overhead, interval, limit and rounds."""
@@ -452,10 +495,13 @@ class BaselineCheck:
         shown = ", ".join(f"#{i}: {_short(expected.get(i))} -> {_short(actual.get(i))}" for i in differ[:8])
         return [f"outputs differ from the baseline's on {len(differ)} of {len(expected)} samples ({shown})"]
 
-    def _record(self, case: CaseRun, path: Path) -> None:
+    def _record(self, case: CaseRun, path: Path, tolerance: float) -> None:
+        metrics = repeated_metrics(case)
+        for problem in noisy_metrics(metrics, tolerance):  # said now, not first when a later run is judged
+            case.notes.append(f"baseline recorded, but {problem}")
         baseline = Baseline(
             key=case.key,
-            metrics=repeated_metrics(case),
+            metrics=metrics,
             accuracy=case.accuracy,
             settings={k: case.test.get(k) for k in ("server_target_qps", "server_target_latency_ns", "min_duration_ms")},
             system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
@@ -463,6 +509,14 @@ class BaselineCheck:
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+def _compares_nothing(baseline: Baseline, case: CaseRun) -> str:
+    held = f"the metrics {', '.join(baseline.metrics)}" if baseline.metrics else "no metric"
+    outputs = "outputs" if (baseline.accuracy or {}).get("predictions") else "no outputs"
+    measured = (", ".join(case.metrics) or "no metric") + (" and outputs" if case.accuracy else "")
+    return (f"it compares nothing with this run: it holds {held} and {outputs}, the run measured {measured}; "
+            "record it again with --mlperf-update-baselines")
 
 
 def repeated_metrics(case: CaseRun) -> dict[str, Metric]:

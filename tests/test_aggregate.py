@@ -14,12 +14,14 @@ from pytest_mlperf.aggregate import (
     AGGREGATE_FORMAT,
     AggregateError,
     Device,
+    case_dict,
     case_nodeid,
     load_results,
     merge,
     parse_gpu_list,
     parse_results,
     render_markdown,
+    table_rows,
     terminal_lines,
 )
 from pytest_mlperf.aggregate import table_rows as aggregate_table_rows
@@ -27,7 +29,7 @@ from pytest_mlperf.baselines import CaseKey
 from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.cli import EXIT_OK, EXIT_USAGE, main
 from pytest_mlperf.logs import read_run
-from pytest_mlperf.report import RESULTS_FORMAT, ResultsCollector
+from pytest_mlperf.report import RESULTS_FORMAT, ResultsCollector, render_table
 from pytest_mlperf.settings import PROFILES, Settings
 
 LOGS = Path(__file__).parent / "data" / "mlperf-logs"
@@ -476,3 +478,60 @@ def test_a_cpu_run_is_not_reported_as_one_gpu() -> None:
     gpu_case = offline(1000.0, gpu(0, "a"), gpu(1, "a"))
     (_, row) = aggregate_table_rows(merge([parse_results(document("a", [gpu_case]), "a.json")]))
     assert row[3] == "2" and row[5] == "500.0 samples/s"
+
+
+# --------------------------------------------------------------------------- failed cases (issue 10)
+
+
+def failed_record(host: str, reason: str, *, started: bool = True) -> dict[str, Any]:
+    """A failure record as the plugin writes it (session.failure_record) for a case LoadGen gave no result."""
+    from types import SimpleNamespace
+
+    from pytest_mlperf.records import failure_record
+
+    marker = SimpleNamespace(kwargs={"workload": "resnet50"})
+    item = SimpleNamespace(nodeid=NODE.format(scenario="Offline", mode="performance"),
+                           get_closest_marker=lambda name: marker,
+                           callspec=SimpleNamespace(params={"mlperf_scenario": "Offline", "mlperf_mode": "performance"}))
+    attempt = None
+    if started:  # the runner had started: the key and the GPU are known
+        attempt = {"key": {"workload": "resnet50", "scenario": "Offline", "mode": "performance",
+                           "backend": "onnxruntime", "precision": "fp32", "system": "1xNVIDIA-H100-80GB-HBM3"},
+                   "gpus": [gpu(0, host)], "backend": {"backend": "onnxruntime", "device": "cuda"}}
+    return json.loads(json.dumps({**failure_record(item, attempt, reason), "outcome": "failed", "worker": "gw0"}))
+
+
+def test_a_failed_case_is_counted_with_its_reason_not_dropped() -> None:
+    a = parse_results(document("node-a", [offline(10.0, gpu(0, "a"))]), "a.json")
+    b = parse_results(document("node-b", [failed_record("b", "the SUT raised during the LoadGen test:\nTraceback")]),
+                      "b.json")
+    (case,) = merge([a, b]).cases  # the same case: its failure on node-b is one of its records
+    assert case.outcomes == {"failed": 1, "passed": 1} and case.validity == {"-": 1, "VALID": 1}
+    assert case.throughput is not None and case.throughput.combined is None  # node-b measured nothing
+    assert "failed on node-b (b.json): the SUT raised during the LoadGen test: [+1 lines]" in case.notes
+    doc = case_dict(case)
+    assert [r["reason"] for r in doc["records"]] == [None, "the SUT raised during the LoadGen test:\nTraceback"]
+
+
+def test_a_case_that_failed_before_its_runner_started_is_its_own_row() -> None:
+    source = parse_results(document("node-a", [failed_record("a", "could not start the runner", started=False)]),
+                           "a.json")
+    (case,) = merge([source]).cases
+    assert case.case.precision == "?" and case.outcomes == {"failed": 1} and case.throughput is None
+    assert render_table(table_rows(merge([source])))[2].endswith("1 failed")
+
+
+def test_the_cli_aggregates_results_with_failed_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.json", document("node-a", [offline(10.0, gpu(0, "a"))]))
+    b = write(tmp_path / "b.json", document("node-b", [failed_record("b", "runner was killed by SIGKILL")]))
+    js = tmp_path / "agg.json"
+    assert main(["aggregate", str(a), str(b), "--json", str(js)]) == EXIT_OK
+    assert "failed on node-b" in capsys.readouterr().out
+    (case,) = json.loads(js.read_text())["cases"]
+    assert case["outcomes"] == {"failed": 1, "passed": 1}
+
+
+def test_a_run_that_is_not_an_object_or_null_is_refused() -> None:
+    bad = {**record(), "run": [1]}
+    with pytest.raises(AggregateError, match=r"case 0 .*: \"run\" must be an object or null"):
+        parse_results(document("node-a", [bad]), "a.json")

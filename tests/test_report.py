@@ -405,3 +405,32 @@ def test_sharing_note_flags_cpu_cases_on_several_workers_only() -> None:
     on_gpus = [{"worker": f"gw{i}", "gpus": [{"uuid": f"GPU-{i}"}]} for i in range(4)]
     assert sharing_note(on_gpus) is None  # each worker on its own GPU
     assert sharing_note([*on_gpus, cpu[0]]) is None  # one CPU worker alone shares with nobody measured on the CPU
+
+
+# --------------------------------------------------------------------------- failed cases (issue 10)
+
+
+def test_a_case_without_a_loadgen_result_is_a_row_with_its_outcome_and_reason(tmp_path: Path) -> None:
+    from pytest_mlperf.records import failure_record
+
+    marker = SimpleNamespace(kwargs={"workload": "resnet50"})
+    item = SimpleNamespace(nodeid="benchmarks/test_resnet50.py::test_resnet50[resnet50-Server-performance]",
+                           get_closest_marker=lambda name: marker,
+                           callspec=SimpleNamespace(params={"mlperf_scenario": "Server",
+                                                            "mlperf_mode": "performance"}))
+    failed = json.loads(json.dumps(failure_record(item, None, "runner was killed by SIGKILL\nlog tail")))
+    col = ResultsCollector(tmp_path)
+    col.add(report((RECORD, make_record(make_case("01")))), RECORD, BASELINE)
+    col.add(report((RECORD, failed), outcome="failed"), RECORD, BASELINE)
+    col.add(report((RECORD, failed), when="setup", outcome="failed"), RECORD, BASELINE)  # a fixture error
+    lines = col.table_lines()
+    assert len(lines) == 5
+    assert lines[3].startswith("resnet50 Server performance")
+    assert lines[3].split()[-7:] == ["onnxruntime/?", "?", "-", "-", "-", "-", "failed"]
+    assert lines[4].split()[-1] == "error"
+    notes = col.note_lines()
+    assert f"failed: {item.nodeid}: runner was killed by SIGKILL [+1 lines]" in notes
+    assert f"error: {item.nodeid}: runner was killed by SIGKILL [+1 lines]" in notes
+    doc = col.results_document(Settings())
+    assert [c["outcome"] for c in doc["cases"]] == ["passed", "failed", "error"]
+    assert doc["cases"][1]["reason"] == "runner was killed by SIGKILL\nlog tail"

