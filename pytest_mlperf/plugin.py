@@ -404,7 +404,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         chosen = [s for s in declared if s in settings.scenarios] if settings.scenarios else list(declared)
         params = [pytest.param(s, id=f"{spec.name}-{s}") for s in chosen]
         if not params:
-            reason = f"{spec.name} declares {', '.join(declared)}; {SCENARIO_SKIP} {', '.join(settings.scenarios or ())}"
+            reason = (f"{metafunc.definition.name} ({spec.name}) declares {', '.join(declared)}; {SCENARIO_SKIP} "
+                      f"{', '.join(settings.scenarios or ())}")
             params = [pytest.param(None, id=f"{spec.name}-none", marks=pytest.mark.skip(reason=reason))]
         metafunc.parametrize("mlperf_scenario", params, indirect=True)
     if "mlperf_mode" in names:
