@@ -13,6 +13,9 @@ total=${TOTAL_S:-560}
 t0=$SECONDS
 export PYTHONPATH=$PWD:/tmp/site:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache
 export VLLM_WORKER_MULTIPROC_METHOD=spawn TOKENIZERS_PARALLELISM=false
+# vllm 0.26.0 requires flashinfer-python, which vllm_carry.sh does not bring (a user's pip install does): without it
+# the engine fails at start in its sampler (issue 12); vLLM's own switch turns that sampler off
+export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0}
 
 step() {  # step NAME BUDGET_S COMMAND...: runs under min(budget, what is left of the total), logs to OUTDIR/NAME.txt
   local name=$1 budget=$2; shift 2
