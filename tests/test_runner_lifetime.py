@@ -60,7 +60,8 @@ def wait_for(condition, seconds: float = 60.0) -> bool:
 
 def runner_folders(tmp: Path) -> list[Path]:
     """The runners' socket and key folders (runner/client.py) among the temporary folders."""
-    return [p for p in tmp.glob("pytest-mlperf-*") if p.name != "pytest-mlperf-gpu-locks"]
+    # the GPU locks and the results folders' session locks (outputs.py) are shared and kept by design
+    return [p for p in tmp.glob("pytest-mlperf-*") if p.name not in ("pytest-mlperf-gpu-locks", "pytest-mlperf-locks")]
 
 
 def groups(path: Path) -> list[int]:
