@@ -34,7 +34,7 @@ from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.standins.resnet50 import ensure_resnet50
 from pytest_mlperf.suts import onnxruntime as ortsut
 from pytest_mlperf.suts.onnxruntime import OrtClassifier
-from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
+from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, pad_to_bucket, shape_buckets
 from pytest_mlperf.workloads.resnet50 import SyntheticImages
 
 NOW = time.perf_counter
@@ -92,7 +92,7 @@ class Timeline(BatchingHarness):
         ids = [i for i, _ in batch]
         indices = [idx for _, idx in batch]
         if self.config.buckets:
-            indices = ortsut_pad(indices, self.config.buckets)
+            indices = pad_to_bucket(indices, self.config.buckets)
         t0 = NOW()
         outputs = self.backend.infer(indices)[: len(ids)]
         t1 = NOW()
@@ -147,12 +147,6 @@ class Timeline(BatchingHarness):
             "slowest": [{"thread": r[0], "size": r[1], "shape": r[2], "at_s": r[5] - rows[0][5],
                          "infer_ms": (r[6] - r[5]) * 1e3} for r in sorted(rows, key=lambda r: r[5] - r[6])[:12]],
         }
-
-
-def ortsut_pad(indices: list[int], buckets: Sequence[int]) -> list[int]:
-    from pytest_mlperf.suts.scheduling import pad_to_bucket
-
-    return pad_to_bucket(indices, buckets)
 
 
 class Smi:
