@@ -33,5 +33,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def parse_flag(value: object) -> bool:
+    """A backend option's boolean: a bool, 0/1, or the words true/false/1/0 (any case); ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ValueError(value)
+    return text in ("true", "1")
+
+
 class BackendError(RuntimeError):
     """A backend could not be created; the message says what to install or point to."""

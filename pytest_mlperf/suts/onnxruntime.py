@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .base import BackendError, BackendInfo
+from .base import BackendError, BackendInfo, parse_flag
 
 SAMPLES = "pytest_mlperf_samples"
 ROWS = "pytest_mlperf_rows"
@@ -110,11 +110,10 @@ def file_sha256(path: Path) -> str:
 
 def _flag(options: Mapping[str, object], key: str, default: bool) -> bool:
     value = options.get(key, default)
-    if isinstance(value, str):
-        if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise BackendError(f"sut option {key}={value!r}: expected true or false")
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise BackendError(f"sut option {key}={value!r}: expected true or false") from None
 
 
 class CaptureGate:

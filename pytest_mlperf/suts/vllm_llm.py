@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import threads
-from .base import BackendError, BackendInfo
+from .base import BackendError, BackendInfo, parse_flag
 from .serving import ErrorCallback, TokensCallback
 
 MIN_NEW_TOKENS = 2  # LoadGen's TPOT divides by n_tokens - 1
@@ -89,9 +89,7 @@ def settings_from_options(options: Mapping[str, object], env: Mapping[str, str])
         default = getattr(VllmSettings, name)
         try:
             if isinstance(default, bool):
-                if not isinstance(value, (bool, int)) and str(value).lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                values[name] = value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+                values[name] = parse_flag(value)
             elif name in ("gpu_memory_utilization",):
                 values[name] = float(value)  # type: ignore[arg-type]
             elif name == "dtype":
