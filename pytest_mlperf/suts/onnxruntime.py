@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -241,6 +241,8 @@ class OrtClassifier:
         except (TypeError, ValueError):
             raise BackendError(f"sut option cuda_graph_max_batch={graph_max!r}: expected a batch size (0: none)")
         self._sessions: dict[int, object] = {}  # batch size -> its own session (per_shape) or _GraphSession
+        # the session opened above has run nothing: the first plain batch size takes it rather than a new one
+        self._unclaimed: object | None = self.session if self._per_shape else None
         self._sessions_lock = threading.Lock()
         self._gate = CaptureGate()
         self._staged: object | None = None
@@ -293,7 +295,9 @@ class OrtClassifier:
 
     def _open(self, batch: int) -> object:
         if not self._graphed(batch):
-            return self._ort.InferenceSession(self._model_bytes, self._session_options, providers=self._providers)
+            unclaimed, self._unclaimed = self._unclaimed, None
+            return unclaimed or self._ort.InferenceSession(self._model_bytes, self._session_options,
+                                                           providers=self._providers)
         providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
         session = self._ort.InferenceSession(self._model_bytes, self._session_options, providers=providers)
         return _GraphSession(session, self._ort, self._output, self._staged, batch, self._gate)
@@ -324,7 +328,7 @@ class OrtClassifier:
             binding = self._binding(len(rows))
             binding.bind_cpu_input(ROWS, rows)  # type: ignore[attr-defined]
             session = self._session_for(len(rows))
-            with self._gate.run():
+            with self._gate.run() if self._graph_max else nullcontext():  # no graphs: nothing to keep apart
                 session.run_with_iobinding(binding)  # type: ignore[attr-defined]
             classes = binding.copy_outputs_to_cpu()[0]  # type: ignore[attr-defined]
         return (classes.astype(np.int64) + self._offset).astype(np.int32).reshape(-1, 1)
