@@ -37,12 +37,21 @@ class CaseKey:
     precision: str
     system: str  # e.g. "1xNVIDIA-H100-80GB-HBM3" or "cpu-AMD-EPYC-7B13-2c"
 
+    def _case_part(self) -> str:
+        """The file name up to the system's part: the same case on any system starts so."""
+        parts = (self.scenario, self.mode, self.backend, self.precision)
+        return "".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) + "-" for p in parts)
+
     def filename(self) -> str:
-        parts = (self.scenario, self.mode, self.backend, self.precision, self.system)
-        return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) + ".json"
+        return self._case_part() + re.sub(r"[^A-Za-z0-9_.]+", "_", self.system) + ".json"
 
     def path(self, baselines_dir: Path) -> Path:
         return baselines_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", self.workload) / self.filename()
+
+    def systems_recorded(self, folder: Path) -> list[str]:
+        """The systems (as their baseline files spell them) that have a baseline of this case in `folder`."""
+        prefix = self._case_part()
+        return sorted(p.name[len(prefix):-len(".json")] for p in folder.glob(f"{prefix}*.json"))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .baselines import BaselineError, Baseline, load_baseline, write_baseline
+from .baselines import BaselineError, Baseline, CaseKey, load_baseline, write_baseline
 from .settings import Settings
 
 RESULTS_FORMAT = "pytest-mlperf/results"
@@ -24,6 +24,16 @@ def format_value(value: float | None, unit: str) -> str:
     if unit == "ns":
         return f"{value / 1e6:.3f} ms"
     return f"{value:,.1f} {unit}"
+
+
+def recorded_elsewhere(missing: list[dict[str, Any]]) -> list[str]:
+    """The systems that have baselines of cases this run had none for (e.g. the GPUs a shipped set was recorded
+    on), so a user on another machine sees why and where they came from."""
+    systems: set[str] = set()
+    for r in missing:
+        key = CaseKey(**{k: str(v) for k, v in r["key"].items()})
+        systems.update(key.systems_recorded(Path(r["missing_baseline"]).parent))
+    return sorted(systems)
 
 
 def headline_of(record: dict[str, Any]) -> tuple[str, str]:
@@ -229,6 +239,10 @@ class ResultsCollector:
                 f"no baseline for {len(missing)} case(s) under {common}: record them on the reference system with "
                 "--mlperf-update-baselines (--mlperf-require-baselines makes a missing baseline fail)"
             )
+            others = recorded_elsewhere([r for r in self.records if r.get("missing_baseline")])
+            if others:
+                lines.append(f"baselines of these cases exist for other systems: {', '.join(others)} (this system: "
+                             f"{', '.join(sorted({r['key']['system'] for r in self.records if r.get('missing_baseline')}))})")
         return [*lines, *self.written, *self.problems]
 
     def results_document(self, settings: Settings) -> dict[str, Any]:

@@ -361,6 +361,24 @@ def test_note_lines_groups_missing_baselines_under_their_common_folder(tmp_path:
     assert "--mlperf-update-baselines" in line and "--mlperf-require-baselines" in line
 
 
+def test_note_lines_say_which_systems_have_the_missing_baselines(tmp_path: Path) -> None:
+    """A machine whose GPU has no baseline is told which systems have them (issue 13: H100 and H200 ship)."""
+    from dataclasses import replace as dc_replace
+
+    a = make_case("01")
+    a.missing_baseline = str(a.key.path(tmp_path))
+    folder = Path(a.missing_baseline).parent
+    folder.mkdir(parents=True)
+    for system in ("1xNVIDIA-H200", "1xNVIDIA-H100-80GB-HBM3"):
+        dc_replace(a.key, system=system).path(tmp_path).write_text("{}")
+    dc_replace(a.key, scenario="Server", system="2xNVIDIA-B200").path(tmp_path).write_text("{}")  # another case
+    col = ResultsCollector(tmp_path)
+    col.add(report((RECORD, make_record(a))), RECORD, BASELINE)
+    lines = col.note_lines()
+    assert lines[1] == (f"baselines of these cases exist for other systems: 1xNVIDIA_H100_80GB_HBM3, 1xNVIDIA_H200 "
+                        f"(this system: {a.key.system})")
+
+
 def test_note_lines_single_missing_baseline_names_its_folder(tmp_path: Path) -> None:
     a = make_case("01")
     a.missing_baseline = str(a.key.path(tmp_path))
