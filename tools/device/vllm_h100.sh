@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# On the GPU machine, from the checkout, once tools/device/vllm_carry.sh's stages are installed into /tmp/site (and the
-# project's other carried wheels: mlcommons-loadgen, rouge-score, nltk): the llama3_1-8b benchmark on vLLM with a
-# Llama-3.1-8B-shaped stand-in (seeded random weights, bf16, built on the GPU), Offline and Server (ci profile,
-# performance), then vLLM's harness efficiency (LoadGen tokens/s over a bare LLM.generate of the same prompts), then the
-# transformers backend on the same model (Offline) for comparison. Every step runs under `timeout` within one budget
-# (TOTAL_S, default 560 s), and everything lands in OUTDIR.
-#   bash tools/device/vllm_h100.sh OUTDIR
+# On the GPU machine, from the checkout, once tools/device/vllm_carry.sh's stages are installed into /tmp/site (they
+# bring mlcommons-loadgen, rouge-score and nltk too): the llama3_1-8b benchmark on vLLM with a Llama-3.1-8B-shaped
+# stand-in (seeded random weights, bf16, built on the GPU). Two parts, one device call each (each under 600 s):
+#   bash tools/device/vllm_h100.sh OUTDIR bench    # Offline (performance + accuracy, H200 baselines recorded into
+#                                                  # OUTDIR/baselines), then Server and SingleStream (performance)
+#   bash tools/device/vllm_h100.sh OUTDIR extras   # harness efficiency (LoadGen over a bare LLM.generate), a runner
+#                                                  # SIGKILLed with its engine up (what is left on the GPU), and the
+#                                                  # transformers backend on the 1B-shaped stand-in for comparison
+# Every step runs under `timeout` within one budget (TOTAL_S, default 570 s); everything lands in OUTDIR.
 set -uo pipefail
 out=${1:?output dir}
+part=${2:-bench}
 mkdir -p "$out"
-total=${TOTAL_S:-560}
+total=${TOTAL_S:-570}
 t0=$SECONDS
 export PYTHONPATH=$PWD:/tmp/site:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache
 export VLLM_WORKER_MULTIPROC_METHOD=spawn TOKENIZERS_PARALLELISM=false
 # vllm 0.26.0 requires flashinfer-python, which vllm_carry.sh does not bring (a user's pip install does): without it
-# the engine fails at start in its sampler (issue 12); vLLM's own switch turns that sampler off
+# the engine fails at start in its sampler (issue 12); vLLM's own switch turns that sampler off. The backend itself
+# sets nothing: a real install runs with vLLM's defaults.
 export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0}
 
 step() {  # step NAME BUDGET_S COMMAND...: runs under min(budget, what is left of the total), logs to OUTDIR/NAME.txt
@@ -27,31 +31,70 @@ step() {  # step NAME BUDGET_S COMMAND...: runs under min(budget, what is left o
   echo "== $name: exit $? after $((SECONDS - t0))s" | tee -a "$out/$name.txt"
 }
 
-step versions 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv; ldd --version | head -1; \
-python3 -c \"import torch, transformers, vllm, mlperf_loadgen; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-torch.cuda.is_available(), '| transformers', transformers.__version__, '| vllm', vllm.__version__)\""
+gpu_apps() { nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader; \
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader; }
 
-step build-8b 240 python3 -c "
+build() {  # build CONFIG: the stand-in folder, built on the GPU (seeded random init: seconds instead of minutes)
+  step "build-$1" 240 python3 -c "
 import torch, time
 from pytest_mlperf.standins.llama import ensure_llama_standin
 t = time.time()
-with torch.device('cuda'):  # seeded random init on the GPU: seconds instead of minutes on the CPU
-    path = ensure_llama_standin(seed=0, config='8b')
+with torch.device('cuda'):
+    path = ensure_llama_standin(seed=0, config='$1')
 print('model', path, f'{time.time() - t:.0f}s')
-open('$out/model.txt', 'w').write(str(path))"
-model=$(cat "$out/model.txt" 2>/dev/null || echo /tmp/pytest-mlperf-cache/llama3_1-8b-standin-8b-seed0-v1)
+open('$out/model-$1.txt', 'w').write(str(path))"
+  cat "$out/model-$1.txt" 2>/dev/null || echo "/tmp/pytest-mlperf-cache/llama3_1-8b-standin-$1-seed0-v1"
+}
 
-step vllm-bench 330 python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/ -k "llama and vllm" -rs \
-  --mlperf-model "llama3_1-8b=$model" --mlperf-profile=ci --mlperf-scenario=Offline,Server --mlperf-mode=performance \
-  --mlperf-results-dir="$PWD/vllm-results"
+bench=(python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/ -rs --mlperf-profile=ci)
+# backend options for every vllm case (the stand-in declares 131,072 tokens; CNN/DailyMail needs far fewer)
+vllm_opts=(${VLLM_OPTIONS-})  # e.g. VLLM_OPTIONS=--mlperf-sut-option=vllm.max_model_len=4096
 
-step vllm-efficiency 200 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/vllm_efficiency.json" --seconds 8
+step versions 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv; \
+python3 -c \"import torch, transformers, vllm, mlperf_loadgen, rouge_score; print('torch', torch.__version__, 'cuda', \
+torch.version.cuda, torch.cuda.is_available(), '| transformers', transformers.__version__, '| vllm', vllm.__version__)\""
+model=$(build 8b | tail -1)
 
-step transformers-bench 170 python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/ \
-  -k "test_llama3_1_8b and not vllm" -rs --mlperf-model "llama3_1-8b=$model" --mlperf-device=cuda --mlperf-profile=ci \
-  --mlperf-scenario=Offline --mlperf-mode=performance --mlperf-results-dir="$PWD/transformers-results"
-
-cp vllm-results/results.json "$out/vllm-results.json" 2>/dev/null
-cp transformers-results/results.json "$out/transformers-results.json" 2>/dev/null
-tar czf "$out/results.tgz" vllm-results transformers-results 2>/dev/null
+case "$part" in
+bench)
+  step vllm-offline 270 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
+    --mlperf-scenario=Offline --mlperf-mode=both --mlperf-update-baselines --mlperf-baselines-dir="$out/baselines" \
+    --mlperf-results-dir="$PWD/vllm-offline"
+  gpu_apps | tee "$out/gpu-after-offline.txt"
+  step vllm-serving 300 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
+    --mlperf-scenario=Server,SingleStream --mlperf-mode=performance --mlperf-results-dir="$PWD/vllm-serving"
+  gpu_apps | tee "$out/gpu-after-serving.txt"
+  dirs=(vllm-offline vllm-serving)
+  ;;
+extras)
+  step vllm-efficiency 200 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/vllm_efficiency.json" \
+    --seconds 8
+  # a runner SIGKILLed while its engine is up: the case must fail saying so, and nothing may hold the GPU after it
+  step vllm-crash 200 bash -c '
+"$@" &
+pytest_pid=$!
+for i in $(seq 180); do
+  used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+  [ "${used:-0}" -gt 60000 ] && break; sleep 1
+done
+echo "GPU memory used before the kill: ${used} MiB after ${i} s"; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
+runner=$(pgrep -f "pytest_mlperf.runner.child" | head -1)
+echo "SIGKILL to runner $runner"; ps -o pid,pgid,ppid,cmd --forest -g "$(ps -o pgid= -p "$runner" | tr -d " ")" | cut -c1-160
+kill -9 "$runner"
+wait "$pytest_pid"; echo "pytest exit $?"
+sleep 3
+echo "after the case:"; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
+nvidia-smi --query-gpu=memory.used --format=csv; pgrep -af "EngineCore|pytest_mlperf.runner" || echo "no runner or EngineCore process left"
+' crash "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" --mlperf-scenario=Offline \
+    --mlperf-mode=performance --mlperf-results-dir="$PWD/vllm-crash"
+  model_1b=$(build 1b | tail -1)
+  step transformers-1b 170 "${bench[@]}" -k "test_llama3_1_8b and not vllm" --mlperf-model "llama3_1-8b=$model_1b" \
+    --mlperf-device=cuda --mlperf-scenario=Offline,SingleStream --mlperf-mode=performance \
+    --mlperf-results-dir="$PWD/transformers-1b"
+  dirs=(vllm-crash transformers-1b)
+  ;;
+*) echo "part must be bench or extras" >&2; exit 2 ;;
+esac
+for d in "${dirs[@]}"; do cp "$d/results.json" "$out/$d-results.json" 2>/dev/null || cp "$d"/latest/results.json "$out/$d-results.json" 2>/dev/null; done
+tar czf "$out/results.tgz" "${dirs[@]}" 2>/dev/null
 echo "done in $((SECONDS - t0))s"; ls -la "$out"
