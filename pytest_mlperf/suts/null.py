@@ -24,7 +24,9 @@ class NullBackend:
         self.per_sample_s = float(options.get("per_sample_ms", 0.0)) / 1000  # type: ignore[arg-type]
         self._faults = {k: int(options[k]) for k in ("raise_after", "crash_after", "hang_after") if k in options}  # type: ignore[call-overload]
         self._batches = 0
-        self.info = BackendInfo(backend="null", device="cpu", precision="none", details={})
+        # the delays in effect, so that a run's record shows what its options did (tests read them back)
+        details = {"delay_ms": f"{self.delay_s * 1000:g}", "per_sample_ms": f"{self.per_sample_s * 1000:g}"}
+        self.info = BackendInfo(backend="null", device="cpu", precision="none", details=details)
 
     def stage(self, indices: Sequence[int], samples: np.ndarray) -> None:
         """Nothing to stage: a sample is its index."""
