@@ -489,6 +489,9 @@ class BaselineCheck:
                         "--mlperf-update-baselines", pytrace=False)
         comparisons = compare(baseline, case.metrics, tol)
         self.item.stash[COMPARISONS_KEY] = comparisons
+        differ = options_differ(baseline, case)
+        if differ:  # not part of the case's key (as backend details are not): said, so that it is not silent
+            case.notes.append(differ)
         regressions = [c.describe() for c in comparisons if c.regressed]
         regressions += self._accuracy_problems(case, baseline)
         unusable = unusable_metrics(baseline, case.metrics)
@@ -541,10 +544,30 @@ class BaselineCheck:
             accuracy=case.accuracy,
             settings={k: case.test.get(k) for k in ("server_target_qps", "server_target_latency_ns", "min_duration_ms")},
             system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
-                    "loadgen": case.run.loadgen_version or ""},
+                    "loadgen": case.run.loadgen_version or "", "sut_options": option_values(case)},
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+def option_values(case: CaseRun) -> dict[str, str]:
+    """A case's backend options as a baseline keeps them: each value as a string (the marker's 8 and the command
+    line's '8' are the same option)."""
+    return {k: str(v.get("value")) for k, v in case.sut_options.items()}
+
+
+def options_differ(baseline: Baseline, case: CaseRun) -> str | None:
+    """What differs between the backend options a baseline was recorded with and this run's, in words; None when
+    they match or the baseline predates recording them."""
+    recorded = baseline.system.get("sut_options")
+    if not isinstance(recorded, dict):
+        return None
+    now = option_values(case)
+    changed = sorted(k for k in {*recorded, *now} if recorded.get(k) != now.get(k))
+    if not changed:
+        return None
+    shown = "; ".join(f"{k}: {recorded.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in changed)
+    return f"backend options differ from the baseline's ({shown}): the comparison is across options"
 
 
 def _compares_nothing(baseline: Baseline, case: CaseRun) -> str:

@@ -152,6 +152,20 @@ def test_a_value_the_backend_refuses_fails_the_case_naming_the_option_and_its_so
     assert record["outcome"] == "failed" and record["sut_options"]["delay_ms"]["value"] == "slow"
 
 
+def test_a_baseline_recorded_with_other_options_says_so(pytester: pytest.Pytester) -> None:
+    bench(pytester, delay_ms=2)
+    run(pytester, "--mlperf-update-baselines", "--mlperf-baseline-repeats=1").assert_outcomes(passed=1)
+    (path,) = sorted((pytester.path / "baselines").rglob("*.json"))
+    assert json.loads(path.read_text())["system"]["sut_options"] == {"delay_ms": "2"}
+    run(pytester, "--mlperf-tolerance=90%").assert_outcomes(passed=1)
+    (record,) = records(pytester)
+    assert not [n for n in record["notes"] if "backend options differ" in n]  # the marker's 2 is the same option
+    run(pytester, "--mlperf-tolerance=90%", "--mlperf-sut-option", "null.delay_ms=2.5").assert_outcomes(passed=1)
+    (record,) = records(pytester)
+    assert "backend options differ from the baseline's (delay_ms: 2 -> 2.5): the comparison is across options" \
+        in record["notes"]
+
+
 # --- end to end on the ONNX Runtime CPU stand-in --------------------------------------------------------------------
 
 
