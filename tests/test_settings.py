@@ -405,10 +405,10 @@ def test_parse_sut_options_later_entry_wins_and_remembers_its_source() -> None:
     ("vllm.max_model_len=", "bad --mlperf-sut-option 'vllm.max_model_len=': write BACKEND.KEY=VALUE"),
     (".max_model_len=1", "bad --mlperf-sut-option '.max_model_len=1': write BACKEND.KEY=VALUE"),
     ("vllm.=1", "bad --mlperf-sut-option 'vllm.=1': write BACKEND.KEY=VALUE"),
-    ("vlm.max_model_len=1", "--mlperf-sut-option 'vlm.max_model_len=1': unknown backend 'vlm'; known backends are "
-                            "vllm, onnxruntime, torch-probe"),
-    ("vllm.max_len=1", "--mlperf-sut-option 'vllm.max_len=1': the vllm backend has no option 'max_len'; its options "
-                       "are max_model_len, gpu_memory_utilization"),
+    ("vlm.max_model_len=1", ("--mlperf-sut-option 'vlm.max_model_len=1': unknown backend 'vlm'; known backends are "
+                             "vllm, onnxruntime, torch-probe")),
+    ("vllm.max_len=1", ("--mlperf-sut-option 'vllm.max_len=1': the vllm backend has no option 'max_len'; its "
+                        "options are max_model_len, gpu_memory_utilization")),
 ])
 def test_parse_sut_options_refuses_malformed_entries(raw: str, message: str) -> None:
     with pytest.raises(ValueError) as exc:

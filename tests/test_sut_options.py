@@ -121,8 +121,8 @@ def test_options_of_another_backend_leave_the_case_alone(pytester: pytest.Pytest
 
 
 @pytest.mark.parametrize("entry, message", [
-    ("delay_ms=5", "*bad --mlperf-sut-option 'delay_ms=5': write BACKEND.KEY=VALUE*(backends: onnxruntime, "
-                   "transformers, vllm, null, torch-probe)"),
+    ("delay_ms=5", ("*bad --mlperf-sut-option 'delay_ms=5': write BACKEND.KEY=VALUE*(backends: onnxruntime, "
+                    "transformers, vllm, null, torch-probe)")),
     ("null.delay_ms", "*bad --mlperf-sut-option 'null.delay_ms': write BACKEND.KEY=VALUE*"),
     ("nul.delay_ms=5", "*unknown backend 'nul'; known backends are onnxruntime, transformers, vllm, null, torch-probe*"),
     ("vllm.max_model_length=4096", "*the vllm backend has no option 'max_model_length'; its options are *max_model_len*"),

@@ -68,12 +68,11 @@ def check_option_names(backend: str, options: Collection[str], known: Collection
 def option_int(options: Mapping[str, object], key: str, default: int, backend: str) -> int:
     """A backend option's whole number (an int, or its digits as a string from the command line)."""
     value = options.get(key, default)
-    try:
-        if isinstance(value, bool) or isinstance(value, float):
-            raise ValueError(value)
-        return int(value)  # type: ignore[call-overload, no-any-return]
-    except (TypeError, ValueError):
-        raise BackendError(f"{backend} SUT: option {key}={value!r}: expected a whole number") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise BackendError(f"{backend} SUT: option {key}={value!r}: expected a whole number")
 
 
 class BackendError(RuntimeError):
