@@ -6,6 +6,15 @@ pip install 'pytest-mlperf[vllm]'; skips without them.
 
     pytest benchmarks/ -k "llama and vllm" --mlperf-profile=ci --mlperf-model llama3_1-8b=Meta-Llama-3.1-8B-Instruct/
     pytest benchmarks/ -k "llama and vllm" -n 2        # with @pytest.mark.mlperf(gpus=2): tensor parallel over 2 GPUs
+
+Backend options for a run, without editing this file (`--mlperf-sut-option vllm.KEY=VALUE`, repeatable; ini
+`mlperf_sut_option`; they win over the marker's `sut_options`; keys: suts/vllm_llm.py). The 8B stand-in declares
+131,072 tokens of context, for which vLLM sizes its KV cache; CNN/DailyMail prompts and 128 new tokens need far
+fewer:
+
+    pytest benchmarks/ -k "llama and vllm" --mlperf-sut-option vllm.max_model_len=4096 \\
+        --mlperf-sut-option vllm.gpu_memory_utilization=0.8
+    pytest benchmarks/ -k "llama and vllm" --mlperf-sut-option vllm.tensor_parallel_size=2   # the case takes 2 GPUs
 """
 
 import pytest

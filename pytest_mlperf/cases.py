@@ -98,6 +98,8 @@ class CaseRun:
     # loadgen_s (the LoadGen test), results_s (reading logs, accuracy), case_s (all of it, lock waits included)
     timings: dict[str, float] = field(default_factory=dict)
     runner_pid: int | None = None  # the process that measured (NVML lists it on the GPUs it used)
+    # the backend options its runner was given: {key: {"value": ..., "from": "marker" | "--mlperf-sut-option" | ...}}
+    sut_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner_cpus: str | None = None  # the CPUs it was allowed to run on, as it saw them (e.g. "0-7")
 
     @property
@@ -208,4 +210,5 @@ class CaseRun:
             "timings": self.timings,
             "runner_pid": self.runner_pid,
             "runner_cpus": self.runner_cpus,
+            "sut_options": self.sut_options,
         }

@@ -24,6 +24,7 @@ from .gpus import PlacementError, auto_num_workers, discover
 from .interrupt import stop_on_sigterm
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .runner.recipe import LaunchRecipe
+from .suts.base import OPTION_NAMES
 from .userconf import check_user_conf
 from .session import (
     BASELINE_PROPERTY,
@@ -66,6 +67,10 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("streams", "concurrent inference streams (threads) for Offline and Server (default: 3 on CUDA, 1 on CPU)", {},
      "string"),
     ("timeout", "seconds a runner may take for one LoadGen test before it is killed", {}, "string"),
+    ("sut-option", "a backend option for this run, BACKEND.KEY=VALUE, e.g. vllm.max_model_len=4096 or "
+     "onnxruntime.cuda_graph_max_batch=8 (repeatable; wins over the benchmark marker's sut_options for cases on "
+     "that backend; the ini's and the command line's are merged, the command line winning per key)",
+     {"action": "append"}, "args"),
     # the overhead gate (gate.py): reference = the plain runner, candidate = the same runner under the layer
     ("candidate-prefix", "command line the candidate runner is launched under, e.g. 'gpu-proxy run --' "
      "(turns the overhead gate on)", {}, "string"),
@@ -135,11 +140,19 @@ def cpu_affinity_setting(raw: str) -> str:
     return value
 
 
+def sut_option_entries(config: pytest.Config) -> list[tuple[str, str]]:
+    """--mlperf-sut-option's entries with where each was set: the ini's first, so that the command line's win."""
+    ini = config.getini("mlperf_sut_option") or []
+    cli = config.getoption("mlperf_sut_option") or []
+    return [*((raw, "ini mlperf_sut_option") for raw in ini), *((raw, "--mlperf-sut-option") for raw in cli)]
+
+
 def build_settings(config: pytest.Config) -> S.Settings:
     def get(name: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
         return _parsed(config, name, parse, default)
 
     try:
+        sut_options, sut_option_sources = S.parse_sut_options(sut_option_entries(config), OPTION_NAMES)
         return S.Settings(
             scenarios=get("scenario", S.parse_scenarios),
             modes=get("mode", S.parse_mode, ("performance",)),
@@ -165,6 +178,8 @@ def build_settings(config: pytest.Config) -> S.Settings:
             gpu_lock_timeout_s=get("gpu-lock-timeout",
                                    lambda v: S.parse_duration_s(v, option="--mlperf-gpu-lock-timeout"), 3600.0),
             cpu_affinity=get("cpu-affinity", cpu_affinity_setting, "none"),
+            sut_options=sut_options,
+            sut_option_sources=sut_option_sources,
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None

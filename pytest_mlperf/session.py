@@ -97,10 +97,35 @@ class SUTHandle:
     streams: int
     calibrate: bool = True
     gpus: int = 1  # GPUs the case needs (tensor parallel); they are locked together while it measures
+    option_sources: dict[str, str] = field(default_factory=dict)  # load.options' keys -> where each was set
 
     @property
     def workload(self) -> str:
         return self.spec.name
+
+    def options_record(self) -> dict[str, dict[str, Any]]:
+        """The backend options the runner was given, each with where it was set (for results.json)."""
+        return {k: {"value": v, "from": self.option_sources.get(k, "marker")} for k, v in self.load.options.items()}
+
+    def options_described(self) -> str:
+        return ", ".join(f"{k}={v!r} ({self.option_sources.get(k, 'marker')})" for k, v in self.load.options.items())
+
+
+# the option of a backend that says how many GPUs it spreads over: set for a run, it sets the case's GPU count
+GPU_COUNT_OPTIONS = {"vllm": "tensor_parallel_size"}
+
+
+def sut_options(session: MlperfSession, backend: str, marker_kwargs: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """A case's backend options and where each was set: the marker's sut_options, overridden key by key by
+    --mlperf-sut-option (or its ini twin) for this backend. A user's run-time choice beats the benchmark's default."""
+    marker = dict(marker_kwargs.get("sut_options") or {})
+    user = session.settings.sut_options.get(backend, {})
+    given = session.settings.sut_option_sources.get(backend, {})
+    sources = {k: "marker" for k in marker}
+    for k in user:
+        sources[k] = given.get(k, "--mlperf-sut-option") + (f", over the marker's {marker[k]!r}" if k in marker else "")
+    return {**marker, **user}, sources
 
 
 def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any]) -> SUTHandle:
@@ -109,7 +134,7 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
     backend = str(marker_kwargs.get("backend", spec.backends[0]))
     model = s.models.get(workload)
     dataset = s.datasets.get(workload)
-    options = dict(marker_kwargs.get("sut_options") or {})
+    options, sources = sut_options(session, backend, marker_kwargs)
     data = DataRequest(
         workload=workload,
         model_path=str(model) if model else None,
@@ -123,7 +148,13 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
     gpus = int(marker_kwargs.get("gpus", 1))
     if gpus < 1:
         pytest.fail(f"mlperf marker: gpus must be at least 1, got {gpus}", pytrace=False)
-    return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate, gpus=gpus)
+    count = GPU_COUNT_OPTIONS.get(backend)
+    if count in s.sut_options.get(backend, {}):  # e.g. vllm.tensor_parallel_size=2: the case takes 2 GPUs
+        value = str(s.sut_options[backend][count])
+        if value.isdigit() and int(value) >= 1:  # anything else is the backend's to refuse, naming the option
+            gpus = int(value)
+    return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate, gpus=gpus,
+                     option_sources=sources)
 
 
 @dataclass
@@ -191,7 +222,7 @@ class LoadGenDriver:
             "key": {"workload": sut.workload, "scenario": scenario, "mode": mode, "backend": sut.load.backend,
                     "precision": "?", "system": "?"},
             "recipe": recipe.describe(), "log_dir": str(self.log_dir(log_suffix)),
-            "profile": settings.profile.name,
+            "profile": settings.profile.name, "sut_options": sut.options_record(),
         }
         if gate is not None and self.recipe is None:
             case = self.gate_run(sut, scenario, mode, gate, log_suffix)
@@ -257,12 +288,16 @@ class LoadGenDriver:
             recipe = replace(recipe, cpus=affinity.cpus)
         if affinity.note:
             notes.append(affinity.note)
+        notes.extend(f"sut option {k}={sut.load.options[k]!r} from {src}" for k, src in sut.option_sources.items()
+                     if "over the marker" in src)  # the run deviates from what its benchmark declares
         pool = self.session.runners()
         began = time.perf_counter()
         try:
             runner = pool.get(recipe, sut.load)
         except (RunnerError, OSError) as exc:  # OSError: its log could not be written
             failure = f"could not start the {sut.workload} runner ({recipe.name}: {recipe.describe()}): {exc}"
+            if sut.load.options:  # a bad value is the backend's to refuse: say where each option was set
+                failure += f"\n{sut.load.backend} options given: {sut.options_described()}"
             hint = interpreter_hint(recipe, str(exc))
             failure += f"\n{hint}" if hint else ""
         else:
@@ -335,6 +370,7 @@ class LoadGenDriver:
             timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
                      "case_s": time.perf_counter() - began},
             runner_pid=runner.info.get("pid"), runner_cpus=runner.info.get("cpus"),
+            sut_options=sut.options_record(),
         )
 
     def case_affinity(self, gpus: tuple[str, ...]) -> Affinity:
@@ -453,6 +489,9 @@ class BaselineCheck:
                         "--mlperf-update-baselines", pytrace=False)
         comparisons = compare(baseline, case.metrics, tol)
         self.item.stash[COMPARISONS_KEY] = comparisons
+        differ = options_differ(baseline, case)
+        if differ:  # not part of the case's key (as backend details are not): said, so that it is not silent
+            case.notes.append(differ)
         regressions = [c.describe() for c in comparisons if c.regressed]
         regressions += self._accuracy_problems(case, baseline)
         unusable = unusable_metrics(baseline, case.metrics)
@@ -505,10 +544,30 @@ class BaselineCheck:
             accuracy=case.accuracy,
             settings={k: case.test.get(k) for k in ("server_target_qps", "server_target_latency_ns", "min_duration_ms")},
             system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
-                    "loadgen": case.run.loadgen_version or ""},
+                    "loadgen": case.run.loadgen_version or "", "sut_options": option_values(case)},
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+def option_values(case: CaseRun) -> dict[str, str]:
+    """A case's backend options as a baseline keeps them: each value as a string (the marker's 8 and the command
+    line's '8' are the same option)."""
+    return {k: str(v.get("value")) for k, v in case.sut_options.items()}
+
+
+def options_differ(baseline: Baseline, case: CaseRun) -> str | None:
+    """What differs between the backend options a baseline was recorded with and this run's, in words; None when
+    they match or the baseline predates recording them."""
+    recorded = baseline.system.get("sut_options")
+    if not isinstance(recorded, dict):
+        return None
+    now = option_values(case)
+    changed = sorted(k for k in {*recorded, *now} if recorded.get(k) != now.get(k))
+    if not changed:
+        return None
+    shown = "; ".join(f"{k}: {recorded.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in changed)
+    return f"backend options differ from the baseline's ({shown}): the comparison is across options"
 
 
 def _compares_nothing(baseline: Baseline, case: CaseRun) -> str:

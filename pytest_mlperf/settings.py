@@ -10,7 +10,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from types import MappingProxyType
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from .runner.recipe import LaunchRecipe
 from .stats import GatePlan
@@ -115,6 +116,10 @@ class Settings:
     gpu_lock_timeout_s: float = 3600.0  # how long a case waits for its GPUs to be free of other sessions
     baseline_repeats: int = 3  # runs a performance baseline records, so that later checks know its noise
     cpu_affinity: str = "none"  # runner CPU pinning: none, auto (the GPU's local CPUs) or a CPU list (cpus.py)
+    # backend -> {option: value string} (--mlperf-sut-option BACKEND.KEY=VALUE): wins over a marker's sut_options
+    sut_options: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    # backend -> {option: where it was set}: "--mlperf-sut-option" or "ini mlperf_sut_option"
+    sut_option_sources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:
@@ -205,6 +210,37 @@ def parse_name_path(values: list[str] | None, *, option: str, must_exist: bool =
             raise ValueError(f"{option} {name.strip()}: {p} does not exist; point it at an existing file or folder")
         out[name.strip()] = p
     return out
+
+
+SUT_OPTION_FORM = "BACKEND.KEY=VALUE, e.g. vllm.max_model_len=4096 or onnxruntime.cuda_graph_max_batch=8"
+
+
+def parse_sut_options(entries: Iterable[tuple[str, str]], known: Mapping[str, Iterable[str]]
+                      ) -> tuple[Mapping[str, Mapping[str, str]], Mapping[str, Mapping[str, str]]]:
+    """(raw, source) pairs such as ('vllm.max_model_len=4096', '--mlperf-sut-option') -> frozen mappings backend ->
+    {key: value} and backend -> {key: source}; a later entry for a key wins (pass ini entries before CLI ones).
+    `known` maps each backend to its option names (suts.base.OPTION_NAMES). The value stays a string: each backend
+    converts and checks it. Raises ValueError naming the entry, its source, the form and what is known."""
+    values: dict[str, dict[str, str]] = {}
+    sources: dict[str, dict[str, str]] = {}
+    backends = ", ".join(known)
+    for raw, source in entries:
+        target, sep, value = str(raw).partition("=")
+        backend, dot, key = target.strip().partition(".")
+        backend, key, value = backend.strip(), key.strip(), value.strip()
+        if not sep or not dot or not backend or not key or not value:
+            raise ValueError(f"bad {source} {raw!r}: write {SUT_OPTION_FORM} (backends: {backends})")
+        if backend not in known:
+            raise ValueError(f"{source} {raw!r}: unknown backend {backend!r}; known backends are {backends} "
+                             f"(write {SUT_OPTION_FORM})")
+        names = list(known[backend])
+        if key not in names:
+            raise ValueError(f"{source} {raw!r}: the {backend} backend has no option {key!r}; its options are "
+                             f"{', '.join(names)}")
+        values.setdefault(backend, {})[key] = value
+        sources.setdefault(backend, {})[key] = source
+    return (MappingProxyType({b: MappingProxyType(v) for b, v in values.items()}),
+            MappingProxyType({b: MappingProxyType(v) for b, v in sources.items()}))
 
 
 def _parse_positive(value: str, option: str, convert: type, what: str, bound: str) -> float:

@@ -41,6 +41,8 @@ def test_options_default_and_name_the_variant() -> None:
     assert ProbeConfig.from_options({"op": "launch", "kernels": 32}).variant == "launch-x32"
     assert ProbeConfig.from_options({"op": "h2d_pinned"}).variant == "h2d_pinned-1MiB"
     assert ProbeConfig.from_options({"op": "alloc", "bytes": 4096}).variant == "alloc-4KiB"
+    # --mlperf-sut-option values arrive as strings
+    assert ProbeConfig.from_options({"op": "alloc", "bytes": "4096"}).variant == "alloc-4KiB"
     assert [size_label(n) for n in (1 << 30, 3 << 20, 1000)] == ["1GiB", "3MiB", "1000B"]
 
 

@@ -58,6 +58,22 @@ def test_wrapped_model_picks_rows_and_classifies_like_the_original(tmp_path, nhw
         backend.infer([3])
 
 
+def test_options_from_the_command_line_are_strings_and_show_in_the_details(tmp_path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_classifier(), str(path))
+    backend = OrtClassifier(path, "cpu", {"intra_op_threads": "1", "allow_spinning": "false"})
+    assert backend.info.details["intra_op_threads"] == "1" and backend.info.details["allow_spinning"] == "False"
+    default = OrtClassifier(path, "cpu", {})
+    assert default.info.details["intra_op_threads"] == "0" and default.info.details["allow_spinning"] == "True"
+    # CUDA-only options are checked on the CPU too: a typo or a bad value is said wherever it is given
+    with pytest.raises(BackendError, match=r"unknown option\(s\) \['cuda_graph_max_bach'\]"):
+        OrtClassifier(path, "cpu", {"cuda_graph_max_bach": "8"})
+    with pytest.raises(BackendError, match="cuda_graph_max_batch='eight': expected a whole number"):
+        OrtClassifier(path, "cpu", {"cuda_graph_max_batch": "eight"})
+    with pytest.raises(BackendError, match="session_per_shape='maybe': expected true or false"):
+        OrtClassifier(path, "cpu", {"session_per_shape": "maybe"})
+
+
 def test_mlperf_1001_class_models_are_shifted_to_imagenet_labels(tmp_path) -> None:
     model = tiny_classifier(classes=1001)
     _, _, offset = wrap_with_gather(onnx.load_from_string(model.SerializeToString()))

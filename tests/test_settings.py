@@ -23,6 +23,7 @@ from pytest_mlperf.settings import (
     parse_positive_int,
     parse_profile,
     parse_scenarios,
+    parse_sut_options,
 )
 
 # --------------------------------------------------------------------------- parse_scenarios
@@ -366,3 +367,55 @@ def test_settings_defaults() -> None:
     assert 0 < s.tolerance < 1
     with pytest.raises(AttributeError):
         s.tolerance = 0.1  # type: ignore[misc]  # frozen
+
+
+# --------------------------------------------------------------------------- parse_sut_options
+
+KNOWN = {"vllm": ("max_model_len", "gpu_memory_utilization"), "onnxruntime": ("cuda_graph_max_batch",),
+         "torch-probe": ("op",)}
+
+
+def test_parse_sut_options_groups_by_backend_and_keeps_strings() -> None:
+    values, sources = parse_sut_options([("vllm.max_model_len=4096", "ini mlperf_sut_option"),
+                                         ("onnxruntime.cuda_graph_max_batch=8", "--mlperf-sut-option"),
+                                         (" vllm.gpu_memory_utilization = 0.85 ", "--mlperf-sut-option"),
+                                         ("torch-probe.op=h2d_pinned", "--mlperf-sut-option")], KNOWN)
+    assert {b: dict(v) for b, v in values.items()} == {
+        "vllm": {"max_model_len": "4096", "gpu_memory_utilization": "0.85"},
+        "onnxruntime": {"cuda_graph_max_batch": "8"}, "torch-probe": {"op": "h2d_pinned"}}
+    assert sources["vllm"]["max_model_len"] == "ini mlperf_sut_option"
+    assert sources["vllm"]["gpu_memory_utilization"] == "--mlperf-sut-option"
+    with pytest.raises(TypeError):  # frozen: a case cannot change the session's options for the next
+        values["vllm"]["max_model_len"] = "1"  # type: ignore[index]
+
+
+def test_parse_sut_options_later_entry_wins_and_remembers_its_source() -> None:
+    values, sources = parse_sut_options([("vllm.max_model_len=4096", "ini mlperf_sut_option"),
+                                         ("vllm.max_model_len=2048", "--mlperf-sut-option")], KNOWN)
+    assert values["vllm"]["max_model_len"] == "2048" and sources["vllm"]["max_model_len"] == "--mlperf-sut-option"
+    assert parse_sut_options([], KNOWN) == ({}, {})
+    # a value may hold '=' and '.': only the first '=' and the first '.' before it split the entry
+    values, _ = parse_sut_options([("vllm.max_model_len=a=b.c", "--mlperf-sut-option")], KNOWN)
+    assert values["vllm"]["max_model_len"] == "a=b.c"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("max_model_len=4096", "bad --mlperf-sut-option 'max_model_len=4096': write BACKEND.KEY=VALUE"),
+    ("vllm.max_model_len", "bad --mlperf-sut-option 'vllm.max_model_len': write BACKEND.KEY=VALUE"),
+    ("vllm.max_model_len=", "bad --mlperf-sut-option 'vllm.max_model_len=': write BACKEND.KEY=VALUE"),
+    (".max_model_len=1", "bad --mlperf-sut-option '.max_model_len=1': write BACKEND.KEY=VALUE"),
+    ("vllm.=1", "bad --mlperf-sut-option 'vllm.=1': write BACKEND.KEY=VALUE"),
+    ("vlm.max_model_len=1", ("--mlperf-sut-option 'vlm.max_model_len=1': unknown backend 'vlm'; known backends are "
+                             "vllm, onnxruntime, torch-probe")),
+    ("vllm.max_len=1", ("--mlperf-sut-option 'vllm.max_len=1': the vllm backend has no option 'max_len'; its "
+                        "options are max_model_len, gpu_memory_utilization")),
+])
+def test_parse_sut_options_refuses_malformed_entries(raw: str, message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_sut_options([(raw, "--mlperf-sut-option")], KNOWN)
+    assert str(exc.value).startswith(message)
+    assert "vllm, onnxruntime, torch-probe" in str(exc.value) or "its options" in str(exc.value)
+
+
+def test_settings_have_no_sut_options_by_default() -> None:
+    assert dict(Settings().sut_options) == {} and dict(Settings().sut_option_sources) == {}

@@ -25,11 +25,12 @@ from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.serving import calibration_requests, prepare_serving  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
 from pytest_mlperf.suts import create_backend  # noqa: E402
-from pytest_mlperf.suts.base import BackendError  # noqa: E402
+from pytest_mlperf.suts.base import OPTION_NAMES, BackendError  # noqa: E402
 from pytest_mlperf.suts.serving import ServingHarness, measure_concurrent, measure_sequential  # noqa: E402
 from pytest_mlperf.suts.vllm_llm import (  # noqa: E402
     VllmApi,
     VllmLLM,
+    VllmSettings,
     load_vllm_api,
     precision,
     settings_from_options,
@@ -251,6 +252,11 @@ def test_options_are_validated_and_become_engine_arguments(tmp_path: Path) -> No
         settings_from_options({"max_new_tokens": 1}, {})
     with pytest.raises(BackendError, match="bad value"):
         settings_from_options({"max_model_len": "long"}, {})
+
+
+def test_the_option_registry_names_exactly_the_vllm_settings() -> None:
+    # the plugin checks --mlperf-sut-option vllm.KEY against OPTION_NAMES without importing this backend
+    assert set(OPTION_NAMES["vllm"]) == set(VllmSettings.__dataclass_fields__)
 
 
 def test_precision_follows_vllm_auto_dtype(tmp_path: Path) -> None:

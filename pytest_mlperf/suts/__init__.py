@@ -1,13 +1,15 @@
-"""Backends by name. Imported only in runner processes: backends may initialise CUDA."""
+"""Backends by name. The names and their options (base.OPTION_NAMES) are cheap to import, and the plugin checks
+--mlperf-sut-option against them; a backend's own module is imported only in a runner process, by create_backend
+(backends may initialise CUDA)."""
 
 from __future__ import annotations
 
 import importlib.util
 from types import ModuleType
 
-from .base import Backend, BackendError
+from .base import OPTION_NAMES, Backend, BackendError
 
-BACKENDS = ("onnxruntime", "transformers", "vllm", "null", "torch-probe")
+BACKENDS = tuple(OPTION_NAMES)
 
 
 def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -41,6 +41,38 @@ def parse_flag(value: object) -> bool:
     if text not in ("true", "false", "1", "0"):
         raise ValueError(value)
     return text in ("true", "1")
+
+
+# The options each backend accepts, by backend name: a benchmark marker's `sut_options` and --mlperf-sut-option
+# BACKEND.KEY=VALUE name these keys. Cheap to import, so the plugin checks the command line against it before a
+# runner starts; each backend rejects any other key itself (check_option_names), so the two cannot drift apart.
+# Values from the command line or ini arrive as strings: every backend converts what it is given.
+OPTION_NAMES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("intra_op_threads", "allow_spinning", "session_per_shape", "cuda_graph_max_batch"),
+    "transformers": ("max_new_tokens", "threads"),
+    "vllm": ("max_new_tokens", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
+             "enforce_eager", "enable_prefix_caching", "dtype", "seed"),
+    "null": ("delay_ms", "per_sample_ms", "raise_after", "crash_after", "hang_after"),
+    "torch-probe": ("op", "bytes", "kernels"),
+}
+
+
+def check_option_names(backend: str, options: Collection[str], known: Collection[str] | None = None) -> None:
+    """Raises BackendError on an option `backend` does not know (its known options are OPTION_NAMES[backend])."""
+    names = OPTION_NAMES[backend] if known is None else known
+    unknown = set(options) - set(names)
+    if unknown:
+        raise BackendError(f"{backend} SUT: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
+
+
+def option_int(options: Mapping[str, object], key: str, default: int, backend: str) -> int:
+    """A backend option's whole number (an int, or its digits as a string from the command line)."""
+    value = options.get(key, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise BackendError(f"{backend} SUT: option {key}={value!r}: expected a whole number")
 
 
 class BackendError(RuntimeError):

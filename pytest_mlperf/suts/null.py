@@ -1,6 +1,6 @@
 """A backend that answers each sample with its own index after a delay, and can misbehave on request.
 
-Options (through the benchmark's marker, `sut_options={...}`):
+Options (the benchmark's marker, `sut_options={...}`, or `--mlperf-sut-option null.KEY=VALUE`):
   delay_ms: sleep per batch (default 1); per_sample_ms: extra sleep per sample (default 0);
   raise_after / crash_after / hang_after: after that many batches, raise, kill the process, or never return.
 """
@@ -14,20 +14,19 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .base import BackendInfo
+from .base import BackendInfo, check_option_names
 
 
 class NullBackend:
     def __init__(self, options: Mapping[str, object]) -> None:
-        known = {"delay_ms", "per_sample_ms", "raise_after", "crash_after", "hang_after"}
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(f"null SUT: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_option_names("null", options)
         self.delay_s = float(options.get("delay_ms", 1.0)) / 1000  # type: ignore[arg-type]
         self.per_sample_s = float(options.get("per_sample_ms", 0.0)) / 1000  # type: ignore[arg-type]
         self._faults = {k: int(options[k]) for k in ("raise_after", "crash_after", "hang_after") if k in options}  # type: ignore[call-overload]
         self._batches = 0
-        self.info = BackendInfo(backend="null", device="cpu", precision="none", details={})
+        # the delays in effect, so that a run's record shows what its options did (tests read them back)
+        details = {"delay_ms": f"{self.delay_s * 1000:g}", "per_sample_ms": f"{self.per_sample_s * 1000:g}"}
+        self.info = BackendInfo(backend="null", device="cpu", precision="none", details=details)
 
     def stage(self, indices: Sequence[int], samples: np.ndarray) -> None:
         """Nothing to stage: a sample is its index."""

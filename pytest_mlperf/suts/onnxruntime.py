@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .base import BackendError, BackendInfo, parse_flag
+from .base import BackendError, BackendInfo, check_option_names, option_int, parse_flag
 
 SAMPLES = "pytest_mlperf_samples"
 ROWS = "pytest_mlperf_rows"
@@ -191,9 +191,10 @@ class _GraphSession:
 
 
 class OrtClassifier:
-    """Options (a marker's `sut_options`): `intra_op_threads`, `allow_spinning`; on CUDA `session_per_shape`
-    (default true) and `cuda_graph_max_batch` (default 0: no CUDA graphs; benchmarks/test_resnet50.py sets 8 for
-    its SingleStream and MultiStream cases).
+    """Options (a marker's `sut_options`, or `--mlperf-sut-option onnxruntime.KEY=VALUE`, which wins):
+    `intra_op_threads` (0: ORT's default), `allow_spinning`; on CUDA `session_per_shape` (default true) and
+    `cuda_graph_max_batch` (default 0: no CUDA graphs; benchmarks/test_resnet50.py sets 8 for its SingleStream and
+    MultiStream cases). The values in effect are in the backend's details (results.json).
 
     On CUDA, a session that runs a batch of another size than its last one pays 100-190 ms for it, however often
     it has seen that size before (H200, onnxruntime-gpu 1.31.1, ResNet50; docs/performance.md): under Server load
@@ -211,6 +212,7 @@ class OrtClassifier:
     def __init__(self, model_path: Path, device: str, options: Mapping[str, object]) -> None:
         import onnxruntime as ort
 
+        check_option_names("onnxruntime", options)
         providers, resolved = providers_for(device)
         model, self._output, self._offset = wrap_with_gather(onnx.load(str(model_path)))
         so = ort.SessionOptions()
@@ -218,7 +220,7 @@ class OrtClassifier:
         # On CUDA the whole graph runs on the GPU: ORT's CPU thread pool (one spinning thread per core by default)
         # only competes for the cores that LoadGen's issue thread and the Python stream threads need.
         gpu = resolved == "cuda"
-        threads = int(options.get("intra_op_threads", 1 if gpu else 0))  # type: ignore[call-overload]
+        threads = option_int(options, "intra_op_threads", 1 if gpu else 0, "onnxruntime")
         if threads:
             so.intra_op_num_threads = threads
         spinning = _flag(options, "allow_spinning", not gpu)
@@ -234,12 +236,10 @@ class OrtClassifier:
             resolved = "cpu"
         self.device = resolved
         self._ort = ort
-        self._per_shape = resolved == "cuda" and _flag(options, "session_per_shape", True)
-        graph_max = options.get("cuda_graph_max_batch", 0)
-        try:
-            self._graph_max = int(graph_max) if resolved == "cuda" else 0  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise BackendError(f"sut option cuda_graph_max_batch={graph_max!r}: expected a batch size (0: none)")
+        per_shape = _flag(options, "session_per_shape", True)  # checked on the CPU too: a typo is said there
+        graph_max = option_int(options, "cuda_graph_max_batch", 0, "onnxruntime")
+        self._per_shape = resolved == "cuda" and per_shape
+        self._graph_max = graph_max if resolved == "cuda" else 0
         self._sessions: dict[int, object] = {}  # batch size -> its own session (per_shape) or _GraphSession
         # the session opened above has run nothing: the first plain batch size takes it rather than a new one
         self._unclaimed: object | None = self.session if self._per_shape else None
@@ -260,6 +260,9 @@ class OrtClassifier:
                 "model_sha256": file_sha256(model_path),
                 "sessions": ("one per batch size" if self._per_shape else "one") +
                             (f", CUDA graphs up to batch {self._graph_max}" if self._graph_max else ""),
+                # as the session has them (0: ORT's default, one per core), so a reader sees what an option did
+                "intra_op_threads": str(self.session.get_session_options().intra_op_num_threads),
+                "allow_spinning": str(spinning),
             },
         )
 

@@ -25,9 +25,10 @@ neither share buffers nor wait on each other's synchronisation.
 Device 'cpu' runs the same code on CPU tensors (copies become memcpys, kernels become tiny CPU ops, there is no
 pinned memory, allocations go to torch's CPU allocator): it tests the machinery, it measures nothing of a GPU.
 
-Options (`sut_options` in the benchmark's marker): op (required, one of OPS); bytes (copies and alloc, default
-1 MiB); kernels (launch, default 8). The baseline key has no slot for SUT options, so the probe's variant (op and
-size, e.g. 'h2d_pinned-1MiB') is reported as the precision: each variant keeps a baseline of its own.
+Options (`sut_options` in the benchmark's marker, or `--mlperf-sut-option torch-probe.KEY=VALUE`, which wins): op
+(required, one of OPS); bytes (copies and alloc, default 1 MiB); kernels (launch, default 8). The baseline key has
+no slot for SUT options, so the probe's variant (op and size, e.g. 'h2d_pinned-1MiB') is reported as the
+precision: each variant keeps a baseline of its own.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 
-from .base import BackendError, BackendInfo
+from .base import BackendError, BackendInfo, check_option_names
 
 OPS = ("launch", "h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable", "alloc")
 COPY_OPS = ("h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable")
@@ -51,10 +52,12 @@ DEFAULT_KERNELS = 8
 
 
 def _positive_int(options: Mapping[str, object], name: str, default: int) -> int:
+    """An int, or its digits as a string (--mlperf-sut-option values are strings)."""
     value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
         raise BackendError(f"torch-probe SUT: option {name!r} must be a positive integer, got {value!r}")
-    return value
+    return number
 
 
 def size_label(nbytes: int) -> str:
@@ -75,10 +78,7 @@ class ProbeConfig:
     def from_options(cls, options: Mapping[str, object]) -> ProbeConfig:
         """Validates `sut_options` before torch is imported, so a typo is reported as such on any machine.
         An option the op does not use is rejected too: it would silently not change what is measured."""
-        known = {"op", "bytes", "kernels"}
-        unknown = set(options) - known
-        if unknown:
-            raise BackendError(f"torch-probe SUT: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_option_names("torch-probe", options)
         op = options.get("op")
         if op is None:
             raise BackendError(f"torch-probe SUT: sut_options must name an 'op', one of {', '.join(OPS)}")

@@ -12,7 +12,8 @@ output token as (end - first token) / (n_tokens - 1) and needs n_tokens >= 2. Wi
 first token never happens on CNN/DailyMail prompts; with the stand-in it changes a few outputs (recorded in
 the baselines like any other output).
 
-Options (`sut_options` in the benchmark's marker): max_new_tokens (default 128), threads (CPU intra-op threads).
+Options (`sut_options` in the benchmark's marker, or `--mlperf-sut-option transformers.KEY=VALUE`, which wins):
+max_new_tokens (default 128), threads (CPU intra-op threads).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .base import BackendError, BackendInfo
+from .base import BackendError, BackendInfo, check_option_names
 
 MIN_NEW_TOKENS = 2  # LoadGen's TPOT divides by n_tokens - 1
 SMALL_MODEL_PARAMETERS = 50_000_000  # below this, CPU generation is bound by per-op overhead, not FLOPs
@@ -84,10 +85,7 @@ class TransformersLLM:
         except ImportError:
             raise BackendError("the transformers backend needs torch and transformers: pip install "
                                "'pytest-mlperf[llm]' (install a CUDA build of torch first for GPUs)") from None
-        known = {"max_new_tokens", "threads"}
-        unknown = set(options) - known
-        if unknown:
-            raise BackendError(f"transformers SUT: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_option_names("transformers", options)
         self.device = resolve_device(device)
         self._torch = torch
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32

@@ -14,11 +14,15 @@ tokens, at least 2 (LoadGen's TPOT divides by n_tokens - 1), EOS kept. Prompts g
 (`TokensPrompt`): MLCommons' file brings Llama 3.1 ids, and stand-in prompts are tokenized once at staging; outputs
 are not detokenized.
 
-Options (`sut_options` in the benchmark's marker): max_new_tokens (128), gpu_memory_utilization (0.9),
-max_model_len (the model's), max_num_seqs (vLLM's default), tensor_parallel_size (default: the case's GPUs, i.e.
-the runner's CUDA_VISIBLE_DEVICES, set from `@pytest.mark.mlperf(gpus=k)`), enforce_eager (False: compiled
-model and CUDA graphs), enable_prefix_caching (False: LoadGen repeats samples, and a cached prefix would skip their
-prefill), dtype ('auto': the model's, fp32 checkpoints as bf16), seed (0).
+Options: max_new_tokens (128), gpu_memory_utilization (0.9), max_model_len (the model's), max_num_seqs (vLLM's
+default), tensor_parallel_size (default: the case's GPUs, i.e. the runner's CUDA_VISIBLE_DEVICES, set from
+`@pytest.mark.mlperf(gpus=k)`), enforce_eager (False: compiled model and CUDA graphs), enable_prefix_caching
+(False: LoadGen repeats samples, and a cached prefix would skip their prefill), dtype ('auto': the model's, fp32
+checkpoints as bf16), seed (0). A benchmark sets them in its marker (`sut_options={...}`); a user sets them for a
+run with `--mlperf-sut-option vllm.KEY=VALUE` (repeatable; ini `mlperf_sut_option`), which wins over the marker,
+e.g. `--mlperf-sut-option vllm.max_model_len=4096`: the 8B stand-in declares 131,072 tokens, for which vLLM sizes
+its KV cache, and CNN/DailyMail prompts need far fewer. The values in effect are in the backend's details
+(results.json). A tensor_parallel_size above 1 needs as many GPUs: the case's marker says how many (`gpus=k`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import threads
-from .base import BackendError, BackendInfo, parse_flag
+from .base import BackendError, BackendInfo, check_option_names, parse_flag
 from .serving import ErrorCallback, TokensCallback
 
 MIN_NEW_TOKENS = 2  # LoadGen's TPOT divides by n_tokens - 1
@@ -80,10 +84,7 @@ def visible_gpu_count(env: Mapping[str, str]) -> int | None:
 
 def settings_from_options(options: Mapping[str, object], env: Mapping[str, str]) -> VllmSettings:
     """Validated settings; tensor_parallel_size defaults to the case's GPUs (CUDA_VISIBLE_DEVICES), else 1."""
-    fields = VllmSettings.__dataclass_fields__
-    unknown = set(options) - set(fields)
-    if unknown:
-        raise BackendError(f"vllm SUT: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
+    check_option_names("vllm", options, VllmSettings.__dataclass_fields__)
     values: dict[str, Any] = {}
     for name, value in options.items():
         default = getattr(VllmSettings, name)
