@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -23,6 +24,7 @@ from .report import ResultsCollector
 from .gpus import PlacementError, auto_num_workers, discover
 from .interrupt import stop_on_sigterm
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
+from .progress import shown
 from .runner.recipe import LaunchRecipe
 from .suts.base import OPTION_NAMES
 from .userconf import check_user_conf
@@ -243,6 +245,7 @@ def pytest_configure(config: pytest.Config) -> None:
     cpu_only = config.stash.get(ACTIVE_KEY, False) and not state.placement.visible
     state.settings = claim_outputs(config, settings, workerinput, workers, cpu_only=cpu_only)
     if workerinput is None:  # xdist workers measure; only the controller writes files
+        state.progress = TerminalProgress(config)  # an xdist worker has no terminal: its phases are not shown
         # both stay idle in a session without MLPerf cases: the reporter has no records, placement numbers workers
         config.pluginmanager.register(ControllerReporter(config, state), "mlperf-controller")
         if config.pluginmanager.hasplugin("xdist"):
@@ -310,6 +313,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     claim = config.stash.get(CLAIM_KEY, None)
     if claim is not None:
         claim.release()
+
+
+class TerminalProgress:
+    """Writes a case's phase lines (progress.py) through pytest's terminal reporter, as they happen, at the
+    verbosity each needs (-q fewer, -qq none); nothing without the terminal plugin (-p no:terminal). Capture is
+    suspended around each line, as pytest's live logging does, so the line reaches the terminal."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def __call__(self, text: str, needed: int) -> None:
+        if not shown(needed, int(self.config.getoption("verbose", 0) or 0)):
+            return
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            terminal.write_line(text)
 
 
 class WorkerResultsDir:

@@ -24,6 +24,7 @@ from .cases import CaseRun, rerun_expected_qps
 from .loadgen import TestRequest, user_conf_keys
 from .logs import Run
 from .metrics import compare_outputs
+from .progress import NORMAL, Sink, line, reporter, round_text
 from .runner.client import RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe, interpreter_hint
@@ -53,6 +54,7 @@ class MlperfSession:
     rootdir: Path
     placement: Placement = field(default_factory=Placement)
     pool: RunnerPool | None = None
+    progress: Sink | None = None  # where the phases of each case are said (the terminal, without xdist: plugin.py)
     _systems: dict[tuple[str, str | None], SystemInfo] = field(default_factory=dict)
 
     @property
@@ -236,7 +238,7 @@ class LoadGenDriver:
             fixed = TestRequest.from_dict(case.test)
             for k in range(2, settings.baseline_repeats + 1):
                 again = self.execute(sut, recipe, scenario, mode, self.log_dir(f"{log_suffix}-repeat{k}"),
-                                     fixed=fixed, calibrate=False)
+                                     fixed=fixed, calibrate=False, label=f"repeat {k} of {settings.baseline_repeats}")
                 case.repeats.append({n: m.value for n, m in again.metrics.items()})
         return case
 
@@ -254,7 +256,8 @@ class LoadGenDriver:
             if qps is None:
                 return case
             fixed = replace(TestRequest.from_dict(case.test), offline_expected_qps=qps)
-            case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix), fixed=fixed, calibrate=False)
+            case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix), fixed=fixed, calibrate=False,
+                                label=f"run {k + 1}, expecting {qps:,.1f} samples/s")
             told = first.test.get("offline_expected_qps")
             case.notes.append(
                 f"run {k + 1}: the first run did {first.run.metrics.get('result_samples_per_second', 0.0):,.1f} "
@@ -275,10 +278,11 @@ class LoadGenDriver:
 
     def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
                 server_target_qps: float | None = None, fixed: TestRequest | None = None,
-                calibrate: bool = True) -> CaseRun:
+                calibrate: bool = True, label: str = "", in_round: bool = False) -> CaseRun:
         """Runs one LoadGen test in the runner of `recipe`. `fixed` is a test request whose expectations (and
         duration) are kept, so that runs of a gate do identical work; `calibrate=False` skips the bare-loop
-        measurement and warm-up (a runner's harness stays warm across its tests)."""
+        measurement and warm-up (a runner's harness stays warm across its tests). Its phases are said on the
+        session's progress sink, naming the case and `label` (which run of it); those of a gate round only with -v."""
         gpus = self.case_gpus(sut)
         if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
             recipe = replace(recipe, gpus=gpus)
@@ -291,9 +295,11 @@ class LoadGenDriver:
         notes.extend(f"sut option {k}={sut.load.options[k]!r} from {src}" for k, src in sut.option_sources.items()
                      if "over the marker" in src)  # the run deviates from what its benchmark declares
         pool = self.session.runners()
+        case_name = self.case_label(sut, scenario, mode, label)
+        report = reporter(self.session.progress, case_name, in_round=in_round)
         began = time.perf_counter()
         try:
-            runner = pool.get(recipe, sut.load)
+            runner = pool.get(recipe, sut.load, report)
         except (RunnerError, OSError) as exc:  # OSError: its log could not be written
             failure = f"could not start the {sut.workload} runner ({recipe.name}: {recipe.describe()}): {exc}"
             if sut.load.options:  # a bad value is the backend's to refuse: say where each option was set
@@ -342,12 +348,12 @@ class LoadGenDriver:
         try:
             with acquire_gpus(gpus, timeout_s=self.session.settings.gpu_lock_timeout_s,
                               owner=f"{self.item.nodeid} ({recipe.name})",
-                              on_wait=lambda uuid, holder: notes.append(f"waited for GPU {uuid}, held by {holder}")):
+                              on_wait=lambda uuid, holder: self._waiting(case_name, notes, uuid, holder)):
                 for note in leftover_notes(gpus, pool.ended_pids()) if gpus else ():
                     notes.append(note)  # in the results table's notes, and as a pytest warning
                     warnings.warn(pytest.PytestWarning(note), stacklevel=1)
                 start = {u: {**gpu_state(u), "time": time.time()} for u in gpus}
-                result = runner.run(req, timeout, doing)
+                result = runner.run(req, timeout, doing, report)
                 gpu_records = [{**self.session.placement.describe(u), "start": start[u],
                                 "end": {**gpu_state(u), "time": time.time()}} for u in gpus]
         except GpuLockTimeout as exc:
@@ -372,6 +378,16 @@ class LoadGenDriver:
             runner_pid=runner.info.get("pid"), runner_cpus=runner.info.get("cpus"),
             sut_options=sut.options_record(),
         )
+
+    def case_label(self, sut: SUTHandle, scenario: str, mode: str, label: str = "") -> str:
+        """The case in a progress line: 'resnet50 Offline performance', and which run of it."""
+        return f"{sut.workload} {scenario} {mode}" + (f" ({label})" if label else "")
+
+    def _waiting(self, case: str, notes: list[str], uuid: str, holder: str) -> None:
+        notes.append(f"waited for GPU {uuid}, held by {holder}")
+        if self.session.progress is not None:
+            self.session.progress(line(case, f"waiting for GPU {uuid}, held by {holder} (--mlperf-gpu-lock-timeout)"),
+                                  NORMAL)
 
     def case_affinity(self, gpus: tuple[str, ...]) -> Affinity:
         """The CPUs this case's runners are pinned to (--mlperf-cpu-affinity); a list the process may no longer
@@ -409,9 +425,11 @@ class LoadGenDriver:
         round_ms = gate.round_ms or self.session.settings.profile.gate_round_ms
         test = replace(self.test_request(sut, scenario, mode, base, 0), min_duration_ms=round_ms)
         # the reference calibrates; both arms then run the very same test (expectations, Server load, duration)
-        ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test)
+        ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test,
+                           label="gate warm-up, reference")
         fixed = TestRequest.from_dict(ref.test)
-        cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed)
+        cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed,
+                            label="gate warm-up, candidate")
         outcome = self._judge(sut, scenario, mode, gate, base, recipes, ref, cand, fixed)
         outcome.reference_recipe = recipes["reference"].describe()
         outcome.candidate_recipe = recipes["candidate"].describe()
@@ -426,9 +444,16 @@ class LoadGenDriver:
             actual = {int(i): _output(c) for i, c in (cand.accuracy or {}).get("predictions", [])}
             return compare_outputs_gate(expected, actual, gate.max_overhead, compare_outputs(expected, actual))
 
+        said: set[int] = set()  # rounds whose line is out
+
         def measure(arm: str, i: int) -> dict[str, float]:
+            if i not in said and self.session.progress is not None:
+                said.add(i)
+                round_s = (fixed.min_duration_ms or 0) / 1000
+                self.session.progress(line(self.case_label(sut, scenario, mode),
+                                           round_text(i, gate.max_rounds, round_s)), NORMAL)
             case = self.execute(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed=fixed,
-                                calibrate=False)
+                                calibrate=False, label=f"gate round {i + 1}, {arm}", in_round=True)
             return {k: float(v) for k, v in case.run.metrics.items() if isinstance(v, (int, float))}
 
         try:

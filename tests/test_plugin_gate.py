@@ -66,6 +66,14 @@ def test_no_cost_passes_with_the_default_limit_and_writes_the_reports(pytester: 
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*null Offline performance*gate PASS*", "gate: *PASS samples/s overhead*",
                                  "gate summary (Markdown, for a PR comment): *gate.md*"])
+    result.stdout.fnmatch_lines([  # what the gate is doing, as it does it (progress.py)
+        "mlperf: null Offline performance (gate warm-up, reference): starting the runner",
+        "mlperf: null Offline performance (gate warm-up, reference): calibrating, about *",
+        "mlperf: null Offline performance (gate warm-up, candidate): starting the runner (candidate)",
+        "mlperf: null Offline performance: gate round 1 of at most 60, about 0.6 s (two runs of 0.3 s)",
+        "mlperf: null Offline performance: gate round 12 of at most 60, *",
+    ])
+    assert "(gate round 1, " not in result.stdout.str()  # a round's own phases need -v
     gate = gates(pytester)["Offline-performance"]
     assert gate["verdict"] == "PASS" and gate["max_overhead"] == 0.05
     assert gate["ci_high"] < 0.05 and gate["rounds"] >= 12

@@ -119,6 +119,12 @@ def measure(backend: Backend, indices: list[int], batch_size: int, streams: int,
     )
 
 
+def calibration_seconds(seconds: float, batch_size: int) -> float:
+    """About how long the runner's calibration takes (warm-up aside): the bare loop's `seconds`, and where batches
+    are not single samples, the batch-1 loop that follows it (at most 0.3 s)."""
+    return seconds + (min(0.3, seconds) if batch_size != 1 else 0.0)
+
+
 def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
     """About how long LoadGen will run `t`, from its settings and expectations, and why (e.g. '100 queries at 0.26
     QPS'); None where the settings leave it to mlperf.conf (no minimum set) or no expectation is known. A performance

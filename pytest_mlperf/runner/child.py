@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..cpus import allowed_cpus, format_cpu_list
 from ..loadgen import TestRequest, effective_test, run_test
 from ..logs import read_accuracy_log, read_run
+from ..progress import Notice, Phase
 from ..suts import create_backend
 from ..suts.base import Backend
 from ..suts.generation import GenerationHarness
@@ -27,10 +28,10 @@ from ..suts.serving import ServingHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
-from .calibrate import (Measurement, available_memory, measure, predicted_duration, query_size_problem, warm_up,
-                        work_expectations)
+from .calibrate import (Measurement, available_memory, calibration_seconds, measure, predicted_duration,
+                        query_size_problem, warm_up, work_expectations)
 from .lifetime import PARENT_PID_ENV, Watchdog
-from .protocol import LoadRequest, RunRequest, receive, send
+from .protocol import LoadRequest, RunRequest, receive, send, send_phase
 from .serving import prepare_serving
 from .staging import Stager
 from .tokens import prepare_generation
@@ -119,6 +120,7 @@ class RunnerState:
         self.samples_per_query = 8
         self.token_latencies = False  # the workload is judged on TTFT/TPOT and tokens/s (LLMs)
         self.deadline: float | None = None  # perf_counter time at which the parent kills this run
+        self.notify: Callable[[Notice], None] = lambda notice: None  # tells the parent of a phase entered
 
     def load(self, req: LoadRequest) -> dict[str, Any]:
         progress(f"loading {req.data.workload} on {req.backend}")
@@ -151,9 +153,12 @@ class RunnerState:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
         if getattr(backend, "serves_concurrently", False):  # serving engines (vLLM): runner/serving.py
-            test, harness, calibration, schedule = prepare_serving(req, backend, stager)  # type: ignore[arg-type]
+            test, harness, calibration, schedule = prepare_serving(req, backend, stager,  # type: ignore[arg-type]
+                                                                   self.notify)
             return self._finish(test, harness, calibration, schedule, started)
         if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
+            if req.calibrate:  # a generation's length varies too much to predict the bare loop's
+                self.notify(Notice(Phase.CALIBRATE))
             test, harness, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]
             return self._finish(test, harness, calibration, schedule, started)
         batch, streams = scenario_batch(req, self.samples_per_query)
@@ -165,6 +170,8 @@ class RunnerState:
         dynamic = test.scenario in ("Offline", "Server") and backend.info.device == "cuda"
         buckets = shape_buckets(batch) if dynamic else ()
         if req.calibrate:  # also in accuracy mode: LoadGen must pre-generate the right amount of work there too
+            self.notify(Notice(Phase.CALIBRATE, calibration_seconds(req.calibrate_seconds, batch),
+                               f"bare loop of batches of {batch} on {streams} stream{'s' if streams > 1 else ''}"))
             staged = stager.some(max(batch * streams, 64))
             warm_up(backend, staged, buckets or (batch,))
             m = measure(backend, staged, batch, streams, req.calibrate_seconds)
@@ -210,6 +217,7 @@ class RunnerState:
                     f"more than the {self.deadline - prepared:.0f} s left before the case's timeout: raise "
                     "--mlperf-timeout, shorten the test (--mlperf-duration, a user.conf with a lower "
                     "min_query_count), or use a faster SUT")
+            self.notify(Notice(Phase.LOADGEN, *predicted) if predicted else Notice(Phase.LOADGEN))
             run_test(test, harness)
         finally:
             if harness is not self.harness:  # the batching harness stays up for the runner's next test
@@ -223,6 +231,7 @@ class RunnerState:
         result["schedule"] = schedule
         if test.mode == "accuracy":
             entries = read_accuracy_log(Path(test.log_dir) / "mlperf_log_accuracy.json")
+            self.notify(Notice(Phase.ACCURACY, detail=f"{len(entries):,} outputs"))
             accuracy = self.dataset.accuracy({e.qsl_idx: e.data for e in entries})
             preds = accuracy.get("predictions")
             if isinstance(preds, dict):  # a class per sample, or a list of token ids (LLMs)
@@ -240,9 +249,22 @@ class RunnerState:
             self.backend.close()
 
 
+def notifier(conn: Connection) -> Callable[[Notice], None]:
+    """Sends phase notices to the parent (zero or more before a command's reply); one that cannot be sent is
+    dropped: the parent is gone, and the watchdog ends this runner."""
+    def notify(notice: Notice) -> None:
+        progress(f"phase: {notice.phase.value}")
+        try:
+            send_phase(conn, notice)
+        except OSError:
+            pass
+    return notify
+
+
 def serve(conn: Connection, gone: Callable[[], None] | None = None) -> int:
     """Answers commands until `exit`; `gone` is called when the pytest side closes the connection."""
     state = RunnerState()
+    state.notify = notifier(conn)
     try:
         while True:
             try:

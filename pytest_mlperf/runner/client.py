@@ -15,8 +15,9 @@ from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
+from ..progress import Notice, Phase, PhaseClock, Report
 from .lifetime import CLIENT_GRACE_S, PARENT_PID_ENV, EndedTree, end_tree
-from .protocol import LoadRequest, RunRequest, receive, send
+from .protocol import LoadRequest, RunRequest, phase_of, receive, send
 from .recipe import LaunchRecipe
 
 
@@ -54,6 +55,7 @@ class Runner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self.ended: EndedTree | None = None  # set once its whole process tree has been ended
+        self.phases = PhaseClock()  # the phase of the command in progress (or of the last one)
 
     @property
     def pid(self) -> int | None:
@@ -63,7 +65,10 @@ class Runner:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and self._conn is not None
 
-    def start(self) -> dict[str, Any]:
+    def start(self, report: Report | None = None) -> dict[str, Any]:
+        """Launches the runner and has it load its workload; `report` hears of each phase (progress.py)."""
+        self.phases = PhaseClock(report)
+        self.phases.enter(Notice(Phase.START, detail=self.recipe.name if self.recipe.name != "reference" else ""))
         address = str(self._dir / "runner.sock")
         keyfile = self._dir / "key"
         key = secrets.token_bytes(32)
@@ -90,7 +95,9 @@ class Runner:
                     f"could not start the {self.recipe.name} runner ({self.recipe.describe()}): {exc}"
                 ) from exc
         self._conn = self._connect(address, key, time.monotonic() + 60)
-        reply = self.request({"op": "load", "request": self.load_request.to_dict()}, self.start_timeout, "loading")
+        load = self.load_request
+        reply = self.request({"op": "load", "request": load.to_dict()}, self.start_timeout, "loading",
+                             Notice(Phase.LOAD, detail=f"{load.data.workload} on {load.backend}"), report)
         self.info = reply["info"]
         return self.info
 
@@ -109,11 +116,16 @@ class Runner:
             if time.monotonic() > deadline:
                 self.kill()
                 raise RunnerError(f"the {self.recipe.name} runner did not listen within 60 s; log {self.log_path}")
+            self.phases.tick()
             time.sleep(0.02)
 
-    def request(self, message: dict[str, Any], timeout: float, doing: str) -> dict[str, Any]:
-        """Sends a command and waits for its reply; kills the runner on timeout. Raises RunnerError on any failure."""
+    def request(self, message: dict[str, Any], timeout: float, doing: str, phase: Notice,
+                report: Report | None = None) -> dict[str, Any]:
+        """Sends a command and waits for its reply; kills the runner on timeout. Raises RunnerError on any failure.
+        The command starts in `phase`; the runner's notices move it on, and `report` hears of each (progress.py)."""
         assert self._conn is not None and self._proc is not None
+        self.phases = PhaseClock(report, deadline=time.monotonic() + timeout)
+        self.phases.enter(phase)
         try:
             send(self._conn, message)
         except OSError as exc:
@@ -134,30 +146,44 @@ class Runner:
         return reply
 
     def _wait_reply(self, timeout: float, doing: str) -> dict[str, Any]:
+        """The command's reply; the phase notices before it enter their phases."""
         assert self._conn is not None and self._proc is not None
         deadline = time.monotonic() + timeout
         while True:
             try:
                 if self._conn.poll(0.2):
-                    return receive(self._conn)
+                    message = receive(self._conn)
+                    notice = phase_of(message)
+                    if notice is None:
+                        return message
+                    self.phases.enter(notice)
+                    continue
+            except ValueError as exc:  # a message that is no JSON object, or a notice of an unknown phase
+                raise RunnerError(f"the {self.recipe.name} runner sent a bad message while {doing}: {exc}; "
+                                  f"runner log {self.log_path}") from None
             except (EOFError, OSError):
                 try:
                     code: int | None = self._proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:  # closed its connection but lives on: ended by the caller
                     code = None
+                during = self.phases.during()
                 raise RunnerError(
-                    f"the {self.recipe.name} runner {_describe_exit(code)} while {doing}; "
+                    f"the {self.recipe.name} runner {_describe_exit(code)} while {doing}"
+                    f"{', ' + during if during else ''}; "
                     f"runner log {self.log_path}:\n{_tail(self.log_path)}"
                 ) from None
             if time.monotonic() > deadline:
+                during = self.phases.during()
                 raise RunnerError(
-                    f"the {self.recipe.name} runner did not finish {doing} within {timeout:.0f} s and was killed "
-                    f"(a sample never completed, or the SUT is far slower than expected; raise --mlperf-timeout "
-                    f"if it is just slow); runner log {self.log_path}"
+                    f"the {self.recipe.name} runner did not finish {doing} within {timeout:.0f} s and was killed"
+                    f"{' while ' + during if during else ''} (a sample never completed, or the SUT is far slower "
+                    f"than expected; raise --mlperf-timeout if it is just slow); runner log {self.log_path}"
                 )
+            self.phases.tick()
 
-    def run(self, req: RunRequest, timeout: float, doing: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request({"op": "run", "request": req.to_dict()}, timeout, doing)["result"]
+    def run(self, req: RunRequest, timeout: float, doing: str, report: Report | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request({"op": "run", "request": req.to_dict()}, timeout, doing,
+                                              Notice(Phase.PREPARE), report)["result"]
         return result
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -197,7 +223,8 @@ class RunnerPool:
     def _key(self, recipe: LaunchRecipe, load: LoadRequest) -> tuple[object, ...]:
         return (recipe.key(), json.dumps(load.to_dict(), sort_keys=True))
 
-    def get(self, recipe: LaunchRecipe, load: LoadRequest) -> Runner:
+    def get(self, recipe: LaunchRecipe, load: LoadRequest, report: Report | None = None) -> Runner:
+        """The live runner for (recipe, load), started (and its phases told to `report`) when there is none."""
         key = self._key(recipe, load)
         runner = self._runners.get(key)
         if runner is not None and runner.alive:
@@ -211,7 +238,7 @@ class RunnerPool:
         self._runners[key] = runner
         self._all.append(runner)
         try:
-            runner.start()
+            runner.start(report)
         except BaseException:
             self._runners.pop(key, None)
             runner.kill()

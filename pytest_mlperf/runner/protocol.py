@@ -1,5 +1,7 @@
-"""Messages between the pytest process and a runner: JSON objects over a local socket, one per command.
-Only commands and results cross; per-sample traffic never does."""
+"""Messages between the pytest process and a runner: JSON objects over a local socket, one reply per command.
+Only commands and results cross; per-sample traffic never does. Before its reply, a runner may send a few phase
+notices (`{"phase": ...}`, progress.Notice: calibrating, the LoadGen test with its predicted length, accuracy
+scoring): phases inside one command that the pytest side shows and names when it kills the runner."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..loadgen import TestRequest
+from ..progress import Notice
 from ..workloads.base import DataRequest
 
 
@@ -57,6 +60,19 @@ class RunRequest:
 
 def send(conn: Connection, message: dict[str, Any]) -> None:
     conn.send_bytes(json.dumps(message).encode())
+
+
+PHASE = "phase"  # the key of a phase notice, which is no reply
+
+
+def send_phase(conn: Connection, notice: Notice) -> None:
+    send(conn, {PHASE: notice.to_dict()})
+
+
+def phase_of(message: dict[str, Any]) -> Notice | None:
+    """The notice a message carries, or None when it is a reply."""
+    notice = message.get(PHASE)
+    return Notice.from_dict(notice) if isinstance(notice, dict) else None
 
 
 def receive(conn: Connection) -> dict[str, Any]:

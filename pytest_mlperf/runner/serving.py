@@ -14,9 +14,10 @@ The first call of each kind is a warm-up outside the clock.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from ..loadgen import TestRequest
+from ..progress import Notice, Phase
 from ..suts.generation import GenerationMeasurement
 from ..suts.serving import ServingBackend, ServingHarness, measure_all, measure_concurrent, measure_sequential
 from .calibrate import calibration_failed
@@ -48,14 +49,18 @@ def calibrate_serving(backend: ServingBackend, stager: Stager, scenario: str, se
         raise calibration_failed(exc) from exc
 
 
-def prepare_serving(req: RunRequest, backend: ServingBackend, stager: Stager
+def prepare_serving(req: RunRequest, backend: ServingBackend, stager: Stager,
+                    notify: Callable[[Notice], None] = lambda notice: None,
                     ) -> tuple[TestRequest, ServingHarness, dict[str, Any] | None, dict[str, Any]]:
-    """(test to run, harness, calibration record, schedule record) for one case on a serving engine."""
+    """(test to run, harness, calibration record, schedule record) for one case on a serving engine; `notify`
+    hears of the engine's start and of calibration (progress.py)."""
     scenario = req.test.scenario
+    notify(Notice(Phase.ENGINE, detail=f"for {scenario}"))
     backend.start(scenario)  # engine start-up (minutes for a large model), never inside a LoadGen test
     test = replace(req.test, use_token_latencies=True)
     calibration: dict[str, Any] | None = None
     if req.calibrate:  # also in accuracy mode: Server's schedule and SingleStream's expectations still apply
+        notify(Notice(Phase.CALIBRATE))
         m = calibrate_serving(backend, stager, scenario, req.calibrate_seconds)
         # one "stream": the engine's measured samples/s already is its whole capacity
         test = generation_expectations(replace(req, test=test), m, streams=1)
