@@ -101,6 +101,12 @@ class SearchOutcome:
     def passed(self) -> bool:
         return self.status in PASSING
 
+    @property
+    def capacity_probe(self) -> Probe | None:
+        """The VALID confirmation the capacity rests on."""
+        found = [p for p in self.probes if p.phase == "confirm" and p.result.valid and p.target_qps == self.capacity_qps]
+        return found[-1] if found and self.capacity_qps is not None else None
+
     def describe(self) -> str:
         """One paragraph a user can act on."""
         p = self.plan
@@ -202,14 +208,30 @@ def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
         return SearchOutcome(status, capacity, max(valid, default=None), lo, hi, list(s.probes), s.elapsed(), plan,
                              reason)
 
+    def refine(valid: float, invalid: float | None, reason: str) -> SearchOutcome:
+        """After a VALID confirmation: where a confirmation above it was INVALID, bisect at full length while the
+        budget allows, so that the capacity is within precision of a full-length INVALID load."""
+        nonlocal lo, hi
+        lo, hi = valid, invalid
+        if any(p.phase == "confirm" and not p.result.valid for p in s.probes):
+            while hi is not None and hi / lo > 1 + plan.precision:
+                mid = math.sqrt(lo * hi)
+                if not s.fits(mid, "confirm", None):
+                    reason = reason or "the budget ran out"
+                    break
+                if s.run(mid, "confirm").valid:
+                    lo = mid
+                else:
+                    hi = mid
+        return outcome(STATUS_BUDGET if reason else STATUS_FOUND, lo, reason)
+
     def probes_left() -> bool:
         return sum(p.phase != "confirm" for p in s.probes) < plan.max_probes
 
     # bracketing: from the start, grow while VALID, shrink while INVALID
     qps = plan.start_qps
     if first is not None:
-        s.probes.append(Probe("bracket", qps, first[0], first[1]))
-        s.overrun_s = max(0.0, first[1] - plan.predicted_s(qps, "bracket"))
+        s.probes.append(Probe("bracket", qps, first[0], first[1]))  # its start-up and calibration are one-offs
         result: ProbeResult | None = first[0]
     elif s.fits(qps, "bracket", qps):
         result = s.run(qps, "bracket")
@@ -256,7 +278,7 @@ def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
         if not s.fits(lo, "confirm", None):
             return outcome(STATUS_UNCONFIRMED, None, "the budget ran out before a confirmation at full length")
         if s.run(lo, "confirm").valid:  # found unless the budget or the probes cut the bracket short
-            return outcome(STATUS_BUDGET if why else STATUS_FOUND, lo, why)
+            return refine(lo, hi, why)
         hi, lo, step = lo, lo / step, step * step
     return outcome(STATUS_UNCONFIRMED, None,
                    f"{plan.max_confirmations} confirmations at full length were INVALID, down to {hi:.4g} QPS")

@@ -115,6 +115,8 @@ class Settings:
     gpu_lock_timeout_s: float = 3600.0  # how long a case waits for its GPUs to be free of other sessions
     baseline_repeats: int = 3  # runs a performance baseline records, so that later checks know its noise
     cpu_affinity: str = "none"  # runner CPU pinning: none, auto (the GPU's local CPUs) or a CPU list (cpus.py)
+    server_search: bool = False  # Server performance cases search their capacity (server_search.py)
+    server_search_budget_s: float = 1800.0  # per search: probes and confirmation
 
 
 def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:
@@ -165,7 +167,7 @@ DURATION_GRAMMAR = "a number with a unit: ms, s, m or h (e.g. 1500ms, 10s, 10m, 
 def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
     """'1500ms', '2s', '2.5', '10m', '1h' -> milliseconds (a bare number is seconds). The one grammar of every
     duration option (--mlperf-duration, --mlperf-timeout, --mlperf-gate-round, --mlperf-gate-budget,
-    --mlperf-gpu-lock-timeout)."""
+    --mlperf-gpu-lock-timeout, --mlperf-server-search-budget)."""
     m = _DURATION.match(str(value))
     if not m:
         raise ValueError(f"bad {option} {value!r}: write e.g. 2s, 1500ms or 10m ({DURATION_GRAMMAR})")
