@@ -64,7 +64,7 @@ class SearchPlan:
     confirm_queries: int
     precision: float = 0.03  # bisection stops once the bracket's upper end is within this of its lower end
     growth: float = 2.0  # bracketing multiplies or divides the load by this
-    max_halvings: int = 6  # the lowest probe: start / growth**max_halvings
+    max_halvings: int = 4  # the lowest probe: start / growth**max_halvings (the calibrated start is half the bare loop)
     max_probes: int = 24  # bracketing and bisection probes together
     max_confirmations: int = 4  # each INVALID one steps the load down: by `precision`, then twice as far each time
 

@@ -196,6 +196,10 @@ class LoadGenDriver:
         }
         if gate is not None and self.recipe is None:
             case = self.gate_run(sut, scenario, mode, gate, log_suffix)
+            if settings.server_search and scenario == "Server" and mode == "performance":
+                case.notes.append("--mlperf-server-search is not applied under the overhead gate: its rounds run "
+                                  "both arms at the reference's calibrated load and judge the tail latency there "
+                                  "(a capacity per round would be a search per arm per round)")
             self.keep(case)
             return case
         if settings.server_search and scenario == "Server" and mode == "performance":
