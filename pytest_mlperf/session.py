@@ -296,6 +296,8 @@ class LoadGenDriver:
         if first is not None:
             head = (replace(probe_verdict(first[0].run), log_dir=first[0].log_dir), first[1])
         outcome = search(run_at, plan, first=head)
+        if not runs:  # the budget held not one run (a repeat's search)
+            pytest.fail(f"{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
         at = outcome.capacity_probe
         case = next((r for r in runs if at is not None and r.log_dir == at.result.log_dir), runs[-1])
         case.search = outcome
