@@ -62,7 +62,7 @@ def queue_p99_s(qps: float, seconds: float, streams: int, service_s: float, seed
         heapq.heappush(free, start + service_s)
         latencies.append(start + service_s - t)
     latencies.sort()
-    return latencies[min(len(latencies) - 1, int(math.ceil(0.99 * len(latencies))) - 1)]
+    return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
 
 
 class QueueSUT:
