@@ -332,7 +332,15 @@ def unusable_metrics(baseline: Baseline, measured: Mapping[str, Metric]) -> list
     out = []
     for name, ref in baseline.metrics.items():
         m = measured.get(name)
-        if m is None:
+        if m is None and name == "server_capacity_qps":
+            out.append(f"{name}: the baseline holds a Server capacity, which only --mlperf-server-search measures "
+                       f"(this run measured: {have}): run with --mlperf-server-search, or record the baseline again "
+                       "without it")
+        elif m is None and "server_capacity_qps" in measured:
+            out.append(f"{name}: in the baseline but this run searched the Server capacity "
+                       "(--mlperf-server-search), which compares its capacity only: run without the search, or "
+                       "record the baseline again with it")
+        elif m is None:
             out.append(f"{name}: in the baseline but this run did not measure it (it measured: {have}), so it "
                        "is not compared; record the baseline again with --mlperf-update-baselines if the run's "
                        "metrics changed on purpose")

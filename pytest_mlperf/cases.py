@@ -11,6 +11,7 @@ import pytest
 from .baselines import CaseKey, Metric
 from .gate import GateOutcome
 from .logs import Run
+from .server_search import CAPACITY_METRIC, SearchOutcome
 
 # The metrics a regression is judged on, per scenario: LoadGen's detail-log keys, with their direction.
 # Where LoadGen's early-stopping estimate is missing (a run too short for it) the plain percentile still compares.
@@ -58,6 +59,18 @@ SHORT_RUN_HINT = (
     "expectation yourself in --mlperf-user-conf (e.g. *.Offline.target_qps = N above the samples/s measured)")
 
 
+def server_latency_hint(target: dict[str, Any] | None) -> str:
+    """What a Server run INVALID on its latency bound says: the load it ran at, where that came from, what to do."""
+    at = ""
+    if target and target.get("qps"):
+        at = f" at {float(target['qps']):.4g} QPS"
+        if target.get("source"):
+            at += f" (the target from {target['source']}: {target.get('why') or 'no detail'})"
+    return (f"the Server run missed its latency bound{at}: the SUT cannot serve that load within the bound. Find the "
+            "highest load it can serve with --mlperf-server-search, or set a lower *.Server.target_qps in "
+            "--mlperf-user-conf")
+
+
 def regression_metrics(run: Run) -> dict[str, Metric]:
     out = {}
     for key, unit, higher in REGRESSION_METRICS.get(run.scenario, ()):
@@ -101,9 +114,17 @@ class CaseRun:
     # the backend options its runner was given: {key: {"value": ..., "from": "marker" | "--mlperf-sut-option" | ...}}
     sut_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner_cpus: str | None = None  # the CPUs it was allowed to run on, as it saw them (e.g. "0-7")
+    # Server: the target QPS the run used and why (source: calibration, baseline, user.conf, mlperf.conf, search)
+    server_target: dict[str, Any] | None = None
+    search: SearchOutcome | None = None  # --mlperf-server-search: every probe, and the capacity found
 
     @property
     def metrics(self) -> dict[str, Metric]:
+        """The metrics a baseline compares. A searched Server case compares its capacity only: its run's p99 and
+        throughput are those at the capacity, which moves from run to run."""
+        if self.search is not None:
+            cap = self.search.capacity_qps
+            return {CAPACITY_METRIC: Metric(CAPACITY_METRIC, float(cap), "QPS", True)} if cap else {}
         return regression_metrics(self.run)
 
     @property
@@ -139,10 +160,15 @@ class CaseRun:
         if blocking or not unmet:
             reasons = "; ".join(run.invalid_reasons) or "no reason logged"
             hint = f"\n{SHORT_RUN_HINT}" if "min_duration_met" in blocking else ""
+            if run.scenario == "Server" and "perf_constraints_met" in blocking and self.search is None:
+                hint += f"\n{server_latency_hint(self.server_target)}"
             self._fail(
                 f"LoadGen judged the {run.scenario} run INVALID: {reasons} (unmet: {', '.join(unmet) or 'none'}){hint}"
             )
-        self.notes.append(f"INVALID for LoadGen only by {', '.join(unmet)}, which the {self.profile} profile accepts")
+        note = f"INVALID for LoadGen only by {', '.join(unmet)}, which the {self.profile} profile accepts"
+        if run.scenario == "Server" and "perf_constraints_met" in unmet and self.search is None:
+            note += f"; {server_latency_hint(self.server_target)}"
+        self.notes.append(note)
 
     def assert_accuracy(self) -> None:
         """With a real model and real data: MLPerf's accuracy targets. With a stand-in, accuracy is equality with
@@ -211,4 +237,6 @@ class CaseRun:
             "runner_pid": self.runner_pid,
             "runner_cpus": self.runner_cpus,
             "sut_options": self.sut_options,
+            "server_target": self.server_target,
+            "server_search": self.search.to_record() if self.search is not None else None,
         }

@@ -95,6 +95,11 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "share the cores (refused without it)", {"action": "store_true", "default": None}, "bool"),
     ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
      "(default: 1h)", {}, "string"),
+    ("server-search", "Server cases find their capacity: the highest target QPS LoadGen judges VALID on the latency "
+     "bound (short bracketing and bisection runs, one confirmation at full length); capacity is their headline and "
+     "what baselines compare", {"action": "store_true", "default": None}, "bool"),
+    ("server-search-budget", "most time one case's capacity search may take, e.g. 10m (default: 30m)", {},
+     "string"),
     ("cpu-affinity", "pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
      "GPUs, split between GPUs that share them) or a list such as 0-7,16", {}, "string"),
 ]
@@ -182,6 +187,10 @@ def build_settings(config: pytest.Config) -> S.Settings:
             cpu_affinity=get("cpu-affinity", cpu_affinity_setting, "none"),
             sut_options=sut_options,
             sut_option_sources=sut_option_sources,
+            server_search=bool(get("server-search", bool, False)),
+            server_search_budget_s=get("server-search-budget",
+                                       lambda v: S.parse_duration_s(v, option="--mlperf-server-search-budget"),
+                                       1800.0),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -50,7 +50,8 @@ def failure_record(item: pytest.Item, attempt: dict[str, Any] | None, reason: st
         "latency_overhead": None, "calibration": None, "schedule": None, "test": None, "accuracy": None,
         "notes": [], "missing_baseline": None, "baseline_path": None, "outputs_match": None, "gate": None,
         "gpus": known.get("gpus") or [], "repeats": [], "timings": {}, "runner_pid": known.get("runner_pid"),
-        "runner_cpus": None, "sut_options": known.get("sut_options") or {}, "reason": reason,
+        "runner_cpus": None, "sut_options": known.get("sut_options") or {}, "server_target": None,
+        "server_search": None, "reason": reason,
     }
 
 

@@ -37,8 +37,12 @@ def recorded_elsewhere(missing: list[dict[str, Any]]) -> list[str]:
 
 
 def headline_of(record: dict[str, Any]) -> tuple[str, str]:
-    """(metric name, formatted value) of a record's checker headline: tokens first for an LLM's Offline and Server
-    runs (the checker's overwrite), its latency headline for SingleStream and MultiStream."""
+    """(metric name, formatted value) of a record's checker headline: a searched Server case's capacity; tokens
+    first for an LLM's Offline and Server runs (the checker's overwrite), its latency headline for SingleStream
+    and MultiStream."""
+    capacity = (record.get("server_search") or {}).get("capacity_qps")
+    if capacity and record.get("reason") is None:  # --mlperf-server-search: the QPS at the latency bound
+        return "server_capacity_qps", f"{float(capacity):,.1f} QPS capacity"
     run = record.get("run") or {}  # None: the case failed before LoadGen gave a result
     tokens = run.get("token_headline") if run.get("scenario") in ("Offline", "Server") else None
     head = tokens or run.get("headline")

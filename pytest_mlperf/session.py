@@ -33,6 +33,7 @@ from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import PlacementError, gpu_state, gpus_for_case, leftover_notes
 from .placement import Placement
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
+from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
 from .settings import GateSettings, Settings
 from .system import SystemInfo, describe_system
 from .workloads import workload_spec
@@ -228,8 +229,14 @@ class LoadGenDriver:
         }
         if gate is not None and self.recipe is None:
             case = self.gate_run(sut, scenario, mode, gate, log_suffix)
+            if settings.server_search and scenario == "Server" and mode == "performance":
+                case.notes.append("--mlperf-server-search is not applied under the overhead gate: its rounds run "
+                                  "both arms at the reference's calibrated load and judge the tail latency there "
+                                  "(a capacity per round would be a search per arm per round)")
             self.keep(case)
             return case
+        if settings.server_search and scenario == "Server" and mode == "performance":
+            return self.search_run(sut, recipe, scenario, mode, log_suffix)
         case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix),
                             server_target_qps=server_target_qps)
         case = self.rerun_if_short(sut, recipe, scenario, mode, log_suffix, case)
@@ -265,6 +272,79 @@ class LoadGenDriver:
                 f"before its min duration (a busy machine while calibrating?); this run expected {qps:,.1f}")
         return case
 
+    def search_run(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_suffix: str) -> CaseRun:
+        """--mlperf-server-search: the case's capacity (server_search.py). The first probe calibrates (its target is
+        the calibrated estimate, its latency bound then fixed for every run); probes are short, the confirmation is
+        full length. Returns the confirmation, carrying the search; a search that finds no capacity fails the case
+        with what it tried, its runs kept in results.json. With --mlperf-update-baselines the search is repeated
+        (from the capacity found) so that the baseline knows its noise."""
+        settings = self.session.settings
+        base = self.log_dir(log_suffix)
+        conf = settings.user_conf
+        if conf and "target_qps" in user_conf_keys(conf, sut.spec.loadgen_model, scenario):
+            pytest.fail(f"--mlperf-server-search varies the Server target QPS, but --mlperf-user-conf {conf} sets "
+                        f"target_qps for {sut.spec.loadgen_model} Server, which LoadGen keeps: remove that line to "
+                        "search, or run without --mlperf-server-search at the user.conf's load", pytrace=False)
+        full = self.test_request(sut, scenario, mode, base, 0)
+        confirm_ms = full.min_duration_ms or OFFICIAL_DURATION_MS
+        probe = replace(full, min_duration_ms=max(PROBE_MIN_MS, int(confirm_ms * PROBE_FRACTION)),
+                        min_query_count=min(full.min_query_count or PROBE_QUERIES, PROBE_QUERIES))
+        shutil.rmtree(base, ignore_errors=True)
+        began = time.monotonic()
+        first = self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket", fixed=probe)
+        fixed = TestRequest.from_dict(first.test)  # the calibrated latency bound holds for every run of the search
+        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
+        outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start,
+                                     (first, time.monotonic() - began))
+        self.keep(case)
+        for k in range(2, (settings.baseline_repeats if settings.update_baselines else 1) + 1):
+            again, _ = self._search(sut, recipe, scenario, mode, base.with_name(f"{base.name}-repeat{k}"), fixed,
+                                    full, outcome.capacity_qps or start, None)
+            if again.capacity_qps:
+                case.repeats.append({CAPACITY_METRIC: again.capacity_qps})
+        return case
+
+    def _search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
+                fixed: TestRequest, full: TestRequest, start: float,
+                first: tuple[CaseRun, float] | None) -> tuple[SearchOutcome, CaseRun]:
+        """One capacity search from `start` QPS; its confirmation run (kept as the case's) and its outcome. Fails
+        the case, keeping its last run with the search, when no capacity is found."""
+        settings = self.session.settings
+        runs: list[CaseRun] = [first[0]] if first else []
+
+        def run_at(qps: float, phase: str) -> ProbeResult:
+            test = replace(fixed, server_target_qps=qps)
+            if phase == "confirm":
+                test = replace(test, min_duration_ms=full.min_duration_ms, min_query_count=full.min_query_count)
+            n = len(runs) + 1
+            case = self.execute(sut, recipe, scenario, mode, base / "search" / f"{n:02d}-{phase}", fixed=test,
+                                calibrate=False, target_source="search")
+            runs.append(case)
+            return replace(probe_verdict(case.run), log_dir=case.log_dir)
+
+        plan = SearchPlan(
+            start_qps=start, budget_s=settings.server_search_budget_s,
+            probe_s=(fixed.min_duration_ms or PROBE_MIN_MS) / 1000, probe_queries=fixed.min_query_count or 1,
+            confirm_s=(full.min_duration_ms or OFFICIAL_DURATION_MS) / 1000, confirm_queries=full.min_query_count or 1)
+        head = None
+        if first is not None:
+            head = (replace(probe_verdict(first[0].run), log_dir=first[0].log_dir), first[1])
+        outcome = search(run_at, plan, first=head)
+        if not runs:  # the budget held not one run (a repeat's search)
+            pytest.fail(f"{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
+        at = outcome.capacity_probe
+        case = next((r for r in runs if at is not None and r.log_dir == at.result.log_dir), runs[-1])
+        case.search = outcome
+        if outcome.passed:
+            case.server_target = {"qps": outcome.capacity_qps, "source": "search",
+                                  "why": "the highest load the capacity search found VALID (--mlperf-server-search)"}
+            if outcome.status != "found":
+                case.notes.append(outcome.describe())
+            return outcome, case
+        self.keep(case)
+        pytest.fail(f"{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
+        raise AssertionError  # pragma: no cover - pytest.fail raises
+
     def keep(self, case: CaseRun) -> None:
         self.item.stash.setdefault(CASES_KEY, []).append(case)
         if ATTEMPT_KEY in self.item.stash:
@@ -278,7 +358,8 @@ class LoadGenDriver:
 
     def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
                 server_target_qps: float | None = None, fixed: TestRequest | None = None,
-                calibrate: bool = True, label: str = "", in_round: bool = False) -> CaseRun:
+                calibrate: bool = True, label: str = "", in_round: bool = False,
+                target_source: str | None = None) -> CaseRun:
         """Runs one LoadGen test in the runner of `recipe`. `fixed` is a test request whose expectations (and
         duration) are kept, so that runs of a gate do identical work; `calibrate=False` skips the bare-loop
         measurement and warm-up (a runner's harness stays warm across its tests). Its phases are said on the
@@ -326,8 +407,11 @@ class LoadGenDriver:
                            total_sample_count=fixed.total_sample_count or int(runner.info["total_count"]))
         else:
             test = self.test_request(sut, scenario, mode, log_dir, int(runner.info["total_count"]))
-            if scenario == "Server" and server_target_qps is None:
+            if server_target_qps is not None:
+                target_source = target_source or "the benchmark (loadgen.run(server_target_qps=...))"
+            elif scenario == "Server":
                 server_target_qps = self.baseline_target_qps(key)
+                target_source = "baseline" if server_target_qps is not None else target_source
             if server_target_qps is not None:
                 test = replace(test, server_target_qps=server_target_qps)
         profile = self.session.settings.profile
@@ -364,8 +448,14 @@ class LoadGenDriver:
             failure = f"{exc}\nLoadGen logs: {log_dir}"
         if failure is not None:
             pytest.fail(failure, pytrace=False)
+        run = Run.from_dict(result["run"])
+        server_target = None
+        if scenario == "Server":
+            given = test.server_target_qps is not None and target_source is None
+            server_target = server_target_of(run, test, result.get("calibration"), sut.spec.loadgen_model,
+                                             target_source or ("an earlier run of this case" if given else None))
         return CaseRun(
-            nodeid=self.item.nodeid, key=key, run=Run.from_dict(result["run"]), log_dir=str(log_dir),
+            nodeid=self.item.nodeid, key=key, run=run, log_dir=str(log_dir),
             profile=profile.name, tolerated=profile.tolerated, backend=backend,
             system={"key": system.key, **system.details}, recipe=recipe.describe(), test=result["test"],
             calibration=result.get("calibration"), schedule=result.get("schedule"), accuracy=result.get("accuracy"),
@@ -375,7 +465,7 @@ class LoadGenDriver:
             notes=notes, gpus=gpu_records,
             timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
                      "case_s": time.perf_counter() - began},
-            runner_pid=runner.info.get("pid"), runner_cpus=runner.info.get("cpus"),
+            runner_pid=runner.info.get("pid"), runner_cpus=runner.info.get("cpus"), server_target=server_target,
             sut_options=sut.options_record(),
         )
 
@@ -464,6 +554,13 @@ class LoadGenDriver:
         pytest.fail(failure, pytrace=False)
         raise AssertionError  # pragma: no cover - pytest.fail raises
 
+
+# --mlperf-server-search: probes last this share of the case's min duration (at least PROBE_MIN_MS), with at most
+# PROBE_QUERIES queries asked of them; the confirmation runs the full length (official: mlperf.conf's 600 s)
+PROBE_FRACTION = 0.25
+PROBE_MIN_MS = 250
+PROBE_QUERIES = 16
+OFFICIAL_DURATION_MS = 600_000
 
 CASES_KEY = pytest.StashKey[list]()
 ATTEMPT_KEY = pytest.StashKey[dict]()  # the case LoadGenDriver.run is measuring, until its CaseRun is kept
@@ -610,6 +707,32 @@ def repeated_metrics(case: CaseRun) -> dict[str, Metric]:
         values = [m.value, *(r[name] for r in case.repeats if name in r)]
         out[name] = Metric(name, statistics.median(values), m.unit, m.higher_is_better, tuple(values))
     return out
+
+
+TARGET_WHY = {
+    "baseline": "the load its stored baseline was recorded at, so that the two compare",
+    "search": "a run of the capacity search (--mlperf-server-search)",
+}
+
+
+def server_target_of(run: Run, test: TestRequest, calibration: dict[str, Any] | None, model: str,
+                     source: str | None) -> dict[str, Any]:
+    """The target QPS a Server run used (LoadGen's effective value) and why: a user.conf's target_qps wins over
+    everything (LoadGen keeps it), then what the caller said (baseline, search, an earlier run), then the
+    calibration's half of the bare loop's throughput, else mlperf.conf's value."""
+    qps = run.settings.get("target_qps") or test.server_target_qps
+    conf = test.user_conf
+    if conf and Path(conf).is_file() and "target_qps" in user_conf_keys(Path(conf), model, "Server"):
+        source, why = "user.conf", f"{conf} sets target_qps"
+    elif source is not None:
+        why = TARGET_WHY.get(source, source)
+    elif calibration is not None:
+        bare = (calibration.get("bare") or {}).get("samples_per_s")
+        measured = f" ({float(bare):,.1f} samples/s)" if bare else ""
+        source, why = "calibration", f"half the throughput the calibration's bare loop measured{measured}"
+    else:
+        source, why = "mlperf.conf", "mlperf.conf's target_qps for the model (this profile does not calibrate)"
+    return {"qps": float(qps) if qps else None, "source": source, "why": why}
 
 
 def stand_ins(sut: SUTHandle) -> list[str]:

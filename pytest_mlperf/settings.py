@@ -120,6 +120,8 @@ class Settings:
     sut_options: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     # backend -> {option: where it was set}: "--mlperf-sut-option" or "ini mlperf_sut_option"
     sut_option_sources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    server_search: bool = False  # Server performance cases search their capacity (server_search.py)
+    server_search_budget_s: float = 1800.0  # per search: probes and confirmation
 
 
 def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:
@@ -170,7 +172,7 @@ DURATION_GRAMMAR = "a number with a unit: ms, s, m or h (e.g. 1500ms, 10s, 10m, 
 def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
     """'1500ms', '2s', '2.5', '10m', '1h' -> milliseconds (a bare number is seconds). The one grammar of every
     duration option (--mlperf-duration, --mlperf-timeout, --mlperf-gate-round, --mlperf-gate-budget,
-    --mlperf-gpu-lock-timeout)."""
+    --mlperf-gpu-lock-timeout, --mlperf-server-search-budget)."""
     m = _DURATION.match(str(value))
     if not m:
         raise ValueError(f"bad {option} {value!r}: write e.g. 2s, 1500ms or 10m ({DURATION_GRAMMAR})")

@@ -131,9 +131,24 @@ def test_assert_valid_invalid_only_by_tolerated_reasons_passes_with_a_note() -> 
     assert run.validity == "INVALID"
     case = make_case(run, profile="smoke")
     case.assert_valid()
-    assert case.notes == [
-        "INVALID for LoadGen only by early_stopping_met, perf_constraints_met, which the smoke profile accepts"
-    ]
+    (note,) = case.notes
+    # a Server run over its latency bound says so and suggests the capacity search, even where it is accepted
+    assert note.startswith(
+        "INVALID for LoadGen only by early_stopping_met, perf_constraints_met, which the smoke profile accepts; "
+        "the Server run missed its latency bound: ")
+    assert "--mlperf-server-search" in note
+
+
+def test_a_server_run_invalid_on_latency_names_its_target_and_suggests_the_search() -> None:
+    target = {"qps": 364.0, "source": "baseline", "why": "the load its stored baseline was recorded at"}
+    message = failure(make_case("07", profile="ci", server_target=target).assert_valid)
+    assert ("the Server run missed its latency bound at 364 QPS (the target from baseline: the load its stored "
+            "baseline was recorded at)") in message
+    assert "--mlperf-server-search" in message and message.endswith("\nLoadGen logs: /logs/case-1")
+    # a searched case's confirmation is judged as any run, without the advice to search
+    search_case = make_case("07", profile="ci", server_target=target)
+    search_case.search = object()  # type: ignore[assignment]
+    assert "--mlperf-server-search" not in failure(search_case.assert_valid)
 
 
 def test_assert_valid_fails_on_a_reason_the_profile_does_not_tolerate() -> None:

@@ -1,0 +1,291 @@
+"""Server capacity search: the highest target QPS that LoadGen judges VALID on its latency bound.
+
+What every MLPerf submitter does by hand, as a loop free of pytest and runners (session.py drives it for real):
+short probes from a starting estimate (the calibrated target) bracket the capacity, growing or shrinking the load
+by `growth` until one probe is VALID and another INVALID; a bisection (geometric) narrows the bracket to
+`precision`; one confirmation run at full length at the highest VALID load makes it the capacity. A confirmation
+that is INVALID (a short probe hides a slow overload) steps the load down and confirms again, a few times at most.
+
+`search(probe, plan)` takes a `probe(qps, phase) -> ProbeResult` callable, so the loop is tested with simulated
+SUTs. Every probe is kept (target QPS, achieved QPS, p99, verdict, log folder, seconds). The search ends within
+its budget: before each probe it predicts that probe's length (the plan's minimum duration or minimum queries at
+the load, whichever is longer, plus the longest overrun seen so far) and keeps time for the confirmation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .logs import Run
+
+PHASES = ("bracket", "bisect", "confirm")
+CAPACITY_METRIC = "server_capacity_qps"  # the case's headline and baseline metric under a search
+# statuses: a capacity was found (bracket within precision), or found but the budget cut the bracket short; none
+STATUS_FOUND, STATUS_BUDGET = "found", "budget"
+STATUS_UNBRACKETABLE, STATUS_UNCONFIRMED = "unbracketable", "unconfirmed"
+PASSING = (STATUS_FOUND, STATUS_BUDGET)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one LoadGen run at a target QPS says."""
+
+    valid: bool  # LoadGen met the latency bound (and the run's min duration and queries)
+    achieved_qps: float | None = None  # completed samples/s LoadGen logged
+    p99_ns: float | None = None  # p99 latency (TTFT's for an LLM)
+    reasons: tuple[str, ...] = ()  # LoadGen's INVALID reasons
+    log_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Probe:
+    phase: str
+    target_qps: float
+    result: ProbeResult
+    seconds: float
+
+    def to_record(self) -> dict[str, Any]:
+        r = self.result
+        return {"phase": self.phase, "target_qps": self.target_qps, "verdict": "VALID" if r.valid else "INVALID",
+                "achieved_qps": r.achieved_qps, "p99_ns": r.p99_ns, "reasons": list(r.reasons),
+                "log_dir": r.log_dir, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    start_qps: float
+    budget_s: float
+    probe_s: float  # a probe's minimum duration
+    probe_queries: int  # a probe's minimum query count
+    confirm_s: float  # the confirmation's minimum duration (the profile's)
+    confirm_queries: int
+    precision: float = 0.03  # bisection stops once the bracket's upper end is within this of its lower end
+    growth: float = 2.0  # bracketing multiplies or divides the load by this
+    max_halvings: int = 4  # the lowest probe: start / growth**max_halvings (the calibrated start is half the bare loop)
+    max_probes: int = 24  # bracketing and bisection probes together
+    max_confirmations: int = 4  # each INVALID one steps the load down: by `precision`, then twice as far each time
+
+    def __post_init__(self) -> None:
+        if not (self.start_qps > 0 and math.isfinite(self.start_qps)):
+            raise ValueError(f"a capacity search needs a positive starting QPS, got {self.start_qps}")
+        if not (self.growth > 1 and 0 < self.precision < 1):
+            raise ValueError("a capacity search needs growth > 1 and 0 < precision < 1")
+
+    def predicted_s(self, qps: float, phase: str) -> float:
+        """How long LoadGen will run at `qps`: the minimum duration, or the minimum queries at that load if longer."""
+        duration, queries = (self.confirm_s, self.confirm_queries) if phase == "confirm" else (
+            self.probe_s, self.probe_queries)
+        return max(duration, queries / qps)
+
+    @property
+    def lowest_qps(self) -> float:
+        return self.start_qps / self.growth ** self.max_halvings
+
+
+@dataclass
+class SearchOutcome:
+    status: str
+    capacity_qps: float | None  # the confirmed capacity (None when the search found none)
+    best_valid_qps: float | None  # the highest load any probe found VALID (confirmed or not)
+    lower_qps: float | None  # the bracket when the search ended: VALID at lower, INVALID at upper
+    upper_qps: float | None
+    probes: list[Probe]
+    elapsed_s: float
+    plan: SearchPlan
+    why: str = ""  # what ended a search early (budget, probes), in words
+
+    @property
+    def passed(self) -> bool:
+        return self.status in PASSING
+
+    @property
+    def capacity_probe(self) -> Probe | None:
+        """The VALID confirmation the capacity rests on."""
+        found = [p for p in self.probes if p.phase == "confirm" and p.result.valid and p.target_qps == self.capacity_qps]
+        return found[-1] if found and self.capacity_qps is not None else None
+
+    def describe(self) -> str:
+        """One paragraph a user can act on."""
+        p = self.plan
+        tried = ", ".join(f"{pr.target_qps:.4g}{'' if pr.result.valid else ' INVALID'}"
+                          for pr in self.probes) or "nothing"
+        spent = f"{len(self.probes)} runs in {self.elapsed_s:.0f} s of a {p.budget_s:.0f} s budget"
+        if self.status == STATUS_FOUND:
+            return (f"server capacity {self.capacity_qps:.4g} QPS: VALID at full length, INVALID at "
+                    f"{self.upper_qps:.4g} QPS ({spent})")
+        if self.status == STATUS_BUDGET:
+            upper = (f"INVALID at {self.upper_qps:.4g} QPS" if self.upper_qps is not None
+                     else "no INVALID load found above it")
+            return (f"server capacity at least {self.capacity_qps:.4g} QPS (VALID at full length; {upper}): the search "
+                    f"stopped before its bracket was within {p.precision:.0%} because {self.why} ({spent}); raise "
+                    "--mlperf-server-search-budget for a tighter figure")
+        if self.status == STATUS_UNBRACKETABLE:
+            first = self.probes[0].result if self.probes else None
+            reasons = f" (LoadGen: {'; '.join(first.reasons)})" if first is not None and first.reasons else ""
+            lowest = min((pr.target_qps for pr in self.probes), default=p.start_qps)
+            return (f"server capacity search could not bracket the capacity: every load tried down to {lowest:.4g} "
+                    f"QPS was INVALID on the latency bound{reasons}; tried (QPS): {tried} ({spent}). The SUT misses "
+                    "the bound even almost idle: its latency for one query is above the bound. Check the bound "
+                    "(target_latency in --mlperf-user-conf, the workload's), the batch size (--mlperf-batch-size; "
+                    "a batch waits to fill), or the SUT itself")
+        best = (f"the best VALID load found by a short probe was {self.best_valid_qps:.4g} QPS"
+                if self.best_valid_qps is not None else "no probe was VALID")
+        return (f"server capacity search found no capacity: {self.why}; {best}; tried (QPS): {tried} ({spent}). "
+                "Raise --mlperf-server-search-budget, or shorten the runs (--mlperf-duration)")
+
+    def to_record(self) -> dict[str, Any]:
+        """results.json's `server_search` entry."""
+        p = self.plan
+        return {
+            "status": self.status, "capacity_qps": self.capacity_qps, "best_valid_qps": self.best_valid_qps,
+            "lower_qps": self.lower_qps, "upper_qps": self.upper_qps, "elapsed_s": round(self.elapsed_s, 3),
+            "budget_s": p.budget_s, "start_qps": p.start_qps, "precision": p.precision,
+            "probe_s": p.probe_s, "confirm_s": p.confirm_s, "why": self.why, "message": self.describe(),
+            "probes": [pr.to_record() for pr in self.probes],
+        }
+
+
+def probe_verdict(run: Run) -> ProbeResult:
+    """A Server run's verdict for the search: VALID when LoadGen met its latency bound (p99, or TTFT and TPOT for an
+    LLM: `result_perf_constraints_met`) and its min duration and queries. Early stopping is not asked of a probe:
+    probes are short by design, and the confirmation at full length is judged by the profile as every case is."""
+    c = run.constraints
+    valid = (not run.errors and c.get("perf_constraints_met") is True and c.get("min_duration_met", True) is not False
+             and c.get("min_queries_met", True) is not False)
+    achieved = run.metrics.get("result_completed_samples_per_sec")
+    p99 = run.latency_ns.p99 if run.ttft_ns is None else run.ttft_ns.p99
+    reasons = tuple(r for r in run.invalid_reasons if "Early stopping" not in r) if not valid else ()
+    return ProbeResult(valid, achieved, p99, reasons)
+
+
+@dataclass
+class _Search:
+    probe: Callable[[float, str], ProbeResult]
+    plan: SearchPlan
+    clock: Callable[[], float]
+    start: float = 0.0
+    probes: list[Probe] = field(default_factory=list)
+    overrun_s: float = 0.0  # the longest a run took beyond its predicted LoadGen time (start-up, calibration, logs)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def cost(self, qps: float, phase: str) -> float:
+        return self.plan.predicted_s(qps, phase) + self.overrun_s
+
+    def fits(self, qps: float, phase: str, then_confirm: float | None) -> bool:
+        """Whether a run at `qps` fits in the budget, keeping time for a confirmation at `then_confirm`."""
+        need = self.cost(qps, phase) + (self.cost(then_confirm, "confirm") if then_confirm else 0.0)
+        return self.elapsed() + need <= self.plan.budget_s
+
+    def run(self, qps: float, phase: str) -> ProbeResult:
+        began = self.clock()
+        result = self.probe(qps, phase)
+        seconds = self.clock() - began
+        self.overrun_s = max(self.overrun_s, seconds - self.plan.predicted_s(qps, phase))
+        self.probes.append(Probe(phase, qps, result, seconds))
+        return result
+
+
+def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
+           first: tuple[ProbeResult, float] | None = None,
+           clock: Callable[[], float] = time.monotonic) -> SearchOutcome:
+    """Brackets, bisects and confirms the highest VALID target QPS (see the module's docstring).
+
+    `probe(qps, phase)` runs LoadGen at `qps`: short for the phases "bracket" and "bisect", full length for
+    "confirm". `first` is a probe already run at `plan.start_qps` (the calibrating run) and its seconds."""
+    s = _Search(probe, plan, clock)
+    s.start = clock() - (first[1] if first else 0.0)
+    lo: float | None = None
+    hi: float | None = None
+    why = ""
+
+    def outcome(status: str, capacity: float | None, reason: str = "") -> SearchOutcome:
+        valid = [p.target_qps for p in s.probes if p.result.valid]
+        return SearchOutcome(status, capacity, max(valid, default=None), lo, hi, list(s.probes), s.elapsed(), plan,
+                             reason)
+
+    def refine(valid: float, invalid: float | None, reason: str) -> SearchOutcome:
+        """After a VALID confirmation: where a confirmation above it was INVALID, bisect at full length while the
+        budget allows, so that the capacity is within precision of a full-length INVALID load."""
+        nonlocal lo, hi
+        lo, hi = valid, invalid
+        if any(p.phase == "confirm" and not p.result.valid for p in s.probes):
+            while hi is not None and hi / lo > 1 + plan.precision:
+                mid = math.sqrt(lo * hi)
+                if not s.fits(mid, "confirm", None):
+                    reason = reason or "the budget ran out"
+                    break
+                if s.run(mid, "confirm").valid:
+                    lo = mid
+                else:
+                    hi = mid
+        return outcome(STATUS_BUDGET if reason else STATUS_FOUND, lo, reason)
+
+    def probes_left() -> bool:
+        return sum(p.phase != "confirm" for p in s.probes) < plan.max_probes
+
+    # bracketing: from the start, grow while VALID, shrink while INVALID
+    qps = plan.start_qps
+    if first is not None:
+        s.probes.append(Probe("bracket", qps, first[0], first[1]))  # its start-up and calibration are one-offs
+        result: ProbeResult | None = first[0]
+    elif s.fits(qps, "bracket", qps):
+        result = s.run(qps, "bracket")
+    else:
+        result, why = None, "the budget does not hold one probe and the confirmation"
+    while result is not None:
+        if result.valid:
+            lo = qps
+            if hi is not None:
+                break
+            qps *= plan.growth
+        else:
+            hi = qps
+            if lo is not None:
+                break
+            qps /= plan.growth
+            if qps < plan.lowest_qps * (1 - 1e-9):
+                return outcome(STATUS_UNBRACKETABLE, None, "no VALID load")
+        if not probes_left():
+            why = f"it used its {plan.max_probes} probes"
+            break
+        if not s.fits(qps, "bracket", lo if lo is not None else qps):
+            why = "the budget ran out"
+            break
+        result = s.run(qps, "bracket")
+    # bisection (geometric: capacities span orders of magnitude) until the bracket is within precision
+    while lo is not None and hi is not None and hi / lo > 1 + plan.precision:
+        mid = math.sqrt(lo * hi)
+        if not probes_left():
+            why = f"it used its {plan.max_probes} probes"
+            break
+        if not s.fits(mid, "bisect", max(lo, mid)):
+            why = "the budget ran out"
+            break
+        if s.run(mid, "bisect").valid:
+            lo = mid
+        else:
+            hi = mid
+    if lo is None:
+        return outcome(STATUS_UNCONFIRMED, None, why or "no probe was VALID")
+    # confirmation at full length; an INVALID one steps down (a short probe hides a slow overload)
+    step = 1 + plan.precision
+    for _ in range(plan.max_confirmations):
+        if not s.fits(lo, "confirm", None):
+            return outcome(STATUS_UNCONFIRMED, None, "the budget ran out before a confirmation at full length")
+        if s.run(lo, "confirm").valid:  # found unless the budget or the probes cut the bracket short
+            return refine(lo, hi, why)
+        hi, lo, step = lo, lo / step, step * step
+    return outcome(STATUS_UNCONFIRMED, None,
+                   f"{plan.max_confirmations} confirmations at full length were INVALID, down to {hi:.4g} QPS")
+
+
+def capacity_of(record: Mapping[str, Any]) -> float | None:
+    """A results.json record's searched capacity, or None."""
+    found = record.get("server_search") or {}
+    value = found.get("capacity_qps")
+    return float(value) if value else None
