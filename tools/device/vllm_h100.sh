@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the checkout, once tools/device/vllm_carry.sh's stages are installed into /tmp/site (they
 # bring mlcommons-loadgen, rouge-score and nltk too): the llama3_1-8b benchmark on vLLM with a Llama-3.1-8B-shaped
-# stand-in (seeded random weights, bf16, built on the GPU). Two parts, one device call each (each under 600 s):
-#   bash tools/device/vllm_h100.sh OUTDIR bench    # Offline (performance + accuracy, H200 baselines recorded into
-#                                                  # OUTDIR/baselines), then Server and SingleStream (performance)
-#   bash tools/device/vllm_h100.sh OUTDIR extras   # harness efficiency (LoadGen over a bare LLM.generate), a runner
-#                                                  # SIGKILLed with its engine up (what is left on the GPU), and the
-#                                                  # transformers backend on the 1B-shaped stand-in for comparison
+# stand-in (seeded random weights, bf16, built on the GPU). PARTS is a comma list, run in order (fit one device call,
+# under 600 s, per call; the times are the H200's):
+#   bench            Offline performance + accuracy, Server and SingleStream performance (~520 s)
+#   offline-baseline Offline performance, 3 repeats, H200 baseline recorded into OUTDIR/baselines (~170 s)
+#   server-search    Server with --mlperf-server-search: the highest VALID target QPS (TTFT/TPOT bounds) (~200 s)
+#   crash            a runner SIGKILLed with its engine up: the case fails saying so, nothing is left on the GPU (~120 s)
+#   efficiency       LoadGen tokens/s over a bare LLM.generate of the same prompts (tools/device/vllm_efficiency.py)
+#   transformers-1b  the transformers backend on the 1B-shaped stand-in, Offline and SingleStream, for comparison
+#   bash tools/device/vllm_h100.sh OUTDIR offline-baseline,server-search,crash
 # Every step runs under `timeout` within one budget (TOTAL_S, default 570 s); everything lands in OUTDIR.
 set -uo pipefail
 out=${1:?output dir}
-part=${2:-bench}
-mkdir -p "$out"
+parts=${2:-bench}
+mkdir -p "$out/work"
 total=${TOTAL_S:-570}
 t0=$SECONDS
 export PYTHONPATH=$PWD:/tmp/site:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache
@@ -55,21 +58,22 @@ python3 -c \"import torch, transformers, vllm, mlperf_loadgen, rouge_score; prin
 torch.version.cuda, torch.cuda.is_available(), '| transformers', transformers.__version__, '| vllm', vllm.__version__)\""
 model=$(build 8b | tail -1)
 
-case "$part" in
-bench)
-  step vllm-offline 270 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
-    --mlperf-scenario=Offline --mlperf-mode=both --mlperf-update-baselines --mlperf-baselines-dir="$out/baselines" \
-    --mlperf-results-dir="$PWD/vllm-offline"
-  gpu_apps | tee "$out/gpu-after-offline.txt"
-  step vllm-serving 300 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
-    --mlperf-scenario=Server,SingleStream --mlperf-mode=performance --mlperf-results-dir="$PWD/vllm-serving"
-  gpu_apps | tee "$out/gpu-after-serving.txt"
-  dirs=(vllm-offline vllm-serving)
-  ;;
-extras)
-  step vllm-efficiency 200 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/vllm_efficiency.json" \
-    --seconds 8
-  # a runner SIGKILLed while its engine is up: the case must fail saying so, and nothing may hold the GPU after it
+bench_part() {
+  step vllm-bench 540 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
+    --mlperf-scenario=Offline,Server,SingleStream --mlperf-mode=performance --mlperf-results-dir="$PWD/vllm-bench"
+  cp -r vllm-bench "$out/work/"
+}
+offline_baseline_part() {
+  step vllm-offline-baseline 260 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" \
+    "${vllm_opts[@]}" --mlperf-scenario=Offline --mlperf-mode=performance --mlperf-update-baselines \
+    --mlperf-baselines-dir="$out/work/baselines" --mlperf-results-dir="$out/work/vllm-offline"
+}
+server_search_part() {
+  step vllm-server-search 280 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" \
+    "${vllm_opts[@]}" --mlperf-scenario=Server --mlperf-mode=performance --mlperf-server-search \
+    --mlperf-server-search-budget="${SEARCH_BUDGET:-170s}" --mlperf-results-dir="$out/work/vllm-search"
+}
+crash_part() {  # a runner SIGKILLed while its engine is up: the case must fail saying so, nothing may hold the GPU
   step vllm-crash 200 bash -c '
 "$@" &
 pytest_pid=$!
@@ -77,24 +81,39 @@ for i in $(seq 180); do
   used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   [ "${used:-0}" -gt 60000 ] && break; sleep 1
 done
-echo "GPU memory used before the kill: ${used} MiB after ${i} s"; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
+echo "GPU memory used before the kill: ${used} MiB after ${i} s"
+nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
 runner=$(pgrep -f "pytest_mlperf.runner.child" | head -1)
-echo "SIGKILL to runner $runner"; ps -o pid,pgid,ppid,cmd --forest -g "$(ps -o pgid= -p "$runner" | tr -d " ")" | cut -c1-160
+echo "SIGKILL to runner $runner; its process group:"
+ps -o pid,pgid,ppid,cmd -g "$(ps -o pgid= -p "$runner" | tr -d " ")" | cut -c1-160
 kill -9 "$runner"
 wait "$pytest_pid"; echo "pytest exit $?"
 sleep 3
 echo "after the case:"; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
-nvidia-smi --query-gpu=memory.used --format=csv; pgrep -af "EngineCore|pytest_mlperf.runner" || echo "no runner or EngineCore process left"
-' crash "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" --mlperf-scenario=Offline \
-    --mlperf-mode=performance --mlperf-results-dir="$PWD/vllm-crash"
-  model_1b=$(build 1b | tail -1)
+nvidia-smi --query-gpu=memory.used --format=csv
+pgrep -af "EngineCore|pytest_mlperf.runner" || echo "no runner or EngineCore process left"
+' crash "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
+    --mlperf-scenario=Offline --mlperf-mode=performance --mlperf-results-dir="$out/work/vllm-crash"
+}
+efficiency_part() {
+  step vllm-efficiency 200 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/work/vllm_efficiency.json" \
+    --seconds 8
+}
+transformers_1b_part() {
+  local model_1b; model_1b=$(build 1b | tail -1)
   step transformers-1b 170 "${bench[@]}" -k "test_llama3_1_8b and not vllm" --mlperf-model "llama3_1-8b=$model_1b" \
     --mlperf-device=cuda --mlperf-scenario=Offline,SingleStream --mlperf-mode=performance \
-    --mlperf-results-dir="$PWD/transformers-1b"
-  dirs=(vllm-crash transformers-1b)
-  ;;
-*) echo "part must be bench or extras" >&2; exit 2 ;;
-esac
-for d in "${dirs[@]}"; do cp "$d/results.json" "$out/$d-results.json" 2>/dev/null || cp "$d"/latest/results.json "$out/$d-results.json" 2>/dev/null; done
-tar czf "$out/results.tgz" "${dirs[@]}" 2>/dev/null
+    --mlperf-results-dir="$out/work/transformers-1b"
+}
+
+mkdir -p "$out/work"
+for part in ${parts//,/ }; do
+  fn="${part//-/_}_part"
+  if ! declare -F "$fn" >/dev/null; then echo "unknown part $part" >&2; continue; fi
+  "$fn"
+  gpu_apps > "$out/work/gpu-after-$part.txt" 2>&1
+done
+# the device tool brings back few files: everything but the step logs travels in one archive
+mv "$out"/*.txt "$out/work/" 2>/dev/null
+tar czf "$out/vllm.tgz" -C "$out" work && rm -rf "$out/work"
 echo "done in $((SECONDS - t0))s"; ls -la "$out"
