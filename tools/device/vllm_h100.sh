@@ -83,7 +83,7 @@ for i in $(seq 180); do
 done
 echo "GPU memory used before the kill: ${used} MiB after ${i} s"
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
-runner=$(pgrep -f "pytest_mlperf.runner.child" | head -1)
+runner=$(pgrep -f "python[0-9.]* -m pytest_mlperf[.]runner[.]child" | head -1)
 echo "SIGKILL to runner $runner; its process group:"
 ps -o pid,pgid,ppid,cmd -g "$(ps -o pgid= -p "$runner" | tr -d " ")" | cut -c1-160
 kill -9 "$runner"
