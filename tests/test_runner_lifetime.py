@@ -309,3 +309,21 @@ def test_sigterm_handling_is_installed_only_where_no_one_else_handles_it() -> No
         signal.signal(signal.SIGTERM, own)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_runner_closes_its_socket_after_the_pytest_side_removed_it(tmp_path):
+    """Seen on the H200: the pytest side removes the socket's folder once the runner said goodbye, while the vllm
+    runner was still shutting its engine down; closing the listener then raised FileNotFoundError (a traceback at
+    the end of the runner's log). The runner's close tolerates the missing file."""
+    from multiprocessing.connection import Listener
+
+    from pytest_mlperf.runner.child import close_listener
+
+    def listener_whose_socket_is_gone(name: str) -> Listener:
+        listener = Listener(str(tmp_path / name), family="AF_UNIX", authkey=b"k" * 32)
+        (tmp_path / name).unlink()  # what the pytest side's cleanup does
+        return listener
+
+    with pytest.raises(FileNotFoundError):  # the pattern: a plain close fails
+        listener_whose_socket_is_gone("plain.sock").close()
+    close_listener(listener_whose_socket_is_gone("runner.sock"))  # no exception

@@ -306,12 +306,25 @@ def main(argv: list[str]) -> int:
     # ends this runner, its children and its socket folder when pytest ends, however it ends (lifetime.py)
     watchdog = Watchdog(int(parent) if parent else None, [Path(address), Path(keyfile)], log=progress).install()
     authkey = Path(keyfile).read_bytes()
-    with Listener(address, family="AF_UNIX", authkey=authkey) as listener:
+    listener = Listener(address, family="AF_UNIX", authkey=authkey)
+    try:
         with listener.accept() as conn:
             watchdog.watch(conn)
             code = serve(conn, gone=lambda: watchdog.end("the pytest side closed its connection"))
             watchdog.unwatch()
+    finally:
+        close_listener(listener)
     return code
+
+
+def close_listener(listener: Listener) -> None:
+    """Closes the runner's socket. The pytest side removes the socket's folder once the runner has said goodbye,
+    which may be before the runner is done closing its backend (vLLM takes seconds): the socket file may be gone,
+    and a missing file is not an error (on the H200 it was a traceback at the end of every vllm runner's log)."""
+    try:
+        listener.close()
+    except FileNotFoundError:
+        pass
 
 
 if __name__ == "__main__":
