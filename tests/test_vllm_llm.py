@@ -461,6 +461,19 @@ def test_prepare_serving_starts_the_engine_before_calibrating(backend: VllmLLM, 
     assert calibration_requests(4) == 16 and calibration_requests(5000) == 1024
 
 
+def test_engine_start_is_announced_only_when_an_engine_starts(backend: VllmLLM, tmp_path: Path) -> None:
+    """On the H200 every probe of a Server search printed 'getting the serving engine up' although the engine
+    was up (prepared in 0.0 s): the phase is announced only when `start` has an engine to start."""
+    FakeAsyncLLM.step_s = 0.002
+    heard: list[str] = []
+    for scenario in ("Server", "SingleStream", "Offline"):
+        prepare_serving(run_request(tmp_path, scenario), backend, Stager(backend, Dataset()),  # type: ignore[arg-type]
+                        notify=lambda notice: heard.append(notice.phase.value))
+    engine = "getting the serving engine up"
+    assert heard.count(engine) == 2  # Server starts the async engine, SingleStream reuses it, Offline starts LLM
+    assert heard[0] == engine and heard[1] != engine and heard[2] != engine
+
+
 @pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
 def test_loadgen_measures_the_serving_harness(backend: VllmLLM, tmp_path: Path, scenario: str) -> None:
     FakeAsyncLLM.step_s = 0.002

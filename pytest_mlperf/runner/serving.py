@@ -55,7 +55,9 @@ def prepare_serving(req: RunRequest, backend: ServingBackend, stager: Stager,
     """(test to run, harness, calibration record, schedule record) for one case on a serving engine; `notify`
     hears of the engine's start and of calibration (progress.py)."""
     scenario = req.test.scenario
-    notify(Notice(Phase.ENGINE, detail=f"for {scenario}"))
+    engine_for = getattr(backend, "engine_for", None)
+    if engine_for is None or getattr(backend, "engine", None) != engine_for(scenario):  # not when it is up already
+        notify(Notice(Phase.ENGINE, detail=f"for {scenario}"))
     backend.start(scenario)  # engine start-up (minutes for a large model), never inside a LoadGen test
     test = replace(req.test, use_token_latencies=True)
     calibration: dict[str, Any] | None = None

@@ -287,8 +287,13 @@ class VllmLLM:
         """'offline' (LLM), 'async' (AsyncLLM) or None: the engine that is up."""
         return "offline" if self._offline is not None else "async" if self._async is not None else None
 
+    @staticmethod
+    def engine_for(scenario: str) -> str:
+        """The engine a scenario runs on: 'offline' (LLM) for Offline, 'async' (AsyncLLM) for the others."""
+        return "offline" if scenario == "Offline" else "async"
+
     def start(self, scenario: str) -> None:
-        want = "offline" if scenario == "Offline" else "async"
+        want = self.engine_for(scenario)
         if self.engine == want:
             return
         self.shutdown()
