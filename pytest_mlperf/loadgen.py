@@ -121,7 +121,7 @@ def effective_test(req: TestRequest) -> TestRequest:
     return replace(
         req,
         min_duration_ms=int(ts.min_duration_ms),
-        min_query_count=int(ts.min_query_count),
+        min_query_count=issued_query_count(req, int(ts.min_query_count), bool(ts.sample_concatenate_permutation)),
         offline_expected_qps=float(ts.offline_expected_qps),
         single_stream_expected_latency_ns=int(ts.single_stream_expected_latency_ns),
         multi_stream_expected_latency_ns=int(ts.multi_stream_expected_latency_ns),
@@ -129,6 +129,17 @@ def effective_test(req: TestRequest) -> TestRequest:
         multi_stream_samples_per_query=int(ts.multi_stream_samples_per_query),
         accuracy_sample_count=accuracy if accuracy is not None else req.accuracy_sample_count,
     )
+
+
+def issued_query_count(req: TestRequest, min_query_count: int, concatenated: bool) -> int:
+    """The fewest queries LoadGen issues in a performance run. Where mlperf.conf sets `sample_concatenate_permutation`
+    (llama3_1-8b and the other LLMs), SingleStream and Server round the minimum up to a whole number of passes over
+    the loaded samples: 100 queries over 256 loaded prompts become 256 (seen on the H200: a SingleStream case ran
+    152 s where 54 s were predicted; checked with LoadGen 6.0.17 in tests/test_loadgen.py)."""
+    loaded = min(req.performance_sample_count or req.total_sample_count, req.total_sample_count)
+    if not concatenated or req.mode != "performance" or req.scenario not in ("SingleStream", "Server") or loaded < 1:
+        return min_query_count
+    return -(-min_query_count // loaded) * loaded
 
 
 def _apply(ts: lg.TestSettings, req: TestRequest, user_keys: set[str]) -> None:

@@ -347,3 +347,53 @@ def test_run_test_refuses_a_log_dir_that_is_a_file(tmp_path: Path) -> None:
     req = TestRequest("resnet50", "SingleStream", "performance", str(not_a_dir), 16, min_duration_ms=200)
     with pytest.raises((LoadGenError, FileExistsError)):
         run_test(req, EchoHarness())
+
+
+# --------------------------------------------------------------------------- queries LoadGen issues
+
+
+def test_issued_query_count_rounds_to_whole_passes_only_where_samples_are_concatenated(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pytest_mlperf.loadgen import issued_query_count
+
+    ss = TestRequest("llama3_1-8b", "SingleStream", "performance", str(tmp_path), 256)
+    assert issued_query_count(ss, 100, True) == 256
+    assert issued_query_count(ss, 300, True) == 512
+    assert issued_query_count(ss, 100, False) == 100  # resnet50: no concatenation
+    assert issued_query_count(replace(ss, scenario="Offline"), 1, True) == 1
+    assert issued_query_count(replace(ss, mode="accuracy"), 100, True) == 100
+    assert issued_query_count(replace(ss, performance_sample_count=64), 100, True) == 128
+
+
+@pytest.mark.parametrize("scenario", ["SingleStream", "Server"])
+def test_effective_query_count_is_what_loadgen_issues_for_an_llm(tmp_path: Path, scenario: str) -> None:
+    """The H200's vllm SingleStream case ran 256 queries where the ci profile asked for 100 (and the plugin
+    predicted 100): LoadGen itself, for llama3_1-8b, issues whole passes over the loaded samples."""
+    req = TestRequest("llama3_1-8b", scenario, "performance", str(tmp_path / "logs"), 64, min_duration_ms=0,
+                      min_query_count=100, single_stream_expected_latency_ns=100_000, server_target_qps=5000.0,
+                      server_target_latency_ns=10**9, use_token_latencies=True)
+    expected = effective_test(req).min_query_count
+    tokens = np.array([1, 2, 3], dtype=np.int32)
+    ptr = tokens.__array_interface__["data"][0]
+
+    def issue(queries):
+        for q in queries:
+            lg.FirstTokenComplete([lg.QuerySampleResponse(q.id, ptr, 4)])
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, ptr, 12, 3) for q in queries])
+
+    sut = lg.ConstructSUT(issue, lambda: None)
+    qsl = lg.ConstructQSL(64, 64, lambda s: None, lambda s: None)
+    out = lg.LogOutputSettings()
+    out.outdir = str(tmp_path)
+    log = lg.LogSettings()
+    log.log_output = out
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, build_test_settings(req), log)
+    finally:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    detail = (tmp_path / "mlperf_log_detail.txt").read_text()
+    issued = json.loads(next(line for line in detail.splitlines() if '"result_query_count"' in line)
+                        .split(":::MLLOG ", 1)[1])["value"]
+    assert expected == int(issued) == 128
