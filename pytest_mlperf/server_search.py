@@ -6,17 +6,29 @@ by `growth` until one probe is VALID and another INVALID; a bisection (geometric
 `precision`; one confirmation run at full length at the highest VALID load makes it the capacity. A confirmation
 that is INVALID (a short probe hides a slow overload) steps the load down and confirms again, a few times at most.
 
-`search(probe, plan)` takes a `probe(qps, phase) -> ProbeResult` callable, so the loop is tested with simulated
-SUTs. Every probe is kept (target QPS, achieved QPS, p99, verdict, log folder, seconds). The search ends within
-its budget: before each probe it predicts that probe's length (the plan's minimum duration or minimum queries at
-the load, whichever is longer, plus the longest overrun seen so far) and keeps time for the confirmation.
+Three guards keep short probes honest (a first run on a GPU, vLLM serving an 8B LLM whose queries take ~1.1 s,
+found 2.5 s probes VALID at twice what the SUT can complete: they ended before any queue built up):
+
+* a ceiling (`SearchPlan.max_qps`): no probe above what the SUT can complete, the calibration's bare-loop throughput
+  times a margin; a VALID probe at the ceiling ends bracketing with no INVALID upper end;
+* a probe lasts at least `latency_factor` (5) times the longest p99 query latency seen so far (for an LLM the whole
+  response), capped by the confirmation's length, so that an overload has time to grow a queue;
+* a probe that does not keep up is INVALID even where its latency bound held: completing less than `keep_up` (90%)
+  of what a SUT keeping up would complete over the run (see `keeps_up`). The confirmation is LoadGen's to judge.
+
+`search(probe, plan)` takes a `probe(qps, phase, duration_s) -> ProbeResult` callable (`duration_s`: the run's
+minimum duration), so the loop is tested with simulated SUTs. Every probe is kept (target QPS, achieved QPS, p99,
+verdict, log folder, seconds). The search ends within its budget: before each probe it predicts that probe's length
+(its minimum duration or minimum queries at the load, whichever is longer, plus the longest overrun seen so far) and
+keeps time for the confirmation. The budget counts LoadGen's time only: the first probe's runner start, engine start
+and calibration are one-offs, recorded apart (`startup_s`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from .logs import Run
@@ -35,9 +47,11 @@ class ProbeResult:
 
     valid: bool  # LoadGen met the latency bound (and the run's min duration and queries)
     achieved_qps: float | None = None  # completed samples/s LoadGen logged
-    p99_ns: float | None = None  # p99 latency (TTFT's for an LLM)
-    reasons: tuple[str, ...] = ()  # LoadGen's INVALID reasons
+    p99_ns: float | None = None  # p99 latency (TTFT's for an LLM): what the latency bound judges
+    reasons: tuple[str, ...] = ()  # LoadGen's INVALID reasons (and the search's own: "overloaded: ...")
     log_dir: str = ""
+    latency_p99_ns: float | None = None  # p99 query latency: for an LLM the whole response, not TTFT
+    scheduled_qps: float | None = None  # the load LoadGen issued (result_scheduled_samples_per_sec)
 
 
 @dataclass(frozen=True)
@@ -45,13 +59,16 @@ class Probe:
     phase: str
     target_qps: float
     result: ProbeResult
-    seconds: float
+    seconds: float  # what the budget counted (the first probe: its LoadGen time, not its start-up)
+    duration_s: float | None = None  # the minimum duration it ran for
 
     def to_record(self) -> dict[str, Any]:
         r = self.result
         return {"phase": self.phase, "target_qps": self.target_qps, "verdict": "VALID" if r.valid else "INVALID",
-                "achieved_qps": r.achieved_qps, "p99_ns": r.p99_ns, "reasons": list(r.reasons),
-                "log_dir": r.log_dir, "seconds": round(self.seconds, 3)}
+                "achieved_qps": r.achieved_qps, "scheduled_qps": r.scheduled_qps, "p99_ns": r.p99_ns,
+                "latency_p99_ns": r.latency_p99_ns, "reasons": list(r.reasons), "log_dir": r.log_dir,
+                "seconds": round(self.seconds, 3),
+                "duration_s": round(self.duration_s, 3) if self.duration_s is not None else None}
 
 
 @dataclass(frozen=True)
@@ -67,18 +84,60 @@ class SearchPlan:
     max_halvings: int = 4  # the lowest probe: start / growth**max_halvings (the calibrated start is half the bare loop)
     max_probes: int = 24  # bracketing and bisection probes together
     max_confirmations: int = 4  # each INVALID one steps the load down: by `precision`, then twice as far each time
+    # the highest load probed (the SUT's calibrated throughput times a margin); None: no ceiling
+    max_qps: float | None = None
+    # a probe lasts at least this many times the longest p99 query latency L seen: at a load (1 + x) times the
+    # capacity the last query of a run of T seconds waits about x T, which outgrows a bound B only once T > B / x;
+    # bounds are about 2 L (an 8B LLM: TTFT 2 s, responses ~1.1 s; a p99 bound of a few service times), so 5 L shows
+    # an overload of 40% (twice the capacity after 2 L); more would make most probes as long as the confirmation
+    latency_factor: float = 5.0
+    # a probe completing less than this share of what a SUT keeping up would complete is INVALID (`keeps_up`):
+    # the rest is slack for the last query's latency exceeding the run's p99 and for LoadGen's timing
+    keep_up: float = 0.9
 
     def __post_init__(self) -> None:
         if not (self.start_qps > 0 and math.isfinite(self.start_qps)):
             raise ValueError(f"a capacity search needs a positive starting QPS, got {self.start_qps}")
         if not (self.growth > 1 and 0 < self.precision < 1):
             raise ValueError("a capacity search needs growth > 1 and 0 < precision < 1")
+        if self.max_qps is not None and not (self.max_qps > 0 and math.isfinite(self.max_qps)):
+            raise ValueError(f"a capacity search's ceiling must be a positive QPS, got {self.max_qps}")
 
-    def predicted_s(self, qps: float, phase: str) -> float:
+    def duration_s(self, phase: str, latency_s: float | None = None) -> float:
+        """A run's minimum duration: the confirmation's, or a probe's: at least `latency_factor` times `latency_s`
+        (the longest p99 query latency seen so far), at most the confirmation's."""
+        if phase == "confirm":
+            return self.confirm_s
+        if not latency_s:
+            return self.probe_s
+        return max(self.probe_s, min(self.latency_factor * latency_s, self.confirm_s))
+
+    def predicted_s(self, qps: float, phase: str, latency_s: float | None = None) -> float:
         """How long LoadGen will run at `qps`: the minimum duration, or the minimum queries at that load if longer."""
-        duration, queries = (self.confirm_s, self.confirm_queries) if phase == "confirm" else (
-            self.probe_s, self.probe_queries)
-        return max(duration, queries / qps)
+        queries = self.confirm_queries if phase == "confirm" else self.probe_queries
+        return max(self.duration_s(phase, latency_s), queries / qps)
+
+    def keeps_up(self, qps: float, phase: str, result: ProbeResult, duration_s: float) -> str | None:
+        """Why a VALID run did not keep up with its load, or None. LoadGen's completed QPS is its samples over the
+        time the last one completed: a SUT keeping up completes what was issued within about one query latency L
+        (its p99) of the issue time T, so achieves the issued load x T / (T + L). Below `keep_up` of that, queries
+        were left behind: the run's latency bound held only because it ended before the queue showed. The issued
+        load is LoadGen's scheduled QPS where logged (the target otherwise): a short run's Poisson count alone
+        moves the achieved QPS by 1 / sqrt(queries), 20% for 25 queries, which the scheduled QPS shares. L being
+        the run's own p99, a backlog growing evenly through the run raises L with it and passes (the probe length
+        and the ceiling are what catch that one); what this catches is a run whose last completions trail far
+        behind its p99: the backlog of its last moments, queries stuck behind a batch."""
+        if phase == "confirm" or not result.valid or not result.achieved_qps or not result.latency_p99_ns:
+            return None
+        issued = result.scheduled_qps or qps
+        queries = self.probe_queries
+        t = max(duration_s, queries / qps)
+        expected = issued * t / (t + result.latency_p99_ns / 1e9)
+        if result.achieved_qps >= self.keep_up * expected:
+            return None
+        return (f"overloaded: completed {result.achieved_qps:.4g} of {issued:.4g} QPS (a SUT keeping up completes "
+                f"about {expected:.4g} over a {t:.3g} s run with a {result.latency_p99_ns / 1e9:.3g} s p99 query "
+                f"latency; below {self.keep_up:.0%} of it, queries were left behind)")
 
     @property
     def lowest_qps(self) -> float:
@@ -96,6 +155,7 @@ class SearchOutcome:
     elapsed_s: float
     plan: SearchPlan
     why: str = ""  # what ended a search early (budget, probes), in words
+    startup_s: float = 0.0  # the first probe's one-off runner start, engine start and calibration (not budgeted)
 
     @property
     def passed(self) -> bool:
@@ -113,6 +173,12 @@ class SearchOutcome:
         tried = ", ".join(f"{pr.target_qps:.4g}{'' if pr.result.valid else ' INVALID'}"
                           for pr in self.probes) or "nothing"
         spent = f"{len(self.probes)} runs in {self.elapsed_s:.0f} s of a {p.budget_s:.0f} s budget"
+        if self.startup_s:
+            spent += f", after {self.startup_s:.0f} s of start-up and calibration"
+        if self.status == STATUS_FOUND and self.upper_qps is None:  # bracketing ended at the ceiling
+            return (f"server capacity {self.capacity_qps:.4g} QPS: VALID at full length at the search's ceiling "
+                    f"({p.max_qps:.4g} QPS, a margin over the calibrated throughput: no SUT serves more than it "
+                    f"completes) ({spent})")
         if self.status == STATUS_FOUND:
             return (f"server capacity {self.capacity_qps:.4g} QPS: VALID at full length, INVALID at "
                     f"{self.upper_qps:.4g} QPS ({spent})")
@@ -143,7 +209,8 @@ class SearchOutcome:
             "status": self.status, "capacity_qps": self.capacity_qps, "best_valid_qps": self.best_valid_qps,
             "lower_qps": self.lower_qps, "upper_qps": self.upper_qps, "elapsed_s": round(self.elapsed_s, 3),
             "budget_s": p.budget_s, "start_qps": p.start_qps, "precision": p.precision,
-            "probe_s": p.probe_s, "confirm_s": p.confirm_s, "why": self.why, "message": self.describe(),
+            "probe_s": p.probe_s, "confirm_s": p.confirm_s, "max_qps": p.max_qps, "startup_s": round(self.startup_s, 3),
+            "why": self.why, "message": self.describe(),
             "probes": [pr.to_record() for pr in self.probes],
         }
 
@@ -158,23 +225,37 @@ def probe_verdict(run: Run) -> ProbeResult:
     achieved = run.metrics.get("result_completed_samples_per_sec")
     p99 = run.latency_ns.p99 if run.ttft_ns is None else run.ttft_ns.p99
     reasons = tuple(r for r in run.invalid_reasons if "Early stopping" not in r) if not valid else ()
-    return ProbeResult(valid, achieved, p99, reasons)
+    return ProbeResult(valid, achieved, p99, reasons, latency_p99_ns=run.latency_ns.p99,
+                       scheduled_qps=run.metrics.get("result_scheduled_samples_per_sec"))
 
 
 @dataclass
 class _Search:
-    probe: Callable[[float, str], ProbeResult]
+    probe: Callable[[float, str, float], ProbeResult]
     plan: SearchPlan
     clock: Callable[[], float]
     start: float = 0.0
     probes: list[Probe] = field(default_factory=list)
-    overrun_s: float = 0.0  # the longest a run took beyond its predicted LoadGen time (start-up, calibration, logs)
+    overrun_s: float = 0.0  # the longest a run took beyond its predicted LoadGen time (a queue draining, logs)
+    latency_s: float | None = None  # the longest p99 query latency seen so far: a probe lasts a multiple of it
 
     def elapsed(self) -> float:
         return self.clock() - self.start
 
     def cost(self, qps: float, phase: str) -> float:
-        return self.plan.predicted_s(qps, phase) + self.overrun_s
+        return self.plan.predicted_s(qps, phase, self.latency_s) + self.overrun_s
+
+    def seen(self, qps: float, phase: str, result: ProbeResult, seconds: float, duration_s: float) -> ProbeResult:
+        """Keeps a run (INVALID if it did not keep up), its overrun and its query latency."""
+        why = self.plan.keeps_up(qps, phase, result, duration_s)
+        if why is not None:
+            result = replace(result, valid=False, reasons=(*result.reasons, why))
+        self.overrun_s = max(self.overrun_s, seconds - max(duration_s, (
+            self.plan.confirm_queries if phase == "confirm" else self.plan.probe_queries) / qps))
+        if result.latency_p99_ns:
+            self.latency_s = max(self.latency_s or 0.0, result.latency_p99_ns / 1e9)
+        self.probes.append(Probe(phase, qps, result, seconds, duration_s))
+        return result
 
     def fits(self, qps: float, phase: str, then_confirm: float | None) -> bool:
         """Whether a run at `qps` fits in the budget, keeping time for a confirmation at `then_confirm`."""
@@ -182,21 +263,21 @@ class _Search:
         return self.elapsed() + need <= self.plan.budget_s
 
     def run(self, qps: float, phase: str) -> ProbeResult:
+        duration = self.plan.duration_s(phase, self.latency_s)
         began = self.clock()
-        result = self.probe(qps, phase)
-        seconds = self.clock() - began
-        self.overrun_s = max(self.overrun_s, seconds - self.plan.predicted_s(qps, phase))
-        self.probes.append(Probe(phase, qps, result, seconds))
-        return result
+        result = self.probe(qps, phase, duration)
+        return self.seen(qps, phase, result, self.clock() - began, duration)
 
 
-def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
-           first: tuple[ProbeResult, float] | None = None,
+def search(probe: Callable[[float, str, float], ProbeResult], plan: SearchPlan, *,
+           first: tuple[ProbeResult, float] | None = None, startup_s: float = 0.0,
            clock: Callable[[], float] = time.monotonic) -> SearchOutcome:
     """Brackets, bisects and confirms the highest VALID target QPS (see the module's docstring).
 
-    `probe(qps, phase)` runs LoadGen at `qps`: short for the phases "bracket" and "bisect", full length for
-    "confirm". `first` is a probe already run at `plan.start_qps` (the calibrating run) and its seconds."""
+    `probe(qps, phase, duration_s)` runs LoadGen at `qps` for at least `duration_s`: short for the phases "bracket"
+    and "bisect", full length for "confirm". `first` is a probe already run at `plan.start_qps` for `plan.probe_s`
+    (the calibrating run) and its LoadGen seconds, which the budget counts; `startup_s` is the rest of that run (runner
+    and engine start, calibration): one-offs the budget does not count, recorded in the outcome."""
     s = _Search(probe, plan, clock)
     s.start = clock() - (first[1] if first else 0.0)
     lo: float | None = None
@@ -206,7 +287,7 @@ def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
     def outcome(status: str, capacity: float | None, reason: str = "") -> SearchOutcome:
         valid = [p.target_qps for p in s.probes if p.result.valid]
         return SearchOutcome(status, capacity, max(valid, default=None), lo, hi, list(s.probes), s.elapsed(), plan,
-                             reason)
+                             reason, startup_s)
 
     def refine(valid: float, invalid: float | None, reason: str) -> SearchOutcome:
         """After a VALID confirmation: where a confirmation above it was INVALID, bisect at full length while the
@@ -228,11 +309,13 @@ def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
     def probes_left() -> bool:
         return sum(p.phase != "confirm" for p in s.probes) < plan.max_probes
 
-    # bracketing: from the start, grow while VALID, shrink while INVALID
+    def at_ceiling(q: float) -> bool:
+        return plan.max_qps is not None and q >= plan.max_qps * (1 - 1e-9)
+
+    # bracketing: from the start, grow while VALID (no higher than the ceiling), shrink while INVALID
     qps = plan.start_qps
-    if first is not None:
-        s.probes.append(Probe("bracket", qps, first[0], first[1]))  # its start-up and calibration are one-offs
-        result: ProbeResult | None = first[0]
+    if first is not None:  # its start-up and calibration are one-offs: only its LoadGen time is counted
+        result: ProbeResult | None = s.seen(qps, "bracket", first[0], first[1], plan.probe_s)
     elif s.fits(qps, "bracket", qps):
         result = s.run(qps, "bracket")
     else:
@@ -240,9 +323,9 @@ def search(probe: Callable[[float, str], ProbeResult], plan: SearchPlan, *,
     while result is not None:
         if result.valid:
             lo = qps
-            if hi is not None:
+            if hi is not None or at_ceiling(qps):  # at the ceiling: VALID there, nothing above to probe
                 break
-            qps *= plan.growth
+            qps = qps * plan.growth if plan.max_qps is None else min(qps * plan.growth, plan.max_qps)
         else:
             hi = qps
             if lo is not None:

@@ -294,28 +294,33 @@ class LoadGenDriver:
         first = self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket", fixed=probe)
         fixed = TestRequest.from_dict(first.test)  # the calibrated latency bound holds for every run of the search
         start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
+        bare = ((first.calibration or {}).get("bare") or {}).get("samples_per_s")
+        ceiling = float(bare) * SEARCH_CEILING_MARGIN if bare else None  # no calibration: no ceiling
         outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start,
-                                     (first, time.monotonic() - began))
+                                     (first, time.monotonic() - began), ceiling)
         self.keep(case)
         for k in range(2, (settings.baseline_repeats if settings.update_baselines else 1) + 1):
             again, _ = self._search(sut, recipe, scenario, mode, base.with_name(f"{base.name}-repeat{k}"), fixed,
-                                    full, outcome.capacity_qps or start, None)
+                                    full, outcome.capacity_qps or start, None, ceiling)
             if again.capacity_qps:
                 case.repeats.append({CAPACITY_METRIC: again.capacity_qps})
         return case
 
     def _search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
                 fixed: TestRequest, full: TestRequest, start: float,
-                first: tuple[CaseRun, float] | None) -> tuple[SearchOutcome, CaseRun]:
-        """One capacity search from `start` QPS; its confirmation run (kept as the case's) and its outcome. Fails
-        the case, keeping its last run with the search, when no capacity is found."""
+                first: tuple[CaseRun, float] | None, ceiling: float | None) -> tuple[SearchOutcome, CaseRun]:
+        """One capacity search from `start` QPS, no probe above `ceiling` QPS; its confirmation run (kept as the
+        case's) and its outcome. `first` is the calibrating run and its seconds, start-up included. Fails the case,
+        keeping its last run with the search, when no capacity is found."""
         settings = self.session.settings
         runs: list[CaseRun] = [first[0]] if first else []
 
-        def run_at(qps: float, phase: str) -> ProbeResult:
+        def run_at(qps: float, phase: str, duration_s: float) -> ProbeResult:
             test = replace(fixed, server_target_qps=qps)
             if phase == "confirm":
                 test = replace(test, min_duration_ms=full.min_duration_ms, min_query_count=full.min_query_count)
+            else:  # long enough for a queue to show (SearchPlan.duration_s: a multiple of the query latency)
+                test = replace(test, min_duration_ms=max(1, round(duration_s * 1000)))
             n = len(runs) + 1
             case = self.execute(sut, recipe, scenario, mode, base / "search" / f"{n:02d}-{phase}", fixed=test,
                                 calibrate=False, target_source="search")
@@ -325,11 +330,17 @@ class LoadGenDriver:
         plan = SearchPlan(
             start_qps=start, budget_s=settings.server_search_budget_s,
             probe_s=(fixed.min_duration_ms or PROBE_MIN_MS) / 1000, probe_queries=fixed.min_query_count or 1,
-            confirm_s=(full.min_duration_ms or OFFICIAL_DURATION_MS) / 1000, confirm_queries=full.min_query_count or 1)
-        head = None
+            confirm_s=(full.min_duration_ms or OFFICIAL_DURATION_MS) / 1000, confirm_queries=full.min_query_count or 1,
+            max_qps=ceiling)
+        head, startup = None, 0.0
         if first is not None:
-            head = (replace(probe_verdict(first[0].run), log_dir=first[0].log_dir), first[1])
-        outcome = search(run_at, plan, first=head)
+            # the budget counts the first run's LoadGen test (the runner's loadgen_s), not its runner start, engine
+            # start and calibration: one-offs, most of a 140 s first run for vLLM on a GPU (79 s of engine start)
+            loadgen_s = first[0].timings.get("loadgen_s")
+            counted = min(first[1], float(loadgen_s) if loadgen_s is not None else plan.predicted_s(start, "bracket"))
+            head = (replace(probe_verdict(first[0].run), log_dir=first[0].log_dir), counted)
+            startup = first[1] - counted
+        outcome = search(run_at, plan, first=head, startup_s=startup)
         if not runs:  # the budget held not one run (a repeat's search)
             pytest.fail(f"{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
         at = outcome.capacity_probe
@@ -555,12 +566,17 @@ class LoadGenDriver:
         raise AssertionError  # pragma: no cover - pytest.fail raises
 
 
-# --mlperf-server-search: probes last this share of the case's min duration (at least PROBE_MIN_MS), with at most
-# PROBE_QUERIES queries asked of them; the confirmation runs the full length (official: mlperf.conf's 600 s)
+# --mlperf-server-search: probes last at least this share of the case's min duration (at least PROBE_MIN_MS; longer
+# where queries are slow: SearchPlan.duration_s), with at most PROBE_QUERIES queries asked of them; the confirmation runs the full length (official: mlperf.conf's 600 s)
 PROBE_FRACTION = 0.25
 PROBE_MIN_MS = 250
 PROBE_QUERIES = 16
 OFFICIAL_DURATION_MS = 600_000
+# --mlperf-server-search probes no load above the calibration's bare-loop throughput times this: a Server run
+# cannot complete more than the SUT does flat out, but the bare loop is short (about a second) and runs at one
+# batch size, where the Server run's batching may fill batches a little better; 20% covers that and the loop's
+# noise, while a load twice the throughput (a short probe can look VALID there) is never probed
+SEARCH_CEILING_MARGIN = 1.2
 
 CASES_KEY = pytest.StashKey[list]()
 ATTEMPT_KEY = pytest.StashKey[dict]()  # the case LoadGenDriver.run is measuring, until its CaseRun is kept

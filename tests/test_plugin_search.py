@@ -48,6 +48,20 @@ def test_the_search_finds_the_capacity_and_keeps_every_run(pytester: pytest.Pyte
     assert case["server_target"]["qps"] == capacity and case["server_target"]["source"] == "search"
     assert "--mlperf-server-search" in case["server_target"]["why"]
     probes = search["probes"]
+    # no probe above the first run's calibrated throughput (about 200 samples/s) x 1.2 (SEARCH_CEILING_MARGIN)
+    assert 0.8 * 1.2 * 1000 / SERVICE_MS <= search["max_qps"] <= 1.05 * 1.2 * 1000 / SERVICE_MS
+    assert all(p["target_qps"] <= search["max_qps"] * (1 + 1e-9) for p in probes)
+    # the first run's runner start and calibration are recorded apart, not counted: its seconds are its LoadGen test
+    assert search["startup_s"] > 0 and probes[0]["seconds"] < 0.25 + 1.0
+    # probes last 5 x the longest p99 query latency seen before them (at least 250 ms, at most the confirmation)
+    longest = 0.0
+    for p in probes:
+        if p["phase"] != "confirm":
+            assert p["duration_s"] == pytest.approx(max(0.25, min(5 * longest, 1.0)), abs=1e-3)
+        longest = max(longest, p["latency_p99_ns"] / 1e9)
+    # the null SUT keeps up below its throughput: the keep-up rule flags none of its probes (here they complete
+    # about 100% or more of the scheduled load x T / (T + p99); the rule asks 90%)
+    assert not any(r.startswith("overloaded") for p in probes for r in p["reasons"]), probes
     assert 3 <= len(probes) <= 30 and search["elapsed_s"] <= search["budget_s"]
     assert probes[0]["phase"] == "bracket" and probes[0]["target_qps"] == search["start_qps"]
     for p in probes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,12 @@ def plan(start: float, **kw: object) -> SearchPlan:
     return SearchPlan(**values)
 
 
+def loadgen_s(p: SearchPlan, qps: float, phase: str, duration_s: float | None) -> float:
+    """How long a simulated LoadGen test at `qps` runs: its min duration, or its min queries at the load."""
+    duration = duration_s if duration_s is not None else p.duration_s(phase)
+    return max(duration, (p.confirm_queries if phase == "confirm" else p.probe_queries) / qps)
+
+
 class ThresholdSUT:
     """VALID exactly up to `capacity` QPS (at full length up to `confirm_capacity`); each run costs its predicted
     LoadGen time plus `overhead_s` on a fake clock."""
@@ -41,9 +48,9 @@ class ThresholdSUT:
         self.clock, self.plan, self.overhead_s = clock, p, overhead_s
         self.calls: list[tuple[float, str]] = []
 
-    def __call__(self, qps: float, phase: str) -> ProbeResult:
+    def __call__(self, qps: float, phase: str, duration_s: float | None = None) -> ProbeResult:
         self.calls.append((qps, phase))
-        self.clock.now += self.plan.predicted_s(qps, phase) + self.overhead_s
+        self.clock.now += loadgen_s(self.plan, qps, phase, duration_s) + self.overhead_s
         limit = self.confirm_capacity if phase == "confirm" else self.capacity
         return ProbeResult(qps <= limit, achieved_qps=min(qps, limit), reasons=() if qps <= limit else ("late",))
 
@@ -77,9 +84,9 @@ class QueueSUT:
     def capacity(self) -> float:
         return self.streams / self.service_s
 
-    def __call__(self, qps: float, phase: str) -> ProbeResult:
+    def __call__(self, qps: float, phase: str, duration_s: float | None = None) -> ProbeResult:
         self.runs += 1
-        seconds = self.plan.predicted_s(qps, phase)
+        seconds = loadgen_s(self.plan, qps, phase, duration_s)
         self.clock.now += seconds + 0.3
         p99 = queue_p99_s(qps, seconds, self.streams, self.service_s, seed=self.runs)
         return ProbeResult(p99 <= self.bound_s, achieved_qps=qps, p99_ns=p99 * 1e9)
@@ -203,3 +210,138 @@ def test_probe_verdict_reads_the_latency_bound_from_loadgen_logs() -> None:
     assert good.valid and good.achieved_qps and good.p99_ns
     llm = probe_verdict(read_run(llm_valid))
     assert llm.valid and llm.p99_ns == read_run(llm_valid).ttft_ns.p99
+
+
+def test_the_budget_does_not_count_the_first_runs_start_up() -> None:
+    """The first probe's runner start, engine start and calibration (136 s of 140 s for vLLM on a GPU) are one-offs:
+    the budget counts its LoadGen seconds only, and the record says how long the start-up took."""
+    clock, p = FakeClock(), plan(50.0, budget_s=60.0)
+    sut = ThresholdSUT(137.0, clock, p)
+    clock.now = 140.0  # the first run: 2 s of LoadGen after 138 s of start-up
+    out = search(sut, p, first=(ProbeResult(True, 50.0), 2.0), startup_s=138.0, clock=clock)
+    assert out.status == STATUS_FOUND, out.describe()
+    assert out.elapsed_s == pytest.approx(clock.now - 138.0) and out.elapsed_s <= p.budget_s
+    assert out.probes[0].seconds == 2.0
+    record = out.to_record()
+    assert record["startup_s"] == 138.0 and "138 s of start-up" in record["message"]
+
+
+def test_no_probe_above_the_ceiling_and_a_valid_one_there_ends_bracketing() -> None:
+    """A Server run cannot complete more than the SUT's throughput: bracketing stops growing at `max_qps`, and a
+    VALID probe there is confirmed with no INVALID load above it."""
+    clock, p = FakeClock(), plan(30.0, max_qps=100.0)
+    sut = ThresholdSUT(1e9, clock, p)  # short probes VALID at any load
+    out = search(sut, p, clock=clock)
+    assert [q for q, _ in sut.calls] == [30.0, 60.0, 100.0, 100.0] and sut.calls[-1][1] == "confirm"
+    assert out.status == STATUS_FOUND and out.capacity_qps == 100.0 and out.upper_qps is None
+    assert "ceiling" in out.describe() and out.to_record()["max_qps"] == 100.0
+    # without a ceiling: today's doubling
+    clock, p = FakeClock(), plan(30.0)
+    sut = ThresholdSUT(200.0, clock, p)
+    search(sut, p, clock=clock)
+    assert sut.calls[:3] == [(30.0, "bracket"), (60.0, "bracket"), (120.0, "bracket")]
+
+
+def test_probes_last_a_multiple_of_the_longest_query_latency_capped_by_the_confirmation() -> None:
+    clock, p = FakeClock(), plan(10.0, probe_s=2.0, confirm_s=20.0, max_qps=80.0)
+    asked: list[tuple[float, str, float]] = []
+    latency = {10.0: 1.0, 20.0: 1.5, 40.0: 3.0, 80.0: 6.0}  # p99 query latency (s) per load
+
+    def sut(qps: float, phase: str, duration_s: float) -> ProbeResult:
+        asked.append((qps, phase, duration_s))
+        clock.now += loadgen_s(p, qps, phase, duration_s)
+        return ProbeResult(qps <= 40.0, qps, latency_p99_ns=latency.get(qps, 3.0) * 1e9, scheduled_qps=qps)
+
+    out = search(sut, p, clock=clock)
+    durations = [d for _, phase, d in asked if phase != "confirm"]
+    assert durations[:4] == [2.0, 5.0, 7.5, 15.0]  # the start's probe_s, then 5 x the longest p99 so far
+    assert all(d == 20.0 for d in durations[4:])  # 5 x 6 s, capped by the confirmation's 20 s
+    assert [d for _, phase, d in asked if phase == "confirm"] == [20.0]
+    assert p.predicted_s(20.0, "bisect", 1.5) == 7.5  # the budget predicts the same length
+    assert out.probes[1].to_record()["duration_s"] == 5.0
+    assert out.elapsed_s == pytest.approx(clock.now)
+
+
+def test_a_probe_that_does_not_keep_up_is_invalid_but_a_confirmation_is_loadgens_to_judge() -> None:
+    p = plan(10.0, probe_s=4.0)
+    kept = ProbeResult(True, achieved_qps=80.0, latency_p99_ns=1e9, scheduled_qps=100.0)  # 100 x 4 / 5 = 80
+    assert p.keeps_up(100.0, "bracket", kept, 4.0) is None
+    behind = replace(kept, achieved_qps=60.0)  # 75% of it
+    why = p.keeps_up(100.0, "bisect", behind, 4.0)
+    assert why is not None and why.startswith("overloaded: completed 60 of 100 QPS")
+    assert p.keeps_up(100.0, "confirm", behind, 4.0) is None
+    # the issue time is the min duration, or the min queries at the load if longer: 16 / 2 QPS = 8 s
+    slow = ProbeResult(True, achieved_qps=1.7, latency_p99_ns=1e9, scheduled_qps=2.0)
+    assert p.keeps_up(2.0, "bracket", slow, 4.0) is None  # 2 x 8 / 9 = 1.78
+
+    clock = FakeClock()
+    p = plan(20.0, max_qps=100.0)
+
+    def sut(qps: float, phase: str, duration_s: float) -> ProbeResult:  # latency bound always met
+        clock.now += loadgen_s(p, qps, phase, duration_s)
+        done = min(qps, 50.0) * duration_s / (duration_s + 0.1)
+        return ProbeResult(True, done, latency_p99_ns=0.1e9, scheduled_qps=qps)
+
+    out = search(sut, p, clock=clock)
+    # found within the rule's 10% of slack: VALID up to 50 / 0.9 QPS, where a third of the load is left behind
+    assert out.passed and out.capacity_qps is not None and 50.0 <= out.capacity_qps <= 50.0 / 0.9, out.describe()
+    flagged = [pr for pr in out.probes if not pr.result.valid]
+    assert flagged and all(pr.result.reasons[-1].startswith("overloaded") for pr in flagged)
+    assert all(pr.result.valid for pr in out.probes if pr.phase == "confirm")
+
+
+class LLMServingSUT:
+    """The GPU run's pattern (vLLM, an 8B LLM, ci profile): queries take ~1.1 s, the SUT completes 44 a second; a
+    load above that grows a backlog of (load - 44) x time; TTFT shows it only once the backlog is over ~1.2 s of
+    work (the engine admits that much into its running batch), so a 2.5 s probe at twice the throughput is VALID
+    (TTFT p99 ~1.3 s against a 2 s bound) while a 10 s run there is not (~8 s). Each run costs its LoadGen time (the
+    backlog drains before LoadGen ends) plus 3 s of runner round trip (the GPU run: 6 to 7 s per 2.5 s probe)."""
+
+    def __init__(self, p: SearchPlan, clock: FakeClock, throughput: float = 44.0, query_s: float = 1.1) -> None:
+        self.plan, self.clock, self.throughput, self.query_s = p, clock, throughput, query_s
+        self.calls: list[tuple[float, str, float]] = []
+
+    def measure(self, qps: float, phase: str, duration_s: float) -> tuple[ProbeResult, float]:
+        issue_s = loadgen_s(self.plan, qps, phase, duration_s)
+        queued_s = max(0.0, qps - self.throughput) * issue_s / self.throughput  # the last query's wait
+        ttft = 0.1 + max(0.0, 0.99 * queued_s - 1.2)
+        done_s = max(issue_s, qps * issue_s / self.throughput) + self.query_s
+        reasons = () if ttft <= 2.0 else ("TTFT",)
+        return ProbeResult(not reasons, qps * issue_s / done_s, ttft * 1e9, reasons,
+                           latency_p99_ns=(self.query_s + 0.99 * queued_s) * 1e9, scheduled_qps=qps), done_s
+
+    def __call__(self, qps: float, phase: str, duration_s: float | None = None) -> ProbeResult:
+        duration = duration_s if duration_s is not None else self.plan.duration_s(phase)
+        self.calls.append((qps, phase, duration))
+        result, seconds = self.measure(qps, phase, duration)
+        self.clock.now += seconds + 3.0
+        return result
+
+
+@pytest.mark.parametrize("ceiling", [True, False])
+def test_the_gpu_pattern_finds_a_capacity_the_sut_can_complete_within_a_budget_after_start_up(ceiling: bool) -> None:
+    """Start 21.9 QPS (the calibration's half of its bare 44.3 samples/s), probes 2.5 s, confirmation 10 s, 170 s of
+    budget after a 140 s first run. Before: 2.5 s probes VALID at 87.6 QPS, the start-up spent the budget, no
+    capacity. Now: probes long enough to see a queue (or none above 1.2 x 44.3), a confirmed capacity."""
+    clock = FakeClock()
+    bare = 44.3
+    p = plan(21.9, budget_s=170.0, probe_s=2.5, probe_queries=16, confirm_s=10.0, confirm_queries=64,
+             max_qps=bare * 1.2 if ceiling else None)
+    sut = LLMServingSUT(p, clock)
+    first, loadgen = sut.measure(21.9, "bracket", 2.5)
+    clock.now = 140.4  # runner start, model load, 79 s of engine start, 25 s of calibration, and its LoadGen test
+    out = search(sut, p, first=(first, loadgen), startup_s=140.4 - loadgen, clock=clock)
+    assert out.passed and out.capacity_qps is not None, out.describe()
+    assert out.capacity_probe is not None and out.capacity_probe.phase == "confirm"
+    assert out.elapsed_s <= p.budget_s and out.to_record()["startup_s"] == pytest.approx(140.4 - loadgen)
+    if ceiling:  # no load above what the SUT completes, with the margin: the ceiling VALID, confirmed
+        assert out.capacity_qps <= bare * 1.2 * (1 + 1e-9), out.describe()
+        assert all(q <= bare * 1.2 * (1 + 1e-9) for q, _, _ in sut.calls)
+    else:  # no ceiling: twice the throughput is probed, but long enough for its queue to break the TTFT bound;
+        # the capacity is what a 10 s run at full length passes (here a 1.2 s admission plus 2 s of TTFT bound
+        # tolerate 30% of overload for 10 s), not the 87.6 QPS a 2.5 s probe passed
+        (double,) = [pr for pr in out.probes if pr.target_qps == pytest.approx(87.6)]
+        assert not double.result.valid and double.result.reasons == ("TTFT",)
+        assert out.capacity_qps <= bare * 1.3, out.describe()
+    # probes after the first last 5 x the longest query latency seen: past the 1.1 s a query takes
+    assert all(d >= 5.5 for _, phase, d in sut.calls if phase != "confirm")
