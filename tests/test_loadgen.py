@@ -374,6 +374,13 @@ def test_effective_query_count_is_what_loadgen_issues_for_an_llm(tmp_path: Path,
                       min_query_count=100, single_stream_expected_latency_ns=100_000, server_target_qps=5000.0,
                       server_target_latency_ns=10**9, use_token_latencies=True)
     expected = effective_test(req).min_query_count
+    issued = _run_instant_token_test(tmp_path, req)["result_query_count"]
+    assert expected == int(issued) == 128
+
+
+def _run_instant_token_test(tmp_path: Path, req: TestRequest) -> dict[str, object]:
+    """Runs `req` in LoadGen against a SUT that answers every query at once with 3 tokens; the detail log's values
+    by key."""
     tokens = np.array([1, 2, 3], dtype=np.int32)
     ptr = tokens.__array_interface__["data"][0]
 
@@ -383,7 +390,8 @@ def test_effective_query_count_is_what_loadgen_issues_for_an_llm(tmp_path: Path,
         lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, ptr, 12, 3) for q in queries])
 
     sut = lg.ConstructSUT(issue, lambda: None)
-    qsl = lg.ConstructQSL(64, 64, lambda s: None, lambda s: None)
+    qsl = lg.ConstructQSL(req.total_sample_count, req.total_sample_count, lambda s: None, lambda s: None)
+    tmp_path.mkdir(parents=True, exist_ok=True)  # LoadGen aborts the process on a missing log folder
     out = lg.LogOutputSettings()
     out.outdir = str(tmp_path)
     log = lg.LogSettings()
@@ -393,7 +401,23 @@ def test_effective_query_count_is_what_loadgen_issues_for_an_llm(tmp_path: Path,
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-    detail = (tmp_path / "mlperf_log_detail.txt").read_text()
-    issued = json.loads(next(line for line in detail.splitlines() if '"result_query_count"' in line)
-                        .split(":::MLLOG ", 1)[1])["value"]
-    assert expected == int(issued) == 128
+    values: dict[str, object] = {}
+    for line in (tmp_path / "mlperf_log_detail.txt").read_text().splitlines():
+        if ":::MLLOG " in line:
+            entry = json.loads(line.split(":::MLLOG ", 1)[1])
+            values[str(entry["key"])] = entry["value"]
+    return values
+
+
+def test_the_ci_profile_gives_an_llm_server_run_enough_queries_for_early_stopping(tmp_path: Path) -> None:
+    """H200, vLLM Server in the ci profile: 256 queries in 10 s, INVALID only for TPOT early stopping. With the ci
+    profile's Server minimum, a run in which no query misses its bounds is VALID by LoadGen's own verdict."""
+    from pytest_mlperf.settings import PROFILES
+
+    req = TestRequest("llama3_1-8b", "Server", "performance", str(tmp_path / "logs"), 64, min_duration_ms=0,
+                      min_query_count=PROFILES["ci"].min_query_count["Server"], server_target_qps=5000.0,
+                      use_token_latencies=True)
+    result = _run_instant_token_test(tmp_path, req)
+    assert result["result_validity"] == "VALID" and result["early_stopping_met"] is True
+    fewer = TestRequest(**{**req.to_dict(), "min_query_count": 448})  # one pass of 64 samples fewer
+    assert _run_instant_token_test(tmp_path / "fewer", fewer)["early_stopping_met"] is False
