@@ -8,21 +8,11 @@ from pathlib import Path
 import pytest
 
 from pytest_mlperf.baselines import noise_allowance
-
-BENCH = """
-import pytest
-pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={options!r},
-                                calibrate={calibrate!r})
-
-def test_null(null_sut, loadgen, baseline):
-    run = loadgen.run(null_sut)
-    run.assert_valid()
-    baseline.assert_no_regression(run)
-"""
+from null_bench import write_null_bench
 
 
 def bench(pytester: pytest.Pytester, scenarios=("Offline",), calibrate: bool = True, **options: object) -> None:
-    pytester.makepyfile(test_bench=BENCH.format(scenarios=list(scenarios), options=options, calibrate=calibrate))
+    write_null_bench(pytester, scenarios=scenarios, calibrate=calibrate, judge_baseline=True, **options)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

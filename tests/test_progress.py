@@ -10,6 +10,7 @@ import pytest
 from pytest_mlperf.progress import (NORMAL, QUIET, VERBOSE, Notice, Phase, PhaseClock, Still, first_check_s, level,
                                     line, notice_text, reporter, round_text, shown, still_text)
 from pytest_mlperf.runner.calibrate import calibration_seconds
+from null_bench import write_null_bench
 
 # --------------------------------------------------------------------------- pure
 
@@ -117,19 +118,10 @@ def test_round_and_calibration_lengths() -> None:
 
 # --------------------------------------------------------------------------- real sessions on the null SUT
 
-BENCH = """
-import pytest
-pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={options!r},
-                                calibrate={calibrate!r})
-
-def test_null(null_sut, loadgen, baseline):
-    run = loadgen.run(null_sut)
-    run.assert_valid()
-"""
 
 
 def bench(pytester: pytest.Pytester, scenarios=("Offline",), calibrate: bool = True, **options: object) -> None:
-    pytester.makepyfile(test_bench=BENCH.format(scenarios=list(scenarios), options=options, calibrate=calibrate))
+    write_null_bench(pytester, scenarios=scenarios, calibrate=calibrate, judge_baseline=False, **options)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -16,18 +16,10 @@ from pathlib import Path
 import pytest
 
 from pytest_mlperf.runner.lifetime import Proc, bind_to_parent, end_tree, is_ancestor, tree_of
+from null_bench import write_null_bench
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
 
-BENCH = """
-import pytest
-pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={options!r},
-                                calibrate={calibrate!r})
-
-def test_null(null_sut, loadgen, baseline):
-    run = loadgen.run(null_sut)
-    run.assert_valid()
-"""
 # a launch prefix whose shell writes its pid (the runner's, and its process group's) and leaves two children in
 # the group before it becomes the runner: one that ends on SIGTERM, one that ignores it
 PREFIX = ("sh -c 'echo $$ >> runner.pgid; sleep 97 & (trap \"\" TERM; exec sleep 98) & exec \"$@\"' sh")
@@ -81,7 +73,7 @@ def cleanup_groups(pytester: pytest.Pytester):
 
 def bench(pytester: pytest.Pytester, name: str = "test_bench", scenarios=("Offline",), calibrate: bool = True,
           **options: object) -> None:
-    pytester.makepyfile(**{name: BENCH.format(scenarios=list(scenarios), options=options, calibrate=calibrate)})
+    write_null_bench(pytester, name, scenarios, calibrate, **options)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
