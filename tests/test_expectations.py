@@ -66,7 +66,8 @@ def _t(scenario: str, mode: str = "performance", **kw: object) -> TestRequest:
      190.0, "100 queries of about 1.9e+03 ms each"),
     (_t("MultiStream", min_duration_ms=1_000, min_query_count=100, multi_stream_expected_latency_ns=50_000_000),
      5.0, "100 queries of about 50 ms each"),
-    (_t("Offline", min_duration_ms=10_000, min_query_count=1, offline_expected_qps=6.0), 10.0, "the minimum duration"),
+    (_t("Offline", min_duration_ms=10_000, min_query_count=1, offline_expected_qps=6.0), 10.0,
+     "the minimum duration (60 samples at 6 samples/s)"),  # not "1 samples at ... take less"
     (_t("Offline", min_duration_ms=600_000, min_query_count=24576, offline_expected_qps=10.0), 2457.6,
      "24576 samples at 10 samples/s"),
     (_t("Offline", "accuracy", accuracy_sample_count=256, offline_expected_qps=6.0), 42.7, "256 accuracy samples"),

@@ -158,6 +158,9 @@ def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
     else:
         return None
     if seconds < floor:
+        if t.scenario == "Offline" and t.mode == "performance":  # LoadGen fills the minimum duration with samples
+            return floor, f"the minimum duration ({floor * t.offline_expected_qps:.0f} samples at " \
+                          f"{t.offline_expected_qps:.3g} samples/s)"
         return floor, f"the minimum duration ({how} take less)"
     return seconds, how
 
