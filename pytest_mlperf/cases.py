@@ -153,6 +153,9 @@ class CaseRun:
         run = self.run
         if run.errors:
             self._fail(f"LoadGen logged {len(run.errors)} error(s):\n  " + "\n  ".join(run.errors))
+        if run.log_problems:  # a log cut short or damaged: its figures are not LoadGen's whole record
+            self._fail("LoadGen's logs of this run are damaged, so its figures cannot be trusted (MLCommons' checker "
+                       "refuses such logs):\n  " + "\n  ".join(run.log_problems))
         if run.mode != "PerformanceOnly" or run.valid:
             return
         unmet = sorted(k for k, ok in run.constraints.items() if not ok)

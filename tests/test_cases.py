@@ -203,6 +203,14 @@ def test_assert_valid_fails_on_errors_even_in_a_valid_run() -> None:
     assert message.startswith("LoadGen logged 2 error(s):\n  error_a: one\n  error_b: two\n")
 
 
+def test_assert_valid_fails_on_a_damaged_log_even_in_a_valid_run() -> None:
+    run = dataclasses.replace(run_of("01"), log_problems=("line 12 is not a whole MLLOG entry (a log cut short)",))
+    assert run.valid
+    message = failure(make_case(run).assert_valid)
+    assert message.startswith("LoadGen's logs of this run are damaged, so its figures cannot be trusted")
+    assert "line 12 is not a whole MLLOG entry" in message
+
+
 def test_assert_valid_invalid_without_any_unmet_constraint_fails() -> None:
     run = dataclasses.replace(run_of("01"), validity="INVALID", invalid_reasons=())
     message = failure(make_case(run, profile="smoke").assert_valid)
