@@ -24,23 +24,21 @@ from typing import Any, Mapping, Sequence
 
 from . import __version__
 from .baselines import write_bytes_atomic
+from .contract import metrics as catalogue
 from .report import RESULTS_FORMAT, format_value, reason_line, render_table
 
 AGGREGATE_FORMAT = "pytest-mlperf/aggregate"
 AGGREGATE_VERSION = 1
 RESULTS_VERSION = 1  # the results format version this module reads (report.ResultsCollector.results_document)
 
-# scenario -> (detail-log key, unit) candidates, the first one a case has wins
+# scenario -> (detail-log key, unit) candidates, the first one a case has wins (from contract/metrics.py)
 THROUGHPUT_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
-    "Offline": (("result_tokens_per_second", "tokens/s"), ("result_samples_per_second", "samples/s")),
-    "Server": (("result_completed_tokens_per_second", "tokens/s"), ("result_completed_samples_per_sec", "samples/s")),
+    s: tuple((m.key, m.unit) for m in ms) for s in catalogue.SCENARIOS if (ms := catalogue.throughput_candidates(s))
 }
 # scenario -> (detail-log key, label) candidates; all in ns
 LATENCY_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
-    "Server": (("result_first_token_99.00_percentile_latency_ns", "TTFT p99"),
-               ("result_99.00_percentile_latency_ns", "p99")),
-    "SingleStream": (("result_90.00_percentile_latency_ns", "p90"),),
-    "MultiStream": (("result_99.00_percentile_per_query_latency_ns", "p99/query"),),
+    s: tuple((m.key, m.short) for m in ms) for s in catalogue.SCENARIOS
+    if (ms := catalogue.worst_latency_candidates(s))
 }
 _SCENARIO_ORDER = {"Offline": 0, "Server": 1, "SingleStream": 2, "MultiStream": 3}
 _KEY_FIELDS = ("workload", "scenario", "mode", "backend", "precision")

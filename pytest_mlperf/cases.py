@@ -9,34 +9,16 @@ from typing import Any
 import pytest
 
 from .baselines import CaseKey, Metric
+from .contract import metrics as catalogue
 from .gate import GateOutcome
 from .logs import Run
 from .server_search import CAPACITY_METRIC, SearchOutcome
 
-# The metrics a regression is judged on, per scenario: LoadGen's detail-log keys, with their direction.
-# Where LoadGen's early-stopping estimate is missing (a run too short for it) the plain percentile still compares.
+# The metrics a regression is judged on, per scenario: (LoadGen detail-log key, unit, higher is better), derived
+# from the catalogue (contract/metrics.py), which says why each is there.
 REGRESSION_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "Offline": (
-        ("result_samples_per_second", "samples/s", True),
-        ("result_tokens_per_second", "tokens/s", True),
-    ),
-    "Server": (
-        ("result_completed_samples_per_sec", "samples/s", True),
-        ("result_completed_tokens_per_second", "tokens/s", True),
-        ("result_99.00_percentile_latency_ns", "ns", False),
-        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
-        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
-    ),
-    "SingleStream": (
-        ("early_stopping_latency_ss", "ns", False),
-        ("result_90.00_percentile_latency_ns", "ns", False),
-        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
-        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
-    ),
-    "MultiStream": (
-        ("early_stopping_latency_ms", "ns", False),
-        ("result_99.00_percentile_per_query_latency_ns", "ns", False),
-    ),
+    scenario: tuple((m.key, m.unit, m.higher_is_better) for m in catalogue.regression_set(scenario))
+    for scenario in catalogue.SCENARIOS
 }
 
 
@@ -124,7 +106,8 @@ class CaseRun:
         throughput are those at the capacity, which moves from run to run."""
         if self.search is not None:
             cap = self.search.capacity_qps
-            return {CAPACITY_METRIC: Metric(CAPACITY_METRIC, float(cap), "QPS", True)} if cap else {}
+            m = catalogue.metric(CAPACITY_METRIC)
+            return {m.key: Metric(m.key, float(cap), m.unit, m.higher_is_better)} if cap else {}
         return regression_metrics(self.run)
 
     @property

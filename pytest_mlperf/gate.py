@@ -13,29 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .baselines import Metric
+from .contract import metrics as catalogue
 from .stats import GatePlan, Interval, Verdict, evaluate, look_confidence, round_order
 
 ARMS = ("reference", "candidate")
 
-# The metrics a gate judges per scenario (LoadGen detail-log keys, unit, higher is better): the headline MLPerf's
-# checker reports, and for latency scenarios the token latencies when the workload has them. Throughput in Server is
-# pinned to the target load, so there the tail latency is what an isolation layer moves.
+# The metrics a gate judges per scenario (LoadGen detail-log key, unit, higher is better), derived from the
+# catalogue (contract/metrics.py): the headline MLPerf's checker reports, and for latency scenarios the token
+# latencies when the workload has them.
 GATE_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "Offline": (("result_tokens_per_second", "tokens/s", True), ("result_samples_per_second", "samples/s", True)),
-    "Server": (
-        ("result_99.00_percentile_latency_ns", "ns", False),
-        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
-        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
-    ),
-    "SingleStream": (
-        ("result_90.00_percentile_latency_ns", "ns", False),
-        ("result_first_token_99.00_percentile_latency_ns", "ns", False),
-        ("result_time_per_output_token_99.00_percentile_ns", "ns", False),
-    ),
-    "MultiStream": (("result_99.00_percentile_per_query_latency_ns", "ns", False),),
+    scenario: tuple((m.key, m.unit, m.higher_is_better) for m in catalogue.gate_set(scenario))
+    for scenario in catalogue.SCENARIOS
 }
-# Offline's two throughputs say the same thing for an LLM; tokens/s is its headline
-_ONE_OF = {"Offline"}
+# the scenarios whose gate judges the first of its metrics logged only (Offline: tokens/s is an LLM's headline)
+_ONE_OF = {s for s, r in catalogue.ROLES.items() if r.gate_one_of}
 
 
 class GateError(RuntimeError):
@@ -55,15 +46,8 @@ def gate_metrics(scenario: str, values: Mapping[str, float]) -> list[Metric]:
 
 
 def metric_label(key: str) -> str:
-    """A short name for a LoadGen key in messages and reports."""
-    labels = {
-        "result_tokens_per_second": "tokens/s", "result_samples_per_second": "samples/s",
-        "result_99.00_percentile_latency_ns": "p99 latency", "result_90.00_percentile_latency_ns": "p90 latency",
-        "result_first_token_99.00_percentile_latency_ns": "p99 TTFT",
-        "result_time_per_output_token_99.00_percentile_ns": "p99 TPOT",
-        "result_99.00_percentile_per_query_latency_ns": "p99 latency",
-    }
-    return labels.get(key, key)
+    """A short name for a LoadGen key in messages and reports (the catalogue's label; the key when it has none)."""
+    return catalogue.label(key)
 
 
 @dataclass

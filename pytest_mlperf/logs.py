@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .contract import metrics as catalogue
+
 __all__ = ["AccuracyEntry", "Headline", "Latency", "LogEntry", "LogParseError", "Run",
            "estimate_label", "parse_detail", "parse_run", "parse_summary", "read_accuracy_log", "read_run",
            "DETAIL_LOG", "SUMMARY_LOG", "ACCURACY_LOG"]
@@ -42,7 +44,7 @@ DETAIL_LOG = "mlperf_log_detail.txt"
 SUMMARY_LOG = "mlperf_log_summary.txt"
 ACCURACY_LOG = "mlperf_log_accuracy.json"
 _MLLOG = ":::MLLOG"
-_SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
+_SCENARIOS = catalogue.SCENARIOS
 
 
 class LogParseError(ValueError):
@@ -282,45 +284,45 @@ def _latency(metrics: Mapping[str, float], family: str) -> Latency:
 
 
 def _pct_key(pct: float, per_query: bool = False) -> str:
-    return f"result_{pct:.2f}_percentile_{'per_query_' if per_query else ''}latency_ns"
+    return catalogue.percentile_key(pct, per_query)
 
 
 def _headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str, object],
                token_latencies: bool = False) -> tuple[Headline | None, Headline | None, Headline | None]:
-    """(checker headline, summary's reported headline, token headline)."""
+    """(checker headline, summary's reported headline, token headline), by the scenario's headline rule in the
+    catalogue (contract/metrics.py)."""
     def pick(keys: Iterable[str], unit: str, higher: bool) -> Headline | None:
         for k in keys:
             if metrics.get(k):  # present and non-zero (0 marks "not computed")
                 return Headline(k, metrics[k], unit, higher)
         return None
 
-    tokens: Headline | None = None
-    if scenario == "Offline":
-        head = reported = pick(["result_samples_per_second"], "samples/s", True)
-        tokens = pick(["result_tokens_per_second"], "tokens/s", True)
-    elif scenario == "Server":
-        head = reported = pick(["result_completed_samples_per_sec",
-                                "result_scheduled_samples_per_sec"], "samples/s", True)
-        tokens = pick(["result_completed_tokens_per_second"], "tokens/s", True)
-    elif scenario in ("SingleStream", "MultiStream"):
-        multi = scenario == "MultiStream"
-        target = _num(settings.get("target_latency_percentile"))
-        default = _pct_key(99.0 if multi else 90.0, multi)
-        pct_keys = [_pct_key(target * 100, multi)] if target else []
-        pct_keys += [default] + ([_pct_key(99.0)] if multi else [])  # old logs: no per-query
-        reported = pick(pct_keys, "ns", False)
-        es_key = "early_stopping_latency_ms" if multi else "early_stopping_latency_ss"
-        if token_latencies and not multi:  # the estimate is TTFT's: the checker reports the end-to-end p90
-            head = pick([_pct_key(90.0)] + pct_keys, "ns", False)
-        else:
-            head = pick([es_key] + pct_keys, "ns", False)
-        if token_latencies:
-            # tokens over the whole run; result_token_throughput is not tokens/s (LoadGen 6.0 divides by
-            # nanoseconds there)
-            tokens = pick(["result_completed_tokens_per_second"], "tokens/s", True)
+    def pick_tokens() -> Headline | None:
+        # LLM latency scenarios: tokens over the whole run; result_token_throughput is not tokens/s (LoadGen 6.0
+        # divides by nanoseconds there)
+        if not rule.tokens:
+            return None
+        m = catalogue.metric(rule.tokens[0])
+        return pick(rule.tokens, m.unit, m.higher_is_better)
+
+    rule = catalogue.headline_rule(scenario)
+    if rule is None:
+        return None, None, None
+    if rule.percentile is None:
+        m = catalogue.metric(rule.keys[0])
+        head = reported = pick(rule.keys, m.unit, m.higher_is_better)
+        return head, reported, pick_tokens()
+    target = _num(settings.get("target_latency_percentile"))
+    default = _pct_key(rule.percentile, rule.per_query)
+    pct_keys = [_pct_key(target * 100, rule.per_query)] if target else []
+    pct_keys += [default, *rule.legacy]  # legacy: old logs (no per-query keys)
+    unit = catalogue.LATENCY_UNIT
+    reported = pick(pct_keys, unit, False)
+    if token_latencies and not rule.estimate_with_tokens:  # the estimate is TTFT's: the checker reports `default`
+        head = pick([default] + pct_keys, unit, False)
     else:
-        head = reported = None
-    return head, reported, tokens
+        head = pick(([rule.estimate] if rule.estimate else []) + pct_keys, unit, False)
+    return head, reported, pick_tokens() if token_latencies else None
 
 
 _CONSTRAINTS = {  # detail key -> (Run.constraints key, summary wording)

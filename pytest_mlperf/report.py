@@ -13,6 +13,7 @@ from typing import Any
 
 from . import __version__
 from .baselines import BaselineError, Baseline, CaseKey, load_baseline, write_baseline
+from .contract import metrics as catalogue
 from .settings import Settings
 
 RESULTS_FORMAT = "pytest-mlperf/results"
@@ -42,7 +43,7 @@ def headline_of(record: dict[str, Any]) -> tuple[str, str]:
     and MultiStream."""
     capacity = (record.get("server_search") or {}).get("capacity_qps")
     if capacity and record.get("reason") is None:  # --mlperf-server-search: the QPS at the latency bound
-        return "server_capacity_qps", f"{float(capacity):,.1f} QPS capacity"
+        return catalogue.SERVER_CAPACITY, f"{float(capacity):,.1f} QPS capacity"
     run = record.get("run") or {}  # None: the case failed before LoadGen gave a result
     tokens = run.get("token_headline") if run.get("scenario") in ("Offline", "Server") else None
     head = tokens or run.get("headline")

@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
+from .contract import metrics as catalogue
 from .logs import Run
 
 PHASES = ("bracket", "bisect", "confirm")
-CAPACITY_METRIC = "server_capacity_qps"  # the case's headline and baseline metric under a search
+CAPACITY_METRIC = catalogue.SERVER_CAPACITY  # the case's headline and baseline metric under a search
 # statuses: a capacity was found (bracket within precision), or found but the budget cut the bracket short; none
 STATUS_FOUND, STATUS_BUDGET = "found", "budget"
 STATUS_UNBRACKETABLE, STATUS_UNCONFIRMED = "unbracketable", "unconfirmed"
