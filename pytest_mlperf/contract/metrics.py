@@ -84,10 +84,6 @@ class HeadlineRule:
     estimate_with_tokens: bool = True
     legacy: tuple[str, ...] = ()
 
-    @property
-    def latency(self) -> bool:
-        return self.percentile is not None
-
 
 @dataclass(frozen=True)
 class ScenarioRoles:
