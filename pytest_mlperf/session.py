@@ -35,6 +35,7 @@ from .placement import Placement
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
 from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
 from .settings import GateSettings, Settings
+from .suts.base import whole_number
 from .system import SystemInfo, describe_system
 from .workloads import workload_spec
 from .workloads.base import DataRequest, WorkloadSpec
@@ -153,9 +154,9 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
         pytest.fail(f"mlperf marker: gpus must be at least 1, got {gpus}", pytrace=False)
     count = GPU_COUNT_OPTIONS.get(backend)
     if count in s.sut_options.get(backend, {}):  # e.g. vllm.tensor_parallel_size=2: the case takes 2 GPUs
-        value = str(s.sut_options[backend][count])
-        if value.isdigit() and int(value) >= 1:  # anything else is the backend's to refuse, naming the option
-            gpus = int(value)
+        value = whole_number(s.sut_options[backend][count])
+        if value is not None and value >= 1:  # anything else is the backend's to refuse, naming the option
+            gpus = value
     return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate, gpus=gpus,
                      option_sources=sources)
 
@@ -227,15 +228,16 @@ class LoadGenDriver:
             "recipe": recipe.describe(), "log_dir": str(self.log_dir(log_suffix)),
             "profile": settings.profile.name, "sut_options": sut.options_record(),
         }
+        searched = settings.server_search and scenario == "Server" and mode == "performance"
         if gate is not None and self.recipe is None:
             case = self.gate_run(sut, scenario, mode, gate, log_suffix)
-            if settings.server_search and scenario == "Server" and mode == "performance":
+            if searched:
                 case.notes.append("--mlperf-server-search is not applied under the overhead gate: its rounds run "
                                   "both arms at the reference's calibrated load and judge the tail latency there "
                                   "(a capacity per round would be a search per arm per round)")
             self.keep(case)
             return case
-        if settings.server_search and scenario == "Server" and mode == "performance":
+        if searched:
             return self.search_run(sut, recipe, scenario, mode, log_suffix)
         case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix),
                             server_target_qps=server_target_qps)
@@ -567,7 +569,8 @@ class LoadGenDriver:
 
 
 # --mlperf-server-search: probes last at least this share of the case's min duration (at least PROBE_MIN_MS; longer
-# where queries are slow: SearchPlan.duration_s), with at most PROBE_QUERIES queries asked of them; the confirmation runs the full length (official: mlperf.conf's 600 s)
+# where queries are slow: SearchPlan.duration_s), with at most PROBE_QUERIES queries asked of them; the
+# confirmation runs the full length (official: mlperf.conf's 600 s)
 PROBE_FRACTION = 0.25
 PROBE_MIN_MS = 250
 PROBE_QUERIES = 16

@@ -65,14 +65,23 @@ def check_option_names(backend: str, options: Collection[str], known: Collection
         raise BackendError(f"{backend} SUT: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
 
 
-def option_int(options: Mapping[str, object], key: str, default: int, backend: str) -> int:
-    """A backend option's whole number (an int, or its digits as a string from the command line)."""
-    value = options.get(key, default)
+def whole_number(value: object) -> int | None:
+    """An option's whole number: an int (not a bool), or its digits as a string (command-line and ini values are
+    strings); None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
-    raise BackendError(f"{backend} SUT: option {key}={value!r}: expected a whole number")
+    return None
+
+
+def option_int(options: Mapping[str, object], key: str, default: int, backend: str) -> int:
+    """A backend option's whole number (an int, or its digits as a string from the command line)."""
+    value = options.get(key, default)
+    number = whole_number(value)
+    if number is None:
+        raise BackendError(f"{backend} SUT: option {key}={value!r}: expected a whole number")
+    return number
 
 
 class BackendError(RuntimeError):

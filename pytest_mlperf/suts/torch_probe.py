@@ -42,7 +42,7 @@ from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 
-from .base import BackendError, BackendInfo, check_option_names
+from .base import BackendError, BackendInfo, check_option_names, whole_number
 
 OPS = ("launch", "h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable", "alloc")
 COPY_OPS = ("h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable")
@@ -54,8 +54,8 @@ DEFAULT_KERNELS = 8
 def _positive_int(options: Mapping[str, object], name: str, default: int) -> int:
     """An int, or its digits as a string (--mlperf-sut-option values are strings)."""
     value = options.get(name, default)
-    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
-    if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
+    number = whole_number(value)
+    if number is None or number <= 0:
         raise BackendError(f"torch-probe SUT: option {name!r} must be a positive integer, got {value!r}")
     return number
 
