@@ -160,20 +160,24 @@ class CaptureGate:
                 self._cond.notify_all()
 
 
-# runs of a graph session that may capture: ONNX Runtime runs a session normally before it captures its graph
+# runs a thread makes of a graph session before it replays: ONNX Runtime runs a session normally, then captures
 CAPTURE_RUNS = 4
 
 
 class _GraphSession:
     """A session for one batch size that replays a CUDA graph: its row indices and classes stay at fixed GPU
-    addresses (what a captured graph reads and writes), so one run at a time (the lock); its first runs, one of
-    which captures the graph, run alone on the GPU (CaptureGate)."""
+    addresses (what a captured graph reads and writes), so one run at a time (the lock).
+
+    ONNX Runtime keeps a CUDA graph per calling thread (its CUDA provider's per-thread context): every thread that
+    runs this session runs it normally, then captures its own graph. So each thread's first runs, one of which
+    captures, run alone on the GPU (CaptureGate). Counting runs per session instead let a second thread capture
+    while others ran: CUDA error 900 on the H200 (docs/performance.md, 2026-12-02)."""
 
     def __init__(self, session: object, ort: object, output: str, staged: object, batch: int,
                  gate: CaptureGate) -> None:
         self.session = session
         self.gate = gate
-        self.runs = 0
+        self._local = threading.local()  # whether this thread has captured (not keyed by ident: idents are reused)
         self.lock = threading.Lock()
         self.rows = ort.OrtValue.ortvalue_from_numpy(np.zeros(batch, dtype=np.int64), "cuda", 0)  # type: ignore
         self.out = ort.OrtValue.ortvalue_from_shape_and_type([batch], np.int64, "cuda", 0)  # type: ignore
@@ -183,10 +187,14 @@ class _GraphSession:
         self.binding.bind_ortvalue_output(output, self.out)
 
     def run(self, rows: np.ndarray) -> np.ndarray:
-        with self.lock, (self.gate.capture() if self.runs < CAPTURE_RUNS else self.gate.run()):
+        """A thread's first call makes all the runs its capture needs, alone on the GPU, so that no capture is
+        left for later calls (a test's first batches of a size, in the middle of a Server run)."""
+        captured = getattr(self._local, "captured", False)
+        with self.lock, (self.gate.run() if captured else self.gate.capture()):
             self.rows.update_inplace(rows)  # type: ignore[attr-defined]
-            self.session.run_with_iobinding(self.binding)  # type: ignore[attr-defined]
-            self.runs += 1
+            for _ in range(1 if captured else CAPTURE_RUNS):
+                self.session.run_with_iobinding(self.binding)  # type: ignore[attr-defined]
+            self._local.captured = True
             return self.out.numpy()  # type: ignore[attr-defined, no-any-return]
 
 
