@@ -122,6 +122,20 @@ def test_shape_buckets_and_padding() -> None:
     assert pad_to_bucket(list(range(9)), (1, 2, 4, 8)) == list(range(9))  # larger than every bucket: as is
 
 
+def test_server_buckets_step_finely_above_eight() -> None:
+    """Server's shapes: a batch padded to the next power of two runs as long as that batch, and on the H200 that kept
+    every Server batch at 32; finer steps above 8 let a batch's time follow its samples."""
+    from pytest_mlperf.suts.scheduling import server_buckets
+
+    assert server_buckets(32) == (1, 2, 4, 8, 12, 16, 20, 24, 28, 32)
+    assert server_buckets(64) == (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64)  # steps of 64 // 8
+    assert server_buckets(30) == (1, 2, 4, 8, 12, 16, 20, 24, 28, 30)  # the largest batch is always a shape
+    assert server_buckets(8) == (1, 2, 4, 8) and server_buckets(1) == (1,)
+    for batch in range(1, 130):
+        sizes = server_buckets(batch)
+        assert sizes[-1] == batch and list(sizes) == sorted(set(sizes)) and len(sizes) <= 20  # each a session to warm
+
+
 def test_padded_batches_answer_only_their_own_samples() -> None:
     from pytest_mlperf.loadgen import Responder
     from pytest_mlperf.suts.null import NullBackend

@@ -25,7 +25,7 @@ from ..suts import create_backend
 from ..suts.base import Backend
 from ..suts.generation import GenerationHarness
 from ..suts.serving import ServingHarness
-from ..suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
+from ..suts.scheduling import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
 from ..workloads import workload_module
 from ..workloads.base import Dataset
 from .calibrate import (Measurement, available_memory, calibration_seconds, measure, predicted_duration,
@@ -168,7 +168,7 @@ class RunnerState:
         staged: list[int] = []
         # GPUs pay a first-run cost per batch shape: pad Offline/Server batches to a few shapes, warmed up below
         dynamic = test.scenario in ("Offline", "Server") and backend.info.device == "cuda"
-        buckets = shape_buckets(batch) if dynamic else ()
+        buckets = (server_buckets(batch) if test.scenario == "Server" else shape_buckets(batch)) if dynamic else ()
         if req.calibrate:  # also in accuracy mode: LoadGen must pre-generate the right amount of work there too
             self.notify(Notice(Phase.CALIBRATE, calibration_seconds(req.calibrate_seconds, batch),
                                f"bare loop of batches of {batch} on {streams} stream{'s' if streams > 1 else ''}"))

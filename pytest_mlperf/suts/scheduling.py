@@ -51,6 +51,23 @@ def shape_buckets(batch_size: int) -> tuple[int, ...]:
     return tuple(sorted(sizes))
 
 
+def server_buckets(batch_size: int) -> tuple[int, ...]:
+    """Server's shapes: powers of two up to 8, then steps of a power of two (4, or the largest at most
+    `batch_size // 8`) up to `batch_size` (32: 1, 2, 4, 8, 12, .., 32). A Server batch takes what has queued
+    while the last one ran, and a batch padded up to the next power of two runs as long as that larger batch:
+    on the H200 at 85% load a batch of 17-32 samples ran as 32 (5.2 ms with CUDA graphs), in which time the
+    next ~29 samples queued, so every batch stayed that long. With finer shapes the time of a batch follows
+    its samples and the cycle settles shorter (docs/performance.md, 2026-12-02). Offline runs full batches and
+    keeps `shape_buckets`."""
+    sizes = set(shape_buckets(min(batch_size, 8)))
+    step = 4
+    while step * 2 <= batch_size // 8:
+        step *= 2
+    sizes.update(range(8 + step - 8 % step, batch_size, step))
+    sizes.add(batch_size)
+    return tuple(sorted(sizes))
+
+
 def pad_to_bucket(indices: list[int], buckets: Sequence[int]) -> list[int]:
     """`indices` padded with its last element up to the smallest bucket that holds it (unchanged if none does)."""
     n = len(indices)
