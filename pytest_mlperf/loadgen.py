@@ -131,12 +131,17 @@ def effective_test(req: TestRequest) -> TestRequest:
     )
 
 
+def loaded_sample_count(req: TestRequest) -> int:
+    """How many samples LoadGen loads at once for this test (its performance sample set): what a backend stages."""
+    return min(req.performance_sample_count or req.total_sample_count, req.total_sample_count)
+
+
 def issued_query_count(req: TestRequest, min_query_count: int, concatenated: bool) -> int:
     """The fewest queries LoadGen issues in a performance run. Where mlperf.conf sets `sample_concatenate_permutation`
     (llama3_1-8b and the other LLMs), SingleStream and Server round the minimum up to a whole number of passes over
     the loaded samples: 100 queries over 256 loaded prompts become 256 (seen on the H200: a SingleStream case ran
     152 s where 54 s were predicted; checked with LoadGen 6.0.17 in tests/test_loadgen.py)."""
-    loaded = min(req.performance_sample_count or req.total_sample_count, req.total_sample_count)
+    loaded = loaded_sample_count(req)
     if not concatenated or req.mode != "performance" or req.scenario not in ("SingleStream", "Server") or loaded < 1:
         return min_query_count
     return -(-min_query_count // loaded) * loaded
@@ -247,7 +252,7 @@ def run_test(req: TestRequest, harness: Harness) -> None:
     sut = lg.ConstructSUT(issue, lambda: guarded(harness.flush))
     qsl = lg.ConstructQSL(
         req.total_sample_count,
-        min(req.performance_sample_count or req.total_sample_count, req.total_sample_count),
+        loaded_sample_count(req),
         lambda idx: guarded(lambda: harness.load(list(idx))),
         lambda idx: guarded(lambda: harness.unload(list(idx))),
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..cpus import allowed_cpus, format_cpu_list
-from ..loadgen import TestRequest, effective_test, run_test
+from ..loadgen import TestRequest, effective_test, loaded_sample_count, run_test
 from ..logs import read_accuracy_log, read_run
 from ..progress import Notice, Phase
 from ..suts import create_backend
@@ -172,7 +172,11 @@ class RunnerState:
         if req.calibrate:  # also in accuracy mode: LoadGen must pre-generate the right amount of work there too
             self.notify(Notice(Phase.CALIBRATE, calibration_seconds(req.calibrate_seconds, batch),
                                f"bare loop of batches of {batch} on {streams} stream{'s' if streams > 1 else ''}"))
-            staged = stager.some(max(batch * streams, 64))
+            # on a GPU, warm up on as many samples as LoadGen will load: a backend's per-shape state (CUDA graphs)
+            # is tied to the staged tensor, which a larger load replaces; warmed on 64 samples, the graphs went
+            # with them and were rebuilt inside the H200's Server run, a stall of ~1 s (docs/performance.md)
+            want = max(batch * streams, 64, loaded_sample_count(test) if backend.info.device == "cuda" else 0)
+            staged = stager.some(want)
             warm_up(backend, staged, buckets or (batch,))
             m = measure(backend, staged, batch, streams, req.calibrate_seconds)
             single = m if batch == 1 else measure(backend, staged, 1, 1, min(0.3, req.calibrate_seconds))

@@ -279,8 +279,13 @@ class OrtClassifier:
         if data.ndim != 4 or data.shape[0] != len(indices):
             raise BackendError(f"expected {len(indices)} samples of [3,224,224], got an array of shape {data.shape}")
         staged = self._staged
-        if self.device == "cuda" and staged is not None and tuple(staged.shape()) == data.shape:  # type: ignore
-            staged.update_inplace(data)  # type: ignore[attr-defined]  # same address: bindings and graphs hold
+        shape = tuple(staged.shape()) if staged is not None else ()  # type: ignore[attr-defined]
+        if self.device == "cuda" and shape and shape[1:] == data.shape[1:] and shape[0] >= data.shape[0]:
+            # same address: bindings and graphs hold. A smaller set (accuracy mode's last chunk) fills the first
+            # rows; the rest are never named by the row map
+            if shape[0] > data.shape[0]:
+                data = np.concatenate([data, np.zeros((shape[0] - data.shape[0], *data.shape[1:]), np.float32)])
+            staged.update_inplace(data)  # type: ignore[union-attr]
         else:
             where = "cuda" if self.device == "cuda" else "cpu"
             self._staged = self._ort.OrtValue.ortvalue_from_numpy(data, where, 0)
