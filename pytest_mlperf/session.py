@@ -683,12 +683,29 @@ class BaselineCheck:
             key=case.key,
             metrics=metrics,
             accuracy=case.accuracy,
-            settings={k: case.test.get(k) for k in ("server_target_qps", "server_target_latency_ns", "min_duration_ms")},
+            settings=recorded_settings(case),
             system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
                     "loadgen": case.run.loadgen_version or "", "sut_options": option_values(case)},
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
+
+
+# what a baseline keeps of a run's settings; for Server's targets, LoadGen's name in its log (effective_*)
+RECORDED_SETTINGS = ("server_target_qps", "server_target_latency_ns", "min_duration_ms")
+SERVER_LOGGED = {"server_target_qps": "target_qps", "server_target_latency_ns": "target_latency_ns"}
+
+
+def recorded_settings(case: CaseRun) -> dict[str, Any]:
+    """The settings a baseline records, as LoadGen ran them: a user.conf's target_qps or target_latency is what
+    the run measured, not the plugin's own request (an H200 Server baseline recorded at a user.conf's 5,616 QPS kept
+    the calibration's 3,154, and the next run without the user.conf would have run at that). A value LoadGen did
+    not log falls back to the request's."""
+    out = {key: case.test.get(key) for key in RECORDED_SETTINGS}
+    if case.key.scenario == "Server":
+        for key, logged in SERVER_LOGGED.items():
+            out[key] = case.run.settings.get(logged, out[key])
+    return out
 
 
 def option_values(case: CaseRun) -> dict[str, str]:

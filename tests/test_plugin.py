@@ -395,3 +395,21 @@ def test_repeats_too_spread_to_detect_the_tolerance_are_said_at_record_time_and_
                                  "the tolerance)*"])
     result = run(pytester, "--mlperf-tolerance=90%")  # with this tolerance the same spread is no problem
     result.assert_outcomes(passed=1)
+
+
+def test_a_server_baseline_keeps_the_target_qps_loadgen_ran_and_the_next_run_repeats_it(
+        pytester: pytest.Pytester) -> None:
+    """A Server baseline recorded under a user.conf's target_qps holds that target, LoadGen's effective value (the
+    H200's was recorded at 5,616 QPS but kept the calibration's 3,154), and a later run without the user.conf runs
+    at it."""
+    bench(pytester, scenarios=("Server",))
+    conf = pytester.path / "user.conf"
+    conf.write_text("*.Server.target_qps = 123.5\n")
+    run(pytester, "--mlperf-update-baselines", "--mlperf-baseline-repeats=1",
+        f"--mlperf-user-conf={conf}").assert_outcomes(passed=1)
+    (path,) = baseline_files(pytester)
+    assert json.loads(path.read_text())["settings"]["server_target_qps"] == pytest.approx(123.5)
+    run(pytester, "--mlperf-tolerance=99%").assert_outcomes(passed=1)  # a 0.5 s p99 is noise; the target is not
+    (case,) = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())["cases"]
+    assert case["server_target"]["source"] == "baseline"
+    assert case["run"]["settings"]["target_qps"] == pytest.approx(123.5)
