@@ -4,9 +4,12 @@
     pytest benchmarks/ --mlperf-scenario=Offline --mlperf-profile=ci --mlperf-require-baselines
     pytest benchmarks/ --mlperf-model resnet50=resnet50_v1.onnx --mlperf-dataset resnet50=imagenet/ --mlperf-mode=both
 
-The latency scenarios run in a runner of their own whose CUDA sessions replay captured CUDA graphs for their
-batch sizes (1 and 8): on the H200 that took SingleStream's p90 from 2.2 ms to 1.0 ms and steadied the overhead
-gate's rounds (docs/performance.md). On a CPU the option does nothing.
+Offline runs batches of 32 on 3 plain streams (with graphs, whose sessions run one batch at a time, it lost 11%
+on the H200). Server and the latency scenarios run in runners of their own whose CUDA
+sessions replay captured CUDA graphs for their batch sizes: on the H200 that took SingleStream's p90 from 2.2 ms
+to 1.0 ms and steadied the overhead gate's rounds, and one stream of graphs runs a batch of 32 in 5.2 ms where
+two plain streams take 7.8-9.6 ms each, which is what keeps Server's p99 under its 15 ms bound near Offline's
+throughput (docs/performance.md). On a CPU the options do nothing.
 """
 
 import pytest
@@ -19,8 +22,13 @@ def check(run, baseline):
     baseline.assert_no_regression(run)  # headline and tail latency within tolerance; outputs unchanged
 
 
-@pytest.mark.mlperf(workload="resnet50", scenarios=["Offline", "Server"])
+@pytest.mark.mlperf(workload="resnet50", scenarios=["Offline"])
 def test_resnet50(resnet50_sut, loadgen, baseline):
+    check(loadgen.run(resnet50_sut), baseline)
+
+
+@pytest.mark.mlperf(workload="resnet50", scenarios=["Server"], streams=1, sut_options={"cuda_graph_max_batch": 32})
+def test_resnet50_server(resnet50_sut, loadgen, baseline):
     check(loadgen.run(resnet50_sut), baseline)
 
 
