@@ -9,9 +9,11 @@
 set -uo pipefail
 out=${1:?output dir}; round=${2:?round length}; shift 2
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache
+k=0
 for cost in "$@"; do
+  k=$((k + 1))  # a cost may be given more than once (repeats): each run keeps its own results
   for scenario in ${GATE_SCENARIOS:-Offline SingleStream}; do
-    name="gate-$scenario-${cost%\%}pct-$round"
+    name="gate-$scenario-${cost%\%}pct-$round-$k"
     start=$(date +%s.%N)
     python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q \
       --mlperf-device=cuda --mlperf-profile=ci --mlperf-scenario="$scenario" --mlperf-streams=1 \
