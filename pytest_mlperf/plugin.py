@@ -100,6 +100,8 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "what baselines compare", {"action": "store_true", "default": None}, "bool"),
     ("server-search-budget", "most time one case's capacity search may take, e.g. 10m (default: 30m)", {},
      "string"),
+    ("server-batch-wait", "Server: the longest a batch waits for more samples before it runs, e.g. 0 or 0.5ms "
+     "(default: a tenth of the latency bound, 1.5 ms for ResNet50)", {}, "string"),
     ("cpu-affinity", "pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
      "GPUs, split between GPUs that share them) or a list such as 0-7,16", {}, "string"),
 ]
@@ -191,6 +193,7 @@ def build_settings(config: pytest.Config) -> S.Settings:
             server_search_budget_s=get("server-search-budget",
                                        lambda v: S.parse_duration_s(v, option="--mlperf-server-search-budget"),
                                        1800.0),
+            server_batch_wait_s=get("server-batch-wait", S.parse_wait_s),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -438,6 +438,7 @@ class LoadGenDriver:
             server_latency_floor_factor=profile.server_latency_floor_factor,
             official_server_latency_ns=sut.spec.server_latency_ns,
             expectation_margin=profile.expectation_margin,
+            server_batch_wait_s=self.session.settings.server_batch_wait_s,
             timeout_s=timeout,  # the runner refuses a test predicted to outlast it
         )
         doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"

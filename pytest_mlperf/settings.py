@@ -125,6 +125,7 @@ class Settings:
     sut_option_sources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     server_search: bool = False  # Server performance cases search their capacity (server_search.py)
     server_search_budget_s: float = 1800.0  # per search: probes and confirmation
+    server_batch_wait_s: float | None = None  # Server batchers' longest gather wait (None: a tenth of the bound)
 
 
 def parse_scenarios(values: list[str] | str | None) -> tuple[str, ...] | None:
@@ -189,6 +190,17 @@ def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
 def parse_duration_s(value: str, *, option: str) -> float:
     """A duration option held in seconds (timeouts, budgets): the same grammar as parse_duration_ms."""
     return parse_duration_ms(value, option=option) / 1000
+
+
+def parse_wait_s(value: str, *, option: str = "--mlperf-server-batch-wait") -> float:
+    """A short wait that may be zero, to the microsecond: '0', '0.5ms', '2ms', '0.001' (seconds) -> seconds."""
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"bad {option} {value!r}: write e.g. 0, 0.5ms or 2ms ({DURATION_GRAMMAR})")
+    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"] / 1000
+    if seconds < 0 or seconds > 10:
+        raise ValueError(f"{option} must be between 0 and 10 s, got {value!r}: write e.g. 0, 0.5ms or 2ms")
+    return seconds
 
 
 def parse_fraction(value: str, *, option: str = "--mlperf-tolerance") -> float:

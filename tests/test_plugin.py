@@ -295,6 +295,26 @@ def test_a_test_that_would_outlast_its_timeout_fails_at_once_and_keeps_the_runne
     run(pytester, "--mlperf-timeout=3", f"--mlperf-user-conf={conf}", "-k", "SingleStream").assert_outcomes(passed=1)
 
 
+def test_server_batch_wait_reaches_the_batcher_from_the_command_line_and_the_ini(pytester: pytest.Pytester) -> None:
+    bench(pytester, scenarios=("Server",))
+
+    def wait() -> float:
+        doc = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())
+        return doc["cases"][0]["schedule"]["max_wait_s"]
+
+    run(pytester).assert_outcomes(passed=1)
+    default = wait()
+    assert default > 0  # a tenth of the bound
+    run(pytester, "--mlperf-server-batch-wait=0").assert_outcomes(passed=1)
+    assert wait() == 0
+    pytester.makeini("[pytest]\nmlperf_server_batch_wait = 0.25ms\n")
+    run(pytester).assert_outcomes(passed=1)
+    assert wait() == pytest.approx(0.00025)
+    result = pytester.runpytest("--mlperf-server-batch-wait=-1ms")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mlperf-server-batch-wait must be between 0 and 10 s*"])
+
+
 def test_an_absurd_batch_size_is_refused_before_loadgen_starts_and_keeps_the_runner(pytester: pytest.Pytester) -> None:
     # batches of 100000 copies of the dataset's samples: the bare loop measures tens of millions of samples/s, and
     # LoadGen would build a query of as many samples (gigabytes, minutes at full CPU) before saying anything

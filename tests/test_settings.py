@@ -24,6 +24,7 @@ from pytest_mlperf.settings import (
     parse_profile,
     parse_scenarios,
     parse_sut_options,
+    parse_wait_s,
 )
 
 # --------------------------------------------------------------------------- parse_scenarios
@@ -419,3 +420,16 @@ def test_parse_sut_options_refuses_malformed_entries(raw: str, message: str) -> 
 
 def test_settings_have_no_sut_options_by_default() -> None:
     assert dict(Settings().sut_options) == {} and dict(Settings().sut_option_sources) == {}
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 0.0), ("0ms", 0.0), ("0.5ms", 0.0005), ("2ms", 0.002),
+                                                ("0.001", 0.001), (" 1.5 ms ", 0.0015)])
+def test_parse_wait_s_allows_zero_and_fractions_of_a_millisecond(value: str, seconds: float) -> None:
+    assert parse_wait_s(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("value", "message"), [("-1ms", "between 0 and 10 s"), ("11s", "between 0 and 10 s"),
+                                                ("soon", "write e.g. 0, 0.5ms or 2ms")])
+def test_parse_wait_s_refuses_what_it_cannot_wait(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_wait_s(value)

@@ -91,9 +91,12 @@ def server_bound_ns(req: RunRequest, t: TestRequest) -> int:
     return t.server_target_latency_ns or req.official_server_latency_ns or 100_000_000
 
 
-def batcher_wait_s(bound_ns: int) -> float:
-    """A Server batch waits at most a tenth of the latency bound for more samples."""
-    return 0.1 * bound_ns / 1e9
+def batcher_wait_s(req: RunRequest, bound_ns: int) -> float:
+    """How long a Server batch waits at most for more samples: --mlperf-server-batch-wait, else a tenth of the
+    latency bound. With one stream the next batch cannot start before the running one ends, so waiting only adds
+    latency once load is high: on the H200 at 85% load, one stream of graphs had p99 12.0 ms without the wait and
+    13.3 ms with 1.5 ms (docs/performance.md, 2026-12-02)."""
+    return req.server_batch_wait_s if req.server_batch_wait_s is not None else 0.1 * bound_ns / 1e9
 
 
 def expectations(req: RunRequest, m: Measurement, single: Measurement) -> tuple[TestRequest, float]:
@@ -106,7 +109,7 @@ def expectations(req: RunRequest, m: Measurement, single: Measurement) -> tuple[
             bound = max(bound, int(req.server_latency_floor_factor * single.batch_latency_p90_s * 1e9))
         qps = t.server_target_qps or req.server_load_fraction * m.samples_per_s
         t = replace(t, server_target_latency_ns=bound, server_target_qps=qps)
-    return t, batcher_wait_s(bound)
+    return t, batcher_wait_s(req, bound)
 
 
 class RunnerState:
@@ -183,7 +186,7 @@ class RunnerState:
             test, max_wait = expectations(replace(req, test=test), m, single)
             calibration = {"bare": m.to_dict(), "single": single.to_dict()}
         elif test.scenario == "Server":
-            max_wait = batcher_wait_s(server_bound_ns(req, test))
+            max_wait = batcher_wait_s(req, server_bound_ns(req, test))
         harness = self.batching_harness(ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
                                         staged if req.calibrate else ())
         schedule = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}

@@ -43,6 +43,7 @@ class RunRequest:
     server_latency_floor_factor: float | None = None
     official_server_latency_ns: int | None = None
     server_load_fraction: float = 0.5  # target QPS as a fraction of the measured throughput when not fixed
+    server_batch_wait_s: float | None = None  # the Server batcher's longest gather wait (None: a tenth of the bound)
     expectation_margin: float = 1.0  # calibrated expectations err by this factor towards more work
     # how long the parent waits for this run before killing the runner: a test predicted to outlast it fails at once
     timeout_s: float | None = None
