@@ -3,6 +3,7 @@
 # (default 0.85) of the same call's Offline samples/s, one per largest batch (CUDA graphs up to it, one stream), then the latency
 # gate's A/A check: SingleStream with a candidate that is the same runner with one more environment variable (no layer at all).
 #   bash tools/device/server_variants.sh OUTDIR [BATCH...]      e.g.  $OUT 32 48 64
+# SERVER_ARGS: more pytest arguments for the Server runs (e.g. --mlperf-server-batch-wait=0);
 # AA_ARGS: more pytest arguments for the A/A gate (e.g. --mlperf-cpu-affinity=auto). Results: OUTDIR/variants.tgz.
 set -uo pipefail
 out=${1:?output dir}; shift
@@ -19,10 +20,10 @@ echo "Server at $qps QPS"
 for b in "${@:-32}"; do
   timeout 100 "${plugin[@]}" -k "Server-performance" --mlperf-duration=60s --mlperf-user-conf=var/server.conf \
       --mlperf-batch-size="$b" --mlperf-sut-option=onnxruntime.cuda_graph_max_batch="$b" \
-      --mlperf-results-dir="$PWD/var/b$b" > "$out/b$b.txt" 2>&1
+      --mlperf-results-dir="$PWD/var/b$b" ${SERVER_ARGS:-} > "$out/b$b.txt" 2>&1
   echo "batch $b rc=$?"; show "$out/b$b.txt"
 done
-for k in 1 2; do
+for k in $(seq "${AA_RUNS:-2}"); do
   timeout 80 "${plugin[@]}" -k "SingleStream-performance" --mlperf-scenario=SingleStream --mlperf-streams=1 \
       --mlperf-gate-round=500ms --mlperf-candidate-env=PYTEST_MLPERF_AA=1 --mlperf-results-dir="$PWD/var/aa$k" ${AA_ARGS:-} \
       > "$out/aa$k.txt" 2>&1
