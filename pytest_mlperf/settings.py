@@ -173,15 +173,19 @@ _DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_00
 DURATION_GRAMMAR = "a number with a unit: ms, s, m or h (e.g. 1500ms, 10s, 10m, 1h); a bare number is seconds"
 
 
+def _duration_ms(value: str, option: str, example: str) -> float:
+    """The duration grammar itself: milliseconds as written (unrounded, any sign), or ValueError naming `option`."""
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"bad {option} {value!r}: write e.g. {example} ({DURATION_GRAMMAR})")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+
+
 def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
     """'1500ms', '2s', '2.5', '10m', '1h' -> milliseconds (a bare number is seconds). The one grammar of every
     duration option (--mlperf-duration, --mlperf-timeout, --mlperf-gate-round, --mlperf-gate-budget,
-    --mlperf-gpu-lock-timeout, --mlperf-server-search-budget)."""
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"bad {option} {value!r}: write e.g. 2s, 1500ms or 10m ({DURATION_GRAMMAR})")
-    number, unit = float(m.group(1)), (m.group(2) or "s")
-    ms = number * _DURATION_UNITS[unit]
+    --mlperf-gpu-lock-timeout, --mlperf-server-search-budget, and --mlperf-server-batch-wait: parse_wait_s)."""
+    ms = _duration_ms(value, option, "2s, 1500ms or 10m")
     if ms <= 0:
         raise ValueError(f"{option} must be positive, got {value!r}: write e.g. 2s, 1500ms or 10m")
     return max(1, int(round(ms)))  # LoadGen counts whole milliseconds; a positive duration never becomes 0
@@ -193,11 +197,9 @@ def parse_duration_s(value: str, *, option: str) -> float:
 
 
 def parse_wait_s(value: str, *, option: str = "--mlperf-server-batch-wait") -> float:
-    """A short wait that may be zero, to the microsecond: '0', '0.5ms', '2ms', '0.001' (seconds) -> seconds."""
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"bad {option} {value!r}: write e.g. 0, 0.5ms or 2ms ({DURATION_GRAMMAR})")
-    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"] / 1000
+    """A short wait that may be zero, to the microsecond: '0', '0.5ms', '2ms', '0.001' (seconds) -> seconds. The
+    duration grammar, not rounded to whole milliseconds as LoadGen's durations are."""
+    seconds = _duration_ms(value, option, "0, 0.5ms or 2ms") / 1000
     if seconds < 0 or seconds > 10:
         raise ValueError(f"{option} must be between 0 and 10 s, got {value!r}: write e.g. 0, 0.5ms or 2ms")
     return seconds
