@@ -393,10 +393,11 @@ def activate(config: pytest.Config) -> None:
     config.stash[ACTIVE_KEY] = True
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto` in an MLPerf session: one worker per visible GPU; without a GPU, or in another suite, xdist's own
-    choice."""
+    choice. tryfirst: the hook takes the first answer, and xdist's own (the CPU count) answers first whenever this
+    plugin was registered before xdist (`-p pytest_mlperf.plugin`: 16 workers on the one-GPU H200)."""
     return auto_num_workers(discover()) if mlperf_requested(config) else None
 
 
