@@ -3,7 +3,8 @@
 # bring mlcommons-loadgen, rouge-score and nltk too): the llama3_1-8b benchmark on vLLM with a Llama-3.1-8B-shaped
 # stand-in (seeded random weights, bf16, built on the GPU). PARTS is a comma list, run in order (fit one device call,
 # under 600 s, per call; the times are the H200's):
-#   bench            Offline performance + accuracy, Server and SingleStream performance (~520 s)
+#   bench            Offline, Server and SingleStream performance (~450 s); BENCH_MODE=both and BENCH_K to add
+#                    accuracy for some, e.g. BENCH_K='llama and vllm and not (Server-accuracy or SingleStream-accuracy)'
 #   offline-baseline Offline performance, 3 repeats, H200 baseline recorded into OUTDIR/baselines (~170 s)
 #   server-search    Server with --mlperf-server-search: the highest VALID target QPS (TTFT/TPOT bounds) (~200 s)
 #   crash            a runner SIGKILLed with its engine up: the case fails saying so, nothing is left on the GPU (~120 s)
@@ -59,8 +60,9 @@ torch.version.cuda, torch.cuda.is_available(), '| transformers', transformers.__
 model=$(build 8b | tail -1)
 
 bench_part() {
-  step vllm-bench 540 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
-    --mlperf-scenario=Offline,Server,SingleStream --mlperf-mode=performance --mlperf-results-dir="$PWD/vllm-bench"
+  step vllm-bench 540 "${bench[@]}" -k "${BENCH_K:-llama and vllm}" --mlperf-model "llama3_1-8b=$model" "${vllm_opts[@]}" \
+    --mlperf-scenario=Offline,Server,SingleStream --mlperf-mode="${BENCH_MODE:-performance}" \
+    --mlperf-results-dir="$PWD/vllm-bench"
   cp -r vllm-bench "$out/work/"
 }
 offline_baseline_part() {
