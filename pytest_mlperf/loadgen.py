@@ -67,6 +67,8 @@ class TestRequest:
     multi_stream_samples_per_query: int | None = None
     use_token_latencies: bool = False
     accuracy_sample_count: int | None = None  # accuracy mode: how many samples (None: all of the dataset)
+    # LoadGen's own (mlperf.conf: the LLMs): queries are whole passes over the loaded samples; set by effective_test
+    sample_concatenate_permutation: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -128,6 +130,7 @@ def effective_test(req: TestRequest) -> TestRequest:
         server_target_qps=float(ts.server_target_qps),
         multi_stream_samples_per_query=int(ts.multi_stream_samples_per_query),
         accuracy_sample_count=accuracy if accuracy is not None else req.accuracy_sample_count,
+        sample_concatenate_permutation=bool(ts.sample_concatenate_permutation),
     )
 
 
@@ -145,6 +148,18 @@ def issued_query_count(req: TestRequest, min_query_count: int, concatenated: boo
     if not concatenated or req.mode != "performance" or req.scenario not in ("SingleStream", "Server") or loaded < 1:
         return min_query_count
     return -(-min_query_count // loaded) * loaded
+
+
+def offline_samples_per_query(t: TestRequest) -> int:
+    """The samples of LoadGen's one Offline performance query (loadgen.cc): max(min_query_count, 1.1 x duration x
+    expected QPS), and where `sample_concatenate_permutation` holds (llama3_1-8b), rounded up to whole passes over
+    the loaded samples. On the H200 the vllm case planned 586 and LoadGen issued 768 (3 x 256), and the
+    transformers case 9 and 256 (88 s where 10 s were predicted); tests/test_loadgen.py checks it against LoadGen."""
+    n = max(t.min_query_count or 0, int(1.1 * (t.min_duration_ms or 0) / 1000 * (t.offline_expected_qps or 0)), 1)
+    loaded = loaded_sample_count(t)
+    if t.sample_concatenate_permutation and loaded >= 1:
+        return -(-n // loaded) * loaded
+    return n
 
 
 def _apply(ts: lg.TestSettings, req: TestRequest, user_keys: set[str]) -> None:

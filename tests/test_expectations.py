@@ -66,8 +66,13 @@ def _t(scenario: str, mode: str = "performance", **kw: object) -> TestRequest:
      190.0, "100 queries of about 1.9e+03 ms each"),
     (_t("MultiStream", min_duration_ms=1_000, min_query_count=100, multi_stream_expected_latency_ns=50_000_000),
      5.0, "100 queries of about 50 ms each"),
-    (_t("Offline", min_duration_ms=10_000, min_query_count=1, offline_expected_qps=6.0), 10.0,
-     "the minimum duration (60 samples at 6 samples/s)"),  # not "1 samples at ... take less"
+    # LoadGen's one query: the minimum duration's worth with its 10% slack (not "1 samples at ... take less")
+    (_t("Offline", min_duration_ms=10_000, min_query_count=1, offline_expected_qps=6.0), 11.0,
+     "66 samples at 6 samples/s"),
+    # the LLMs: whole passes over the loaded samples (H200 vllm: 586 planned, 768 issued over 256 loaded)
+    (TestRequest("llama3_1-8b", "Offline", "performance", "/tmp/x", 256, min_duration_ms=10_000, min_query_count=1,
+                 offline_expected_qps=53.28, sample_concatenate_permutation=True), 14.41,
+     "768 samples at 53.3 samples/s (whole passes over the loaded samples)"),
     (_t("Offline", min_duration_ms=600_000, min_query_count=24576, offline_expected_qps=10.0), 2457.6,
      "24576 samples at 10 samples/s"),
     (_t("Offline", "accuracy", accuracy_sample_count=256, offline_expected_qps=6.0), 42.7, "256 accuracy samples"),
@@ -101,6 +106,8 @@ def test_no_prediction_without_settings_or_expectations() -> None:
     (_t("MultiStream", min_duration_ms=1_000, min_query_count=16, multi_stream_expected_latency_ns=10_000_000,
         multi_stream_samples_per_query=8), 1600),
     (_t("Offline", "accuracy", accuracy_sample_count=256), 256),
+    (TestRequest("llama3_1-8b", "Offline", "performance", "/tmp/x", 256, min_duration_ms=10_000, min_query_count=1,
+                 offline_expected_qps=0.881, sample_concatenate_permutation=True), 256),  # H200 transformers: 9 -> 256
 ])
 def test_generated_samples_follow_loadgen(test: TestRequest, samples: int) -> None:
     planned = generated_samples(test)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -376,6 +377,27 @@ def test_effective_query_count_is_what_loadgen_issues_for_an_llm(tmp_path: Path,
     expected = effective_test(req).min_query_count
     issued = _run_instant_token_test(tmp_path, req)["result_query_count"]
     assert expected == int(issued) == 128
+
+
+@pytest.mark.parametrize(("qps", "loaded", "issued"), [(500.0, None, 64), (700.0, None, 128), (700.0, 32, 96),
+                                                      (5.0, None, 64)])
+def test_offline_samples_per_query_is_what_loadgen_issues_for_an_llm(tmp_path: Path, qps: float,
+                                                                     loaded: int | None, issued: int) -> None:
+    """The H200's vllm Offline case planned 586 samples and LoadGen generated 768 (3 passes over 256 loaded), and
+    the transformers case planned 9 and ran 256 (88 s where 10 s were predicted): for llama3_1-8b, LoadGen rounds
+    its Offline query up to whole passes over the loaded samples."""
+    from pytest_mlperf.loadgen import offline_samples_per_query
+
+    req = TestRequest("llama3_1-8b", "Offline", "performance", str(tmp_path / "logs"), 64,
+                      performance_sample_count=loaded, min_duration_ms=100, min_query_count=1,
+                      offline_expected_qps=qps, use_token_latencies=True)
+    effective = effective_test(req)
+    assert effective.sample_concatenate_permutation
+    values = _run_instant_token_test(tmp_path, req)
+    assert offline_samples_per_query(effective) == int(values["generated_samples_per_query"]) == issued
+    resnet = effective_test(replace(req, loadgen_model="resnet50", use_token_latencies=False))
+    assert not resnet.sample_concatenate_permutation
+    assert offline_samples_per_query(resnet) == max(1, int(1.1 * 0.1 * qps))  # no rounding without concatenation
 
 
 def _run_instant_token_test(tmp_path: Path, req: TestRequest) -> dict[str, object]:

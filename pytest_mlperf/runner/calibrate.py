@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..loadgen import TestRequest
+from ..loadgen import TestRequest, offline_samples_per_query
 from ..suts.base import Backend
 
 
@@ -151,16 +151,18 @@ def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
             count = count / per_query
         latency = t.multi_stream_expected_latency_ns / 1e9
         seconds, how = count * latency, f"{count:g} queries of about {latency * 1000:.3g} ms each"
+    elif t.scenario == "Offline" and t.offline_expected_qps and t.mode == "performance":
+        # one query of at least min_query_count samples, and of the minimum duration's worth (whole passes where
+        # LoadGen concatenates): LoadGen runs until that query is answered, however long it takes
+        samples = offline_samples_per_query(t)
+        passes = " (whole passes over the loaded samples)" if t.sample_concatenate_permutation else ""
+        return (max(floor, samples / t.offline_expected_qps),
+                f"{samples:g} samples at {t.offline_expected_qps:.3g} samples/s{passes}")
     elif t.scenario == "Offline" and t.offline_expected_qps:
-        # performance: one query of at least min_query_count samples (and of the minimum duration's worth)
-        unit = "samples" if t.mode == "performance" else what
-        seconds, how = count / t.offline_expected_qps, f"{count:g} {unit} at {t.offline_expected_qps:.3g} samples/s"
+        seconds, how = count / t.offline_expected_qps, f"{count:g} {what} at {t.offline_expected_qps:.3g} samples/s"
     else:
         return None
     if seconds < floor:
-        if t.scenario == "Offline" and t.mode == "performance":  # LoadGen fills the minimum duration with samples
-            return floor, f"the minimum duration ({floor * t.offline_expected_qps:.0f} samples at " \
-                          f"{t.offline_expected_qps:.3g} samples/s)"
         return floor, f"the minimum duration ({how} take less)"
     return seconds, how
 
@@ -189,8 +191,9 @@ def generated_samples(t: TestRequest) -> tuple[int, str] | None:
     duration = (t.min_duration_ms or 0) / 1000
     queries = t.min_query_count or 0
     if t.scenario == "Offline" and t.offline_expected_qps:
-        n = max(queries, int(1.1 * duration * t.offline_expected_qps))
-        return n, f"one query of 1.1 x {duration:g} s x {t.offline_expected_qps:.3g} samples/s expected"
+        how = f"one query of 1.1 x {duration:g} s x {t.offline_expected_qps:.3g} samples/s expected"
+        return offline_samples_per_query(t), how + (", in whole passes over the loaded samples"
+                                                    if t.sample_concatenate_permutation else "")
     if t.scenario == "Server" and t.server_target_qps:
         n = max(queries, int(duration * t.server_target_qps))
         return n, f"{duration:g} s of queries at {t.server_target_qps:.3g} QPS"
