@@ -9,6 +9,8 @@ scenario (tokens/s first for LLMs): Offline result_(tokens|samples)_per_second, 
 result_completed_(tokens_per_second|samples_per_sec). Latencies do not add up: SingleStream (p90), MultiStream (p99
 per query) and Server (p99, TTFT p99 for LLMs) report the worst host instead.
 
+An input file is decoded into msgspec Structs naming just the fields read here: msgspec checks their types and says
+where one is wrong (`$.cases[0].key.scenario`), and it ignores the fields it is not told of, which newer writers add.
 Everything here but load_results and write_text_atomic is pure; the `pytest-mlperf aggregate` command (cli.py)
 reads, merges and renders with them."""
 
@@ -17,10 +19,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any
+
+import msgspec
 
 from . import __version__
 from .baselines import write_bytes_atomic
@@ -199,107 +204,100 @@ def parse_gpu_list(text: str, host: str) -> tuple[Device, ...]:
     return tuple(devices)
 
 
-def _gpu_dicts(items: list[Any], host: str) -> tuple[Device, ...]:
-    devices = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise ValueError("\"gpus\" entries must be objects")
-        index, uuid = item.get("index"), item.get("uuid")
-        if (index is None and not uuid) or not isinstance(uuid or "", str) \
-                or not (index is None or (isinstance(index, int) and not isinstance(index, bool))):
-            raise ValueError("\"gpus\" entries need a \"uuid\" (string) or an \"index\" (integer)")
-        devices.append(Device(host, uuid or "", index, str(item.get("name") or "")))
-    return tuple(devices)
+# What aggregation reads of a results document (report.ResultsCollector.results_document); an int passes as a float.
+class _Gpu(msgspec.Struct):
+    index: int | None = None
+    uuid: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.index is None and not self.uuid:
+            raise ValueError("a GPU entry needs a \"uuid\" (string) or an \"index\" (integer)")
 
 
-def record_devices(record: Mapping[str, Any], host: str) -> tuple[Device, ...]:
+class _System(msgspec.Struct):
+    gpus: str | None = None  # system.gpu_system's "0:NAME:UUID; 1:NAME:UUID", read where a record has no gpus list
+    cpu: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_gpu_list(self.gpus or "", "")  # its ValueError names the entry; msgspec adds where it is
+
+
+class _Key(msgspec.Struct):
+    workload: str
+    scenario: str
+    mode: str
+    backend: str
+    precision: str
+    system: str = ""
+
+
+class _Run(msgspec.Struct):
+    validity: str = "?"
+    metrics: dict[str, float | None] | None = None
+
+
+class _Case(msgspec.Struct):
+    nodeid: Annotated[str, msgspec.Meta(min_length=1)]
+    key: _Key
+    run: _Run | None = None  # null: the case failed before LoadGen gave a result
+    metrics: dict[str, float | None] | None = None
+    gpus: list[_Gpu] | None = None
+    system: _System | None = None
+    outcome: str = "?"
+    reason: str | None = None  # why the case failed
+
+
+class _Results(msgspec.Struct):
+    host: Annotated[str, msgspec.Meta(min_length=1)]
+    cases: list[_Case]
+    profile: str = ""
+    created: str = ""
+
+
+def _devices(case: _Case, host: str) -> tuple[Device, ...]:
     """The devices a record ran on: its "gpus" list where present, else its system's "gpus" text, else the CPU."""
-    gpus = record.get("gpus")
-    if gpus is not None and not isinstance(gpus, list):
-        raise ValueError("\"gpus\" must be a list")
-    if gpus:
-        return _gpu_dicts(gpus, host)
-    system = record.get("system") or {}
-    if not isinstance(system, dict):
-        raise ValueError("\"system\" must be an object")
-    text = system.get("gpus")
-    if text is not None and not isinstance(text, str):
-        raise ValueError("\"system\".\"gpus\" must be a string")
-    if text and text.strip():
-        return parse_gpu_list(text, host)
-    return (Device(host, "", None, str(system.get("cpu") or "cpu")),)
+    if case.gpus:
+        return tuple(Device(host, g.uuid or "", g.index, g.name or "") for g in case.gpus)
+    system = case.system or _System()
+    if system.gpus and system.gpus.strip():
+        return parse_gpu_list(system.gpus, host)
+    return (Device(host, "", None, system.cpu or "cpu"),)
 
 
-def _numbers(value: Any, what: str) -> dict[str, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} must be an object")
-    out = {}
-    for name, v in value.items():
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{what} {name!r} must be a number, got {v!r}")
-        out[str(name)] = float(v)
-    return out
+def _measurement(case: _Case, host: str, source: str) -> Measurement:
+    k, run = case.key, case.run
+    metrics = {n: v for part in (run.metrics if run else None, case.metrics) for n, v in (part or {}).items()
+               if v is not None}
+    return Measurement(CaseId(case_nodeid(case.nodeid), k.workload, k.scenario, k.mode, k.backend, k.precision),
+                       source, host, case.nodeid, k.system, _devices(case, host), metrics, case.outcome,
+                       run.validity if run else "-", case.reason)
 
 
-def parse_record(record: Any, host: str, source: str) -> Measurement:
-    """One case record of a results document. Raises ValueError saying what is wrong."""
-    if not isinstance(record, dict):
-        raise ValueError("not an object")
-    nodeid = record.get("nodeid")
-    if not isinstance(nodeid, str) or not nodeid:
-        raise ValueError("\"nodeid\" must be a non-empty string")
-    key = record.get("key")
-    if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in _KEY_FIELDS):
-        raise ValueError(f"\"key\" must be an object with the strings {', '.join(_KEY_FIELDS)}")
-    run = record.get("run")
-    if run is not None and not isinstance(run, dict):
-        raise ValueError("\"run\" must be an object or null (null: the case failed before LoadGen gave a result)")
-    reason = record.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise ValueError("\"reason\" must be a string")
-    run = run or {}
-    metrics = {**_numbers(run.get("metrics"), "run metric"), **_numbers(record.get("metrics"), "metric")}
-    return Measurement(
-        case=CaseId(case_nodeid(nodeid), *(key[k] for k in _KEY_FIELDS)),
-        source=source,
-        host=host,
-        nodeid=nodeid,
-        system=str(key.get("system", "")),
-        devices=record_devices(record, host),
-        metrics=metrics,
-        outcome=str(record.get("outcome", "?")),
-        validity=str(run.get("validity", "-" if record.get("run") is None else "?")),
-        reason=reason,
-    )
+def _which_case(data: dict[str, Any], error: str) -> str:
+    """" (case NODEID)" for an error inside a case record that has a nodeid, else ""."""
+    at = re.search(r"`\$\.cases\[(\d+)\]", error)
+    record = data["cases"][int(at.group(1))] if at else None
+    nodeid = record.get("nodeid") if isinstance(record, dict) else None
+    return f" (case {nodeid})" if isinstance(nodeid, str) and nodeid else ""
 
 
 def parse_results(data: Any, source: str) -> Source:
-    """A results document (report.ResultsCollector.results_document) read from `source`. Raises AggregateError."""
-    def bad(problem: str) -> AggregateError:
-        return AggregateError(f"{source}: {problem}")
-
+    """A results document (report.ResultsCollector.results_document) read from `source`. Raises AggregateError
+    naming `source`, the problem and where in the document it is."""
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise bad(f"not a pytest-mlperf results file (expected \"format\": \"{RESULTS_FORMAT}\")")
+        raise AggregateError(f"{source}: not a pytest-mlperf results file (expected \"format\": \"{RESULTS_FORMAT}\"; "
+                             "give the results.json a pytest-mlperf run writes)")
     if data.get("version") != RESULTS_VERSION:
-        raise bad(f"results format version {data.get('version')!r}, this pytest-mlperf reads {RESULTS_VERSION}")
-    cases = data.get("cases")
-    if not isinstance(cases, list):
-        raise bad("\"cases\" must be a list")
-    host = data.get("host")
-    if not isinstance(host, str) or not host:
-        raise bad("\"host\" must be a non-empty string")
-    measurements = []
-    for i, record in enumerate(cases):
-        try:
-            measurements.append(parse_record(record, host, source))
-        except ValueError as exc:
-            nodeid = record.get("nodeid") if isinstance(record, dict) else None
-            raise bad(f"case {i}{f' ({nodeid})' if isinstance(nodeid, str) else ''}: {exc}") from None
-    return Source(source, host, str(data.get("profile", "")), str(data.get("created", "")), tuple(measurements))
+        raise AggregateError(f"{source}: results format version {data.get('version')!r}, this pytest-mlperf reads "
+                             f"{RESULTS_VERSION}: aggregate it with the pytest-mlperf version that wrote it")
+    try:
+        doc = msgspec.convert(data, _Results)
+    except msgspec.ValidationError as exc:
+        raise AggregateError(f"{source}: not a pytest-mlperf results document: {exc}{_which_case(data, str(exc))}"
+                             ) from None
+    return Source(source, doc.host, doc.profile, doc.created,
+                  tuple(_measurement(c, doc.host, source) for c in doc.cases))
 
 
 def load_results(path: Path) -> Source:
@@ -482,7 +480,7 @@ def aggregate_document(agg: Aggregate) -> dict[str, Any]:
 def case_dict(c: MergedCase) -> dict[str, Any]:
     t, lat = c.throughput, c.latency
     return {
-        **{"nodeid": c.case.nodeid}, **{k: getattr(c.case, k) for k in _KEY_FIELDS},
+        "nodeid": c.case.nodeid, **{k: getattr(c.case, k) for k in _KEY_FIELDS},
         "hosts": c.hosts,
         "n_records": len(c.measurements),
         "n_gpus": c.n_gpus,

@@ -328,24 +328,44 @@ def test_real_results_documents_merge() -> None:
 # --------------------------------------------------------------------------- bad input
 
 
+CASE0 = " (case benchmarks/test_resnet50.py::test_resnet50[resnet50-Offline-performance])"
+
+
 @pytest.mark.parametrize("data, problem", [
-    ([], "not a pytest-mlperf results file"),
+    ([], "not a pytest-mlperf results file (expected \"format\": \"pytest-mlperf/results\""),
     ({"format": "pytest-mlperf/baseline", "version": 1}, "not a pytest-mlperf results file"),
-    ({**document("a", []), "version": 2}, "results format version 2"),
-    ({**document("a", []), "cases": {}}, "\"cases\" must be a list"),
-    ({**document("a", []), "host": None}, "\"host\" must be a non-empty string"),
-    (document("a", ["x"]), "case 0: not an object"),
-    (document("a", [{"key": {}}]), "case 0: \"nodeid\""),
-    (document("a", [{**record(), "key": {"workload": "resnet50"}}]), "\"key\" must be an object"),
+    ({**document("a", []), "version": 2},
+     "results format version 2, this pytest-mlperf reads 1: aggregate it with the pytest-mlperf version that wrote it"),
+    ({**document("a", []), "cases": {}}, "Expected `array`, got `object` - at `$.cases`"),
+    ({**document("a", []), "host": None}, "Expected `str`, got `null` - at `$.host`"),
+    ({**document("a", []), "host": ""}, "Expected `str` of length >= 1 - at `$.host`"),
+    ({**document("a", []), "profile": 3}, "Expected `str`, got `int` - at `$.profile`"),
+    (document("a", ["x"]), "Expected `object`, got `str` - at `$.cases[0]`"),
+    (document("a", [{"key": {}}]), "Object missing required field `workload` - at `$.cases[0].key`"),
+    (document("a", [{k: v for k, v in record().items() if k != "nodeid"}]),
+     "Object missing required field `nodeid` - at `$.cases[0]`"),
+    (document("a", [{**record(), "nodeid": ""}]), "Expected `str` of length >= 1 - at `$.cases[0].nodeid`"),
+    (document("a", [{**record(), "key": {"workload": "resnet50"}}]),
+     "Object missing required field `scenario` - at `$.cases[0].key`" + CASE0),
+    (document("a", [{**record(), "key": {**record()["key"], "scenario": 1}}]),
+     "Expected `str`, got `int` - at `$.cases[0].key.scenario`" + CASE0),
     (document("a", [record(), {**record(), "metrics": {"result_samples_per_second": "fast"}}]),
-     "case 1 (benchmarks/test_resnet50.py::test_resnet50[resnet50-Offline-performance]): metric"),
-    (document("a", [{**record(), "metrics": [1]}]), "metric must be an object"),
-    (document("a", [{**record(), "run": "VALID"}]), "\"run\" must be an object"),
-    (document("a", [record(gpus=[{"name": H100}])]), "\"uuid\" (string) or an \"index\""),
-    (document("a", [record(gpus=["GPU-0"])]), "\"gpus\" entries must be objects"),
-    (document("a", [{**record(), "gpus": "GPU-0"}]), "\"gpus\" must be a list"),
-    (document("a", [record(system_gpus="GPU-0")]), "is not INDEX:NAME:UUID"),
-    (document("a", [{**record(), "system": "H100"}]), "\"system\" must be an object"),
+     "Expected `float | null`, got `str` - at `$.cases[1].metrics[...]`" + CASE0),
+    (document("a", [{**record(), "metrics": {"result_samples_per_second": True}}]),
+     "Expected `float | null`, got `bool` - at `$.cases[0].metrics[...]`"),
+    (document("a", [{**record(), "run": {"metrics": {"x": "1"}}}]),
+     "Expected `float | null`, got `str` - at `$.cases[0].run.metrics[...]`"),
+    (document("a", [{**record(), "metrics": [1]}]), "Expected `object | null`, got `array` - at `$.cases[0].metrics`"),
+    (document("a", [{**record(), "run": "VALID"}]), "Expected `object | null`, got `str` - at `$.cases[0].run`"),
+    (document("a", [record(gpus=[{"name": H100}])]),
+     "a GPU entry needs a \"uuid\" (string) or an \"index\" (integer) - at `$.cases[0].gpus[0]`"),
+    (document("a", [record(gpus=[{"index": True}])]),
+     "Expected `int | null`, got `bool` - at `$.cases[0].gpus[0].index`"),
+    (document("a", [record(gpus=["GPU-0"])]), "Expected `object`, got `str` - at `$.cases[0].gpus[0]`"),
+    (document("a", [{**record(), "gpus": "GPU-0"}]), "Expected `array | null`, got `str` - at `$.cases[0].gpus`"),
+    (document("a", [record(system_gpus="GPU-0")]),
+     "GPU entry 'GPU-0' is not INDEX:NAME:UUID - at `$.cases[0].system`"),
+    (document("a", [{**record(), "system": "H100"}]), "Expected `object | null`, got `str` - at `$.cases[0].system`"),
 ])
 def test_bad_documents_are_one_line_errors(data: Any, problem: str) -> None:
     with pytest.raises(AggregateError) as exc:
@@ -354,6 +374,16 @@ def test_bad_documents_are_one_line_errors(data: Any, problem: str) -> None:
     assert message.startswith("node-a/results.json: ")
     assert problem in message
     assert "\n" not in message
+
+
+def test_fields_aggregation_does_not_read_are_allowed() -> None:
+    """Newer writers add fields: a document, a record, its key, run, gpus and system may carry more than is read."""
+    rec = record("Offline", {"result_samples_per_second": 5.0}, gpus=[{**gpu(0), "memory_mib": 81559}])
+    rec = {**rec, "new_field": {"any": ["thing"]}, "key": {**rec["key"], "tier": "gold"},
+           "run": {**rec["run"], "new": 1}, "system": {**rec["system"], "numa": [0, 1]}}
+    (case,) = merge([parse_results({**document("a", [rec]), "added_later": True}, "a.json")]).cases
+    assert case.throughput is not None and case.throughput.combined == 5.0
+    assert [d.uuid for d in case.devices] == ["GPU-a-0"]
 
 
 def test_load_results_errors(tmp_path: Path) -> None:
@@ -533,5 +563,6 @@ def test_the_cli_aggregates_results_with_failed_cases(tmp_path: Path, capsys: py
 
 def test_a_run_that_is_not_an_object_or_null_is_refused() -> None:
     bad = {**record(), "run": [1]}
-    with pytest.raises(AggregateError, match=r"case 0 .*: \"run\" must be an object or null"):
+    with pytest.raises(AggregateError,
+                       match=r"^a\.json: .*Expected `object \| null`, got `array` - at `\$\.cases\[0\]\.run`"):
         parse_results(document("node-a", [bad]), "a.json")
