@@ -139,6 +139,11 @@ def loaded_sample_count(req: TestRequest) -> int:
     return min(req.performance_sample_count or req.total_sample_count, req.total_sample_count)
 
 
+def _whole_passes(n: int, loaded: int) -> int:
+    """`n` rounded up to whole passes over `loaded` samples (LoadGen's `sample_concatenate_permutation`)."""
+    return -(-n // loaded) * loaded
+
+
 def issued_query_count(req: TestRequest, min_query_count: int, concatenated: bool) -> int:
     """The fewest queries LoadGen issues in a performance run. Where mlperf.conf sets `sample_concatenate_permutation`
     (llama3_1-8b and the other LLMs), SingleStream and Server round the minimum up to a whole number of passes over
@@ -147,7 +152,7 @@ def issued_query_count(req: TestRequest, min_query_count: int, concatenated: boo
     loaded = loaded_sample_count(req)
     if not concatenated or req.mode != "performance" or req.scenario not in ("SingleStream", "Server") or loaded < 1:
         return min_query_count
-    return -(-min_query_count // loaded) * loaded
+    return _whole_passes(min_query_count, loaded)
 
 
 def offline_samples_per_query(t: TestRequest) -> int:
@@ -157,9 +162,7 @@ def offline_samples_per_query(t: TestRequest) -> int:
     transformers case 9 and 256 (88 s where 10 s were predicted); tests/test_loadgen.py checks it against LoadGen."""
     n = max(t.min_query_count or 0, int(1.1 * (t.min_duration_ms or 0) / 1000 * (t.offline_expected_qps or 0)), 1)
     loaded = loaded_sample_count(t)
-    if t.sample_concatenate_permutation and loaded >= 1:
-        return -(-n // loaded) * loaded
-    return n
+    return _whole_passes(n, loaded) if t.sample_concatenate_permutation and loaded >= 1 else n
 
 
 def _apply(ts: lg.TestSettings, req: TestRequest, user_keys: set[str]) -> None:
