@@ -72,6 +72,27 @@ def test_options_from_the_command_line_are_strings_and_show_in_the_details(tmp_p
         OrtClassifier(path, "cpu", {"cuda_graph_max_batch": "eight"})
     with pytest.raises(BackendError, match="session_per_shape='maybe': expected true or false"):
         OrtClassifier(path, "cpu", {"session_per_shape": "maybe"})
+    with pytest.raises(BackendError, match="prefer_nhwc='yes please': expected true or false"):
+        OrtClassifier(path, "cpu", {"prefer_nhwc": "yes please"})
+    on_cpu = OrtClassifier(path, "cpu", {"prefer_nhwc": "true"})  # a CUDA provider option: nothing to say on CPU
+    assert "prefer_nhwc" not in on_cpu.info.details
+
+
+def test_cuda_provider_options_reach_plain_and_graph_sessions() -> None:
+    from pytest_mlperf.suts.onnxruntime import cuda_provider, cuda_reported
+
+    assert cuda_provider({}, False) == ("CUDAExecutionProvider", {})
+    assert cuda_provider({"prefer_nhwc": "1"}, False) == ("CUDAExecutionProvider", {"prefer_nhwc": "1"})
+    assert cuda_provider({"prefer_nhwc": "1"}, True) == ("CUDAExecutionProvider",
+                                                         {"prefer_nhwc": "1", "enable_cuda_graph": "1"})
+
+    class Reports:
+        def get_provider_options(self) -> dict[str, dict[str, str]]:
+            return {"CUDAExecutionProvider": {"prefer_nhwc": "1"}}
+
+    assert cuda_reported(Reports(), "prefer_nhwc") == "1"
+    assert cuda_reported(Reports(), "enable_cuda_graph") == "unknown"
+    assert cuda_reported(object(), "prefer_nhwc") == "unknown"
 
 
 def test_mlperf_1001_class_models_are_shifted_to_imagenet_labels(tmp_path) -> None:
@@ -184,7 +205,8 @@ def test_sut_option_flags_accept_booleans_and_refuse_other_words() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("options", [{}, {"session_per_shape": False}, {"cuda_graph_max_batch": 0},
-                                     {"cuda_graph_max_batch": 4}])
+                                     {"cuda_graph_max_batch": 4}, {"prefer_nhwc": True},
+                                     {"prefer_nhwc": True, "cuda_graph_max_batch": 4}])
 def test_cuda_sessions_answer_every_batch_size_alike(tmp_path, options) -> None:
     """One session per batch size (the default on CUDA: a session that changes batch size stalls 100+ ms) and
     CUDA-graph sessions give the classes the plain shared session gives, before and after a restage."""

@@ -48,7 +48,7 @@ def parse_flag(value: object) -> bool:
 # runner starts; each backend rejects any other key itself (check_option_names), so the two cannot drift apart.
 # Values from the command line or ini arrive as strings: every backend converts what it is given.
 OPTION_NAMES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("intra_op_threads", "allow_spinning", "session_per_shape", "cuda_graph_max_batch"),
+    "onnxruntime": ("intra_op_threads", "allow_spinning", "session_per_shape", "cuda_graph_max_batch", "prefer_nhwc"),
     "transformers": ("max_new_tokens", "threads"),
     "vllm": ("max_new_tokens", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
              "enforce_eager", "enable_prefix_caching", "dtype", "seed"),

@@ -100,6 +100,21 @@ def providers_for(device: str) -> tuple[list[str], str]:
     return ["CPUExecutionProvider"], "cpu"
 
 
+def cuda_provider(options: Mapping[str, str], graphs: bool) -> tuple[str, dict[str, str]]:
+    """The CUDA execution provider with its options: `options` (the backend's, as ORT spells them) and, for a
+    graph session, `enable_cuda_graph`."""
+    return "CUDAExecutionProvider", {**options, **({"enable_cuda_graph": "1"} if graphs else {})}
+
+
+def cuda_reported(session: object, key: str) -> str:
+    """The CUDA provider's option `key` as the session reports it ("unknown" where it does not say)."""
+    try:
+        options = session.get_provider_options()  # type: ignore[attr-defined]
+    except AttributeError:
+        return "unknown"
+    return str(options.get("CUDAExecutionProvider", {}).get(key, "unknown"))
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -200,9 +215,11 @@ class _GraphSession:
 
 class OrtClassifier:
     """Options (a marker's `sut_options`, or `--mlperf-sut-option onnxruntime.KEY=VALUE`, which wins):
-    `intra_op_threads` (0: ORT's default), `allow_spinning`; on CUDA `session_per_shape` (default true) and
+    `intra_op_threads` (0: ORT's default), `allow_spinning`; on CUDA `session_per_shape` (default true),
     `cuda_graph_max_batch` (default 0: no CUDA graphs; benchmarks/test_resnet50.py sets 8 for its SingleStream and
-    MultiStream cases). The values in effect are in the backend's details (results.json).
+    MultiStream cases) and `prefer_nhwc` (default false: the CUDA provider's own `prefer_nhwc`, which runs
+    convolutions in cuDNN's NHWC layout, for every session). The values in effect are in the backend's details
+    (results.json).
 
     On CUDA, a session that runs a batch of another size than its last one pays 100-190 ms for it, however often
     it has seen that size before (H200, onnxruntime-gpu 1.31.1, ResNet50; docs/performance.md): under Server load
@@ -236,8 +253,11 @@ class OrtClassifier:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self._model_bytes = model.SerializeToString()
         self._session_options = so
-        self._providers = providers
-        self.session = ort.InferenceSession(self._model_bytes, so, providers=providers)
+        nhwc = _flag(options, "prefer_nhwc", False)  # checked on the CPU too; applies to CUDA sessions only
+        self._cuda_options = {"prefer_nhwc": "1"} if nhwc else {}
+        self._providers: list[object] = [cuda_provider(self._cuda_options, False) if p == "CUDAExecutionProvider"
+                                         else p for p in providers]
+        self.session = ort.InferenceSession(self._model_bytes, so, providers=self._providers)
         used = self.session.get_providers()
         if resolved == "cuda" and "CUDAExecutionProvider" not in used:
             if device == "cuda":
@@ -272,6 +292,8 @@ class OrtClassifier:
                 # as the session has them (0: ORT's default, one per core), so a reader sees what an option did
                 "intra_op_threads": str(self.session.get_session_options().intra_op_num_threads),
                 "allow_spinning": str(spinning),
+                # on CUDA, as the provider reports it back (a build without NHWC kernels may not take it)
+                **({"prefer_nhwc": cuda_reported(self.session, "prefer_nhwc")} if resolved == "cuda" else {}),
             },
         )
 
@@ -315,7 +337,7 @@ class OrtClassifier:
             unclaimed, self._unclaimed = self._unclaimed, None
             return unclaimed or self._ort.InferenceSession(self._model_bytes, self._session_options,
                                                            providers=self._providers)
-        providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
+        providers = [cuda_provider(self._cuda_options, True), "CPUExecutionProvider"]
         session = self._ort.InferenceSession(self._model_bytes, self._session_options, providers=providers)
         return _GraphSession(session, self._ort, self._output, self._staged, batch, self._gate)
 
