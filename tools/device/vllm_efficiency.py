@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from pytest_mlperf.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
-from pytest_mlperf.runner.serving import calibrate_serving
-from pytest_mlperf.runner.tokens import generation_expectations
+from pytest_mlperf.runner.lifetime import end_tree
 from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.runner.serving import calibrate_serving
 from pytest_mlperf.runner.staging import Stager
+from pytest_mlperf.runner.tokens import generation_expectations
 from pytest_mlperf.suts.serving import ServingHarness
 from pytest_mlperf.suts.vllm_llm import VllmLLM
 from pytest_mlperf.workloads import llama3_1_8b
@@ -50,6 +54,18 @@ class Recorder:
         return self.backend.generate_all(indices)
 
 
+def phase(began: float, text: str) -> None:
+    """A timestamped progress line: a step that outlasts its `timeout` shows where it was."""
+    print(f"[{time.perf_counter() - began:7.1f} s] {text}", flush=True)
+
+
+def end_with_tree(signum: int, _frame: object) -> None:
+    """On `timeout`'s SIGTERM: end vLLM's EngineCore and every other process this one started, then exit. Without
+    it a timed-out run left its EngineCore holding 132 GiB of the GPU (H200, 2026-12-02, session 8)."""
+    end_tree(os.getpid(), 2.0, spare=os.getpid())
+    os._exit(128 + signum)
+
+
 def parse_option(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep:
@@ -64,12 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="LoadGen's min duration")
     parser.add_argument("--option", type=parse_option, action="append", default=[], help="vllm SUT option")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, end_with_tree)
+    began = time.perf_counter()
     dataset = llama3_1_8b.open_dataset(DataRequest("llama3_1-8b", str(args.model), None))
     backend = VllmLLM(args.model, "cuda", dict(args.option))
     try:
         t0 = time.perf_counter()
+        phase(began, "starting the Offline engine")
         backend.start("Offline")
         start_s = time.perf_counter() - t0
+        phase(began, f"engine up in {start_s:.0f} s; calibrating")
         stager = Stager(backend, dataset)
         log_dir = Path(tempfile.mkdtemp(prefix="vllm-eff-"))
         test = TestRequest("llama3_1-8b", "Offline", "performance", str(log_dir), dataset.total_count,
@@ -78,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          expectation_margin=1.2)
         bare_cal = calibrate_serving(backend, stager, "Offline", 1.0)
         test = generation_expectations(replace(req, test=test), bare_cal, streams=1)
+        phase(began, f"LoadGen Offline test: {test.offline_expected_qps} expected QPS")
         recorder = Recorder(backend)
         harness = ServingHarness(recorder, stager.stage, "Offline")  # type: ignore[arg-type]
         run_test(test, harness)
@@ -86,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RuntimeError(harness.error)
         run = read_run(str(log_dir))
         issued = [i for call in recorder.calls for i in call]
+        phase(began, f"LoadGen done ({run.validity}); bare LLM.generate of the {len(issued)} issued prompts")
         t0 = time.perf_counter()
         outputs = backend.generate_all(issued)
         bare_s = time.perf_counter() - t0

@@ -6,7 +6,8 @@
 #   bench            Offline, Server and SingleStream performance (~450 s); BENCH_MODE=both and BENCH_K to add
 #                    accuracy for some, e.g. BENCH_K='llama and vllm and not (Server-accuracy or SingleStream-accuracy)'
 #   offline-baseline Offline performance, 3 repeats, H200 baseline recorded into OUTDIR/baselines (~170 s)
-#   server-search    Server with --mlperf-server-search: the highest VALID target QPS (TTFT/TPOT bounds) (~200 s)
+#   server-search    Server with --mlperf-server-search: the highest VALID target QPS (TTFT/TPOT bounds) (~200 s;
+#                    SEARCH_BUDGET, and SEARCH_STEP_S for the step's limit, e.g. with --mlperf-duration=60s in VLLM_OPTIONS)
 #   crash            a runner SIGKILLed with its engine up: the case fails saying so, nothing is left on the GPU (~120 s)
 #   efficiency       LoadGen tokens/s over a bare LLM.generate of the same prompts (tools/device/vllm_efficiency.py)
 #   transformers-1b  the transformers backend on the 1B-shaped stand-in, Offline and SingleStream, for comparison
@@ -71,7 +72,7 @@ offline_baseline_part() {
     --mlperf-baselines-dir="$out/work/baselines" --mlperf-results-dir="$out/work/vllm-offline"
 }
 server_search_part() {
-  step vllm-server-search 280 "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" \
+  step vllm-server-search "${SEARCH_STEP_S:-280}" "${bench[@]}" -k "llama and vllm" --mlperf-model "llama3_1-8b=$model" \
     "${vllm_opts[@]}" --mlperf-scenario=Server --mlperf-mode=performance --mlperf-server-search \
     --mlperf-server-search-budget="${SEARCH_BUDGET:-170s}" --mlperf-results-dir="$out/work/vllm-search"
 }
@@ -98,7 +99,7 @@ pgrep -af "EngineCore|pytest_mlperf.runner" || echo "no runner or EngineCore pro
     --mlperf-scenario=Offline --mlperf-mode=performance --mlperf-results-dir="$out/work/vllm-crash"
 }
 efficiency_part() {
-  step vllm-efficiency 200 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/work/vllm_efficiency.json" \
+  step vllm-efficiency 330 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/work/vllm_efficiency.json" \
     --seconds 8
 }
 transformers_1b_part() {
