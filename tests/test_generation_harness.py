@@ -203,6 +203,42 @@ def test_bare_loops_count_samples_tokens_and_first_tokens() -> None:
     assert s.ttft_p50_s <= s.batch_latency_p50_s
 
 
+def test_batched_calibration_leaves_each_streams_first_batch_out_of_the_rate() -> None:
+    """The H200's transformers calibration measured one batch at 10.9 s where LoadGen's then took 2.8 s: a rate
+    from a first batch that pays one-off costs. The fake's first batch on each thread is 20x slower."""
+    class FirstBatchSlow(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[int] = set()
+
+        def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+            me = threading.get_ident()
+            time.sleep(0.01 if me in self.seen else 0.2)
+            self.seen.add(me)
+            return super().generate_batch(indices)
+
+    backend = FirstBatchSlow()
+    backend.stage(range(8), [f"prompt {i}" for i in range(8)])
+    for streams in (1, 2):
+        backend.seen.clear()
+        m = measure_batches(backend, list(range(8)), 4, streams, 0.0)  # no time asked for: the minimum batches
+        assert m.batches == 2 * streams  # MIN_CALIBRATION_BATCHES each, though the deadline had passed
+        assert m.first_batch_s is not None and m.first_batch_s >= 0.2
+        assert m.batch_latency_p90_s < 0.1  # the slow first batches are not in the latencies...
+        assert m.samples_per_s > streams * 4 / 0.1  # ...nor in the rate (with them: under 4 / 0.21 a stream)
+
+
+def test_batch_summary_sums_the_streams_warm_rates() -> None:
+    from pytest_mlperf.suts.generation import summarize_batches
+
+    one = [(0.0, 5.0, 40), (5.0, 6.0, 40), (6.0, 7.0, 40)]  # a slow first batch, then 1 s batches of 8 samples
+    m = summarize_batches(8, [one, one])
+    assert m.samples_per_s == pytest.approx(2 * 8 * 2 / 2.0) and m.tokens_per_s == pytest.approx(2 * 80 / 2.0)
+    assert m.first_batch_s == 5.0 and m.batch_latency_p50_s == pytest.approx(1.0) and m.batches == 6
+    single = summarize_batches(8, [[(0.0, 2.0, 16)]])  # one batch: all there is
+    assert single.samples_per_s == pytest.approx(4.0) and single.first_batch_s == 2.0
+
+
 def run_request(tmp_path: Path, scenario: str, mode: str = "performance", **test: object) -> RunRequest:
     t = TestRequest("llama3_1-8b", scenario, mode, str(tmp_path / f"{scenario}-{mode}"), 32,
                     performance_sample_count=16, min_duration_ms=100, min_query_count=16 if scenario != "Offline" else 1,
