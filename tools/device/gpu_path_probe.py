@@ -10,7 +10,9 @@ batch start, backend call start/end, completion sent) for several harness/back-e
   private  2 streams, each on its own ORT session (own CUDA stream, arena, kernel state)
 SingleStream/MultiStream (issue 14): the bare batch-1/batch-8 loop against LoadGen, the time inside the issue
 callback, LoadGen's own floor (a SUT that answers at once), and ORT CUDA graphs (`enable_cuda_graph`).
-Rounds (issue 14): 1 s SingleStream runs back to back, to see how a round's p90 moves.
+Rounds (issue 14): SingleStream rounds back to back (--rounds, --round-ms), to see how a round's p90 moves, each
+with every thread's scheduler statistics over the round (thread_stats.py: CPU time, run-queue wait, context
+switches, the CPU it last ran on), named by Python where Python knows the thread.
 NVML clocks/utilisation are sampled by nvidia-smi in another process during every run (OUTDIR/smi-*.csv).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -36,6 +39,9 @@ from pytest_mlperf.suts import onnxruntime as ortsut
 from pytest_mlperf.suts.onnxruntime import OrtClassifier
 from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, pad_to_bucket, shape_buckets
 from pytest_mlperf.workloads.resnet50 import SyntheticImages
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import thread_stats  # noqa: E402
 
 NOW = time.perf_counter
 
@@ -241,6 +247,8 @@ def main() -> None:
     ap.add_argument("--only", default="server2,single,rounds", help="server (the first run's variants), server2, "
                     "single, rounds")
     ap.add_argument("--load", default="0.5,0.85")
+    ap.add_argument("--rounds", type=int, default=10, help="SingleStream rounds per backend (--only rounds)")
+    ap.add_argument("--round-ms", type=int, default=1000, help="each round's min duration")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -351,13 +359,18 @@ def main() -> None:
 
     if "rounds" in only:
         rounds = result.setdefault("rounds", [])
-        ss = replace(base, scenario="SingleStream", server_target_latency_ns=None, min_duration_ms=1000,
+        ss = replace(base, scenario="SingleStream", server_target_latency_ns=None, min_duration_ms=args.round_ms,
                      min_query_count=100, single_stream_expected_latency_ns=1_500_000)
-        for k in range(10):
+        for k in range(args.rounds):
             for name, b in backends:
+                before = thread_stats.snapshot()
                 r = lg_run(out, f"round{k}-{name}", b, dataset, ss, ScheduleConfig("SingleStream", 1))
+                threads = thread_stats.delta(before, thread_stats.snapshot())
+                named = {t.native_id: t.name for t in threading.enumerate()}
+                busiest = sorted(threads.items(), key=lambda kv: -float(kv[1]["run_ms"]))[:8]  # type: ignore[arg-type]
                 rounds.append({"backend": name, "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "gpu": r["gpu"],
-                               "callback": r["timeline"]})
+                               "callback": r["timeline"],
+                               "threads": [{"tid": tid, "python": named.get(tid), **d} for tid, d in busiest]})
             save()
     save()
     # what comes back from the GPU machine is limited in file count: LoadGen logs and NVML samples as one archive
