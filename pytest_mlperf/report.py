@@ -14,9 +14,12 @@ from typing import Any
 from . import __version__
 from .baselines import BaselineError, Baseline, CaseKey, load_baseline, write_baseline
 from .contract import metrics as catalogue
+from .results_format import RESULTS_FORMAT, RESULTS_VERSION, check_document
 from .settings import Settings
 
-RESULTS_FORMAT = "pytest-mlperf/results"
+# results.json's format: results_format.py types it and generates its JSON Schema; where this is set, a record
+# that does not match it fails the session (tests/conftest.py sets it for this project's tests)
+STRICT_RESULTS_ENV = "PYTEST_MLPERF_STRICT_RESULTS"
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -178,6 +181,7 @@ class ResultsCollector:
     records: list[dict[str, Any]] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said in the summary; the session's outcome stands
 
     def add(self, report: Any, record_name: str, baseline_name: str) -> None:
         """Takes the records a report carries: a call's cases, or the failure record of a case whose setup
@@ -248,15 +252,24 @@ class ResultsCollector:
             if others:
                 lines.append(f"baselines of these cases exist for other systems: {', '.join(others)} (this system: "
                              f"{', '.join(sorted({r['key']['system'] for r in self.records if r.get('missing_baseline')}))})")
-        return [*lines, *self.written, *self.problems]
+        return [*lines, *self.written, *self.warnings, *self.problems]
 
     def results_document(self, settings: Settings) -> dict[str, Any]:
-        return {
+        """The results.json document, checked against results_format.ResultsDocument: a mismatch (a bug of ours)
+        is written all the same and said as a warning; where PYTEST_MLPERF_STRICT_RESULTS is set (this project's
+        own tests) it is a problem, which fails the session."""
+        document = {
             "format": RESULTS_FORMAT,
-            "version": 1,
+            "version": RESULTS_VERSION,
             "pytest_mlperf": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "host": platform.node(),
             "profile": settings.profile.name,
             "cases": self.records,
         }
+        mismatch = check_document(document)
+        if mismatch:
+            text = (f"results.json does not match its schema (docs/results.schema.json), a bug of pytest-mlperf: "
+                    f"{mismatch}")
+            (self.problems if os.environ.get(STRICT_RESULTS_ENV) else self.warnings).append(text)
+        return document

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+from pytest_mlperf.report import STRICT_RESULTS_ENV
+
+# every results.json that a test's pytest session writes must match results_format (else that session fails)
+os.environ.setdefault(STRICT_RESULTS_ENV, "1")
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
