@@ -1,6 +1,7 @@
 """Statistics of the overhead gate: paired rounds, robust bootstrap interval, group-sequential stopping.
 
-Method (details and simulation evidence in ``docs/gate-statistics.md``):
+Method (details and simulation evidence in ``docs/gate-statistics.md``; the simulation itself is
+research code in :mod:`pytest_mlperf.gate_simulation`, which the plugin does not import):
 
 * Each round ``i`` measures the reference and the candidate back to back (ABBA order, see
   :func:`round_order`).  The per-round *log cost ratio* ``x_i`` (``log(ref/cand)`` for throughput,
@@ -33,9 +34,9 @@ TRIM = 0.2  # fraction trimmed from each end of the per-round log ratios
 MIN_INTERVAL_ROUNDS = 3
 
 __all__ = [
-    "DEFAULT_PLAN", "GateDecision", "GatePlan", "Interval", "Verdict", "decide", "error_rates",
-    "evaluate", "look_confidence", "looks", "overhead", "paired_overhead_interval", "percentile",
-    "round_order", "simulate_gate", "t_quantile", "trimmed_mean",
+    "DEFAULT_PLAN", "GateDecision", "GatePlan", "Interval", "Verdict", "decide", "evaluate",
+    "look_confidence", "looks", "overhead", "paired_overhead_interval", "percentile", "round_order",
+    "t_quantile", "trimmed_mean",
 ]
 
 
@@ -319,121 +320,3 @@ def round_order(n_pairs: int, seed: int) -> list[str]:
         pair = ["reference", "candidate"]
         out.extend(pair if (i + first) % 2 == 0 else pair[::-1])
     return out
-
-
-# ----------------------------------------------------------------------------- simulation
-def _simulate_runs(
-    rng: np.random.Generator, true_overhead: float, n_rounds: int, *, cv: float, drift_per_round: float,
-    walk_sd: float, outlier_rate: float, higher_is_better: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Paired measurements under the noise model: multiplicative lognormal noise (sd ``cv``) per
-    run, shared drift (linear ``drift_per_round`` plus a random walk with step sd ``walk_sd`` per
-    run), and outlier runs (probability ``outlier_rate``) 10-20% slow."""
-    order = round_order(n_rounds, int(rng.integers(2**31)))
-    m = 2 * n_rounds
-    t = np.arange(m)
-    log_level = drift_per_round * t / 2.0 + np.cumsum(rng.normal(0.0, walk_sd, m)) + rng.normal(0.0, cv, m)
-    slow = np.where(rng.random(m) < outlier_rate, rng.uniform(0.10, 0.20, m), 0.0)
-    is_cand = np.array([o == "candidate" for o in order])
-    if higher_is_better:
-        value = 1000.0 * np.exp(log_level) * (1.0 - slow) * np.where(is_cand, 1.0 - true_overhead, 1.0)
-    else:
-        value = 1e7 * np.exp(log_level) * (1.0 + slow) * np.where(is_cand, 1.0 + true_overhead, 1.0)
-    return value[~is_cand], value[is_cand]  # one of each per round, in round order
-
-
-def simulate_gate(
-    true_overhead: float, *, cv: float, drift_per_round: float, outlier_rate: float,
-    plan: GatePlan = DEFAULT_PLAN, seed: int, higher_is_better: bool = True,
-    walk_sd: float = 0.0, round_seconds: float = 20.0,
-) -> GateDecision:
-    """Run the gate loop (``evaluate`` after every round) on simulated measurements."""
-    rng = np.random.default_rng(seed)
-    ref, cand = _simulate_runs(rng, true_overhead, plan.max_rounds, cv=cv, drift_per_round=drift_per_round,
-                               walk_sd=walk_sd, outlier_rate=outlier_rate, higher_is_better=higher_is_better)
-    for n in range(1, plan.max_rounds + 1):
-        d = evaluate(plan, ref[:n], cand[:n], higher_is_better=higher_is_better, elapsed_s=n * round_seconds)
-        if d is not None:
-            return d
-    raise AssertionError("evaluate must decide by max_rounds")  # pragma: no cover
-
-
-def error_rates(
-    true_overhead: float, repeats: int, *, cv: float, drift_per_round: float = 0.0, outlier_rate: float = 0.0,
-    plan: GatePlan = DEFAULT_PLAN, seed: int = 0, higher_is_better: bool = True,
-    walk_sd: float = 0.0, round_seconds: float = 20.0,
-) -> dict[str, float]:
-    """Outcome rates over ``repeats`` simulated gates, identical to calling :func:`simulate_gate`
-    with seeds ``seed .. seed+repeats-1`` (but vectorised across repeats).
-
-    Keys: ``PASS``/``FAIL``/``INCONCLUSIVE`` (fractions), ``mean_rounds``, ``mean_abs_error`` and
-    ``p95_abs_error`` (|estimate - truth| in overhead fraction), ``within_1pp`` (fraction of
-    estimates within one percentage point of the truth).
-    """
-    runs = [_simulate_runs(np.random.default_rng(seed + i), true_overhead, plan.max_rounds, cv=cv,
-                           drift_per_round=drift_per_round, walk_sd=walk_sd, outlier_rate=outlier_rate,
-                           higher_is_better=higher_is_better) for i in range(repeats)]
-    x = np.stack([_log_costs(r, c, higher_is_better) for r, c in runs])
-    verdict = np.full(repeats, "", dtype=object)
-    rounds = np.zeros(repeats, dtype=int)
-    est = np.full(repeats, np.nan)
-    conf = look_confidence(plan)
-    for n in range(1, plan.max_rounds + 1):
-        look, final = _is_look(plan, n, n * round_seconds)
-        active = np.flatnonzero(verdict == "")
-        if not look or active.size == 0:
-            continue
-        if n < MIN_INTERVAL_ROUNDS:
-            if final:
-                verdict[active], rounds[active] = "INCONCLUSIVE", n
-                break
-            continue
-        e, lo, hi = _batch_interval(x[active, :n], conf, plan.n_boot, plan.seed)
-        ov_lo = _to_overhead(lo, higher_is_better)
-        ov_hi = _to_overhead(hi, higher_is_better)
-        v = np.where(ov_hi < plan.max_overhead, "PASS", np.where(ov_lo > plan.max_overhead, "FAIL", ""))
-        if final:
-            v = np.where(v == "", "INCONCLUSIVE", v)
-        done = v != ""
-        verdict[active[done]] = v[done]
-        rounds[active[done]] = n
-        est[active[done]] = _to_overhead(e[done], higher_is_better)
-        if final:
-            break
-    err = np.abs(est - true_overhead)
-    return {
-        "PASS": float(np.mean(verdict == "PASS")),
-        "FAIL": float(np.mean(verdict == "FAIL")),
-        "INCONCLUSIVE": float(np.mean(verdict == "INCONCLUSIVE")),
-        "mean_rounds": float(rounds.mean()),
-        "mean_abs_error": float(err.mean()),
-        "p95_abs_error": float(np.percentile(err, 95)),
-        "within_1pp": float(np.mean(err <= 0.01)),
-    }
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    """Print the simulation table of docs/gate-statistics.md: ``python -m pytest_mlperf.stats``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m pytest_mlperf.stats", description=_main.__doc__)
-    ap.add_argument("--repeats", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=20_000)
-    args = ap.parse_args(argv)
-    plan = DEFAULT_PLAN
-    noise = dict(drift_per_round=0.002, walk_sd=0.002, outlier_rate=0.02)
-    print(f"plan: {plan}\nlooks: {looks(plan)} at confidence {look_confidence(plan):.4f}; noise: {noise}; "
-          f"{args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}\n")
-    print("| metric | cv | true overhead | PASS | FAIL | INCONCLUSIVE | mean rounds | mean abs err (pp) | p95 abs err (pp) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for hib, cvs in ((True, (0.005, 0.01, 0.02, 0.03)), (False, (0.01, 0.02))):
-        for cv in cvs:
-            for ov in (0.0, 0.03, 0.05, 0.07):
-                r = error_rates(ov, args.repeats, cv=cv, plan=plan, seed=args.seed, higher_is_better=hib, **noise)
-                print(f"| {'throughput' if hib else 'latency'} | {cv:.1%} | {ov:.0%} | {r['PASS']:.3f} | {r['FAIL']:.3f} "
-                      f"| {r['INCONCLUSIVE']:.3f} | {r['mean_rounds']:.1f} | {100 * r['mean_abs_error']:.2f} "
-                      f"| {100 * r['p95_abs_error']:.2f} |", flush=True)
-
-
-if __name__ == "__main__":
-    _main()
