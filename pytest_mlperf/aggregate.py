@@ -11,8 +11,8 @@ per query) and Server (p99, TTFT p99 for LLMs) report the worst host instead.
 
 An input file is decoded into msgspec Structs naming just the fields read here: msgspec checks their types and says
 where one is wrong (`$.cases[0].key.scenario`), and it ignores the fields it is not told of, which newer writers add.
-Everything here but load_results and write_text_atomic is pure; the `pytest-mlperf aggregate` command (cli.py)
-reads, merges and renders with them."""
+Everything here but load_results is pure; the `pytest-mlperf aggregate` command (cli.py) reads, merges and renders
+with them, and writes the outputs with contract/files.py."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from typing import Annotated, Any
 import msgspec
 
 from . import __version__
-from .baselines import write_bytes_atomic
 from .contract import metrics as catalogue
 from .report import RESULTS_FORMAT, format_value, reason_line, render_table
 
@@ -582,8 +581,3 @@ def render_markdown(agg: Aggregate) -> str:
     if notes:
         lines += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in notes]
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes text so that readers see the old file or the new one, never a partial one."""
-    write_bytes_atomic(path, text.encode("utf-8"))

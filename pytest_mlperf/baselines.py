@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import msgspec
 
+# write_json_atomic: tests/test_baselines.py and test_report.py import it from here too
+from .contract.files import write_json_atomic
 from .stats import t_quantile
 
 FORMAT = "pytest-mlperf/baseline"
@@ -187,36 +187,6 @@ def load_baseline(path: Path) -> Baseline | None:
             "Fix or delete the file, or record it again with --mlperf-update-baselines"
         ) from None
     return Baseline.from_dict(data, source=str(path))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON so that readers see the old file or the new one, never a partial one."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Writes a file so that readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_baseline(path: Path, baseline: Baseline) -> None:

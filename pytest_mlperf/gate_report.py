@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .baselines import write_bytes_atomic
+from .contract.files import write_bytes_atomic
 from .report import case_labels, format_value
 
 VERDICT_MARK = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}

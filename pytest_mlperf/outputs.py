@@ -144,6 +144,8 @@ def point_latest(claim: Claim) -> Path:
     top = claim.asked or claim.path
     link = top / "latest"
     target = os.path.relpath(claim.path, top)
+    # A symlink, not a file's content, so not contract/files.write_bytes_atomic: the new link is made under a
+    # temporary name and renamed over the old one (os.replace swaps links atomically, as it does files).
     tmp = top / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp, target_is_directory=True)

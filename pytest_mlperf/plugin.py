@@ -17,7 +17,7 @@ import pytest
 
 from . import settings as S
 from . import gate_report
-from .baselines import write_bytes_atomic, write_json_atomic
+from .contract.files import write_json_atomic, write_text_atomic
 from .cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
 from .outputs import SESSION_DIR_KEY, Claim, OutputError, claim_outputs_of, point_latest, refuse_shared_cpu_baselines
 from .report import ResultsCollector
@@ -630,7 +630,7 @@ class ControllerReporter:
             for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
                 (out / stale).unlink(missing_ok=True)
             if gate_report.gated(self.records):
-                write_bytes_atomic(out / "gate.md", gate_report.markdown_summary(self.records).encode())
+                write_text_atomic(out / "gate.md", gate_report.markdown_summary(self.records))
                 self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
             claim = self.config.stash.get(CLAIM_KEY, None)
             if claim is not None:

@@ -259,6 +259,10 @@ def ensure_llama_standin(cache_dir: Path | None = None, seed: int = 0, config: s
     with FileLock(str(root / f"{name}.lock")):
         if _is_complete(dest, config, seed):
             return dest
+        # A folder (save_pretrained writes several files), so not contract/files.write_bytes_atomic: it is built in
+        # a temporary folder beside dest and renamed into place. os.replace cannot put a folder over a non-empty
+        # one, so a stale dest is removed first; the lock serializes builders, and a caller that finds no complete
+        # folder in that moment waits on the lock.
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
             _build(tmp, config, seed)

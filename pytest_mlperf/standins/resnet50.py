@@ -19,9 +19,7 @@ features before the classifier, whose logits then vary from image to image.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import numpy as np
 import onnx
 from filelock import FileLock
 from onnx import TensorProto, helper, numpy_helper
+
+from ..contract.files import write_bytes_atomic
 
 #: Bump whenever the graph, the weights or the calibration data change.
 BUILDER_VERSION = 1
@@ -322,7 +322,7 @@ def ensure_resnet50(cache_dir: Path | None = None, seed: int = 0) -> Path:
         return path
     with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
         if not _is_complete(path, seed):  # another process may have just built it
-            _write_atomically(build_resnet50(seed), path)
+            write_bytes_atomic(path, build_resnet50(seed).SerializeToString())
     return path
 
 
@@ -345,18 +345,3 @@ def _is_complete(path: Path, seed: int) -> bool:
         return False
     _VERIFIED[key] = stamp
     return True
-
-
-def _write_atomically(model: onnx.ModelProto, path: Path) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(model.SerializeToString())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
