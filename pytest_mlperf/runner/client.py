@@ -72,8 +72,9 @@ class Runner:
         address = str(self._dir / "runner.sock")
         keyfile = self._dir / "key"
         key = secrets.token_bytes(32)
-        keyfile.write_bytes(key)
-        os.chmod(keyfile, 0o600)
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from its first byte
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
