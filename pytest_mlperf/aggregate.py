@@ -29,11 +29,11 @@ import msgspec
 
 from . import __version__
 from .contract import metrics as catalogue
-from .report import RESULTS_FORMAT, format_value, reason_line, render_table
+from .report import format_value, reason_line, render_table
+from .results_format import RESULTS_FORMAT, RESULTS_VERSION
 
 AGGREGATE_FORMAT = "pytest-mlperf/aggregate"
 AGGREGATE_VERSION = 1
-RESULTS_VERSION = 1  # the results format version this module reads (report.ResultsCollector.results_document)
 
 # scenario -> (detail-log key, unit) candidates, the first one a case has wins (from contract/metrics.py)
 THROUGHPUT_METRICS: dict[str, tuple[tuple[str, str], ...]] = {

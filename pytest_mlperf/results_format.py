@@ -12,13 +12,13 @@ are what issue 15 found drifting."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 RESULTS_FORMAT = "pytest-mlperf/results"
 RESULTS_VERSION = 1
-OUTCOMES = ("passed", "failed", "skipped", "error")  # pytest's, "error" for a setup that failed
 
 
 def _doc(text: str) -> msgspec.Meta:
@@ -50,7 +50,8 @@ class CaseRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     nodeid: Annotated[str, _doc("pytest's node id of the test")]
     key: CaseKey
-    outcome: Annotated[Literal["passed", "failed", "skipped", "error"], _doc("pytest's outcome of the test")]
+    outcome: Annotated[Literal["passed", "failed", "skipped", "error"],
+                       _doc("pytest's outcome of the test; error: its setup failed")]
     worker: Annotated[str, _doc("the pytest-xdist worker (gw0, ...) or main")]
     reason: Annotated[str | None, _doc("why the case failed, without a traceback")] = None
     recipe: Annotated[str | None, _doc("how the runner was started (environment, prefix command)")]
@@ -102,8 +103,6 @@ def schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     """The schema as it is written to docs/results.schema.json: sorted keys, two-space indent, a final newline."""
-    import json
-
     return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
 
 

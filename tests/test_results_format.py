@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from pytest_mlperf.report import STRICT_RESULTS_ENV, ResultsCollector
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def recorded_results() -> list[Path]:
+@functools.cache
+def recorded_results() -> tuple[Path, ...]:
     """Every results.json recorded in docs/measurements (GPU runs of several sessions) and under tests/data."""
     found = []
     for path in sorted([*ROOT.glob("docs/measurements/**/*.json"), *ROOT.glob("tests/data/**/*.json")]):
@@ -24,7 +26,7 @@ def recorded_results() -> list[Path]:
             continue
         if isinstance(data, dict) and data.get("format") == results_format.RESULTS_FORMAT:
             found.append(path)
-    return found
+    return tuple(found)
 
 
 def test_the_schema_file_is_the_one_the_types_generate() -> None:
