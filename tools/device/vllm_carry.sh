@@ -2,8 +2,9 @@
 # Prepares vllm 0.26.0 for the GPU machine (Python 3.12, torch 2.11.0+cu130, no network): the cp312 manylinux wheels
 # that `import vllm`, `from vllm import LLM, SamplingParams`, `AsyncLLM` and engine start-up need, and nothing the
 # machine has already (torch, triton, nvidia-*, transformers, tokenizers, numpy, huggingface_hub, pydantic, httpx, ...).
-# Wheels over 59 MiB are split; the pieces are packed into numbered stage folders of at most 60 MiB, one device call
-# each, since a call carries at most 64 MiB (the working tree included).
+# Wheels over 53 MiB are split; the pieces are packed into numbered stage folders of at most 54 MiB, one device call
+# each, since a call carries at most 64 MiB with the working tree included (the tree is ~5 MiB and grows: 60 MiB
+# stages stopped fitting in session 9).
 #
 #   bash tools/device/vllm_carry.sh prepare      # downloads into .vllmcarry/ (git-ignored), prints size and stages
 #   bash tools/device/vllm_carry.sh stages       # how many device calls the transfer takes
@@ -25,8 +26,8 @@ cd "$root"
 dir=.vllmcarry
 grep -qx "/$dir/" .git/info/exclude 2>/dev/null || echo "/$dir/" >> .git/info/exclude
 
-part_mib=59
-stage_mib=60
+part_mib=53
+stage_mib=54
 # needed: imported on the generation path and absent from the machine
 needed=(
   vllm==0.26.0
