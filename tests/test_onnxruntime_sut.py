@@ -78,6 +78,17 @@ def test_options_from_the_command_line_are_strings_and_show_in_the_details(tmp_p
     assert "prefer_nhwc" not in on_cpu.info.details
 
 
+def test_cuda_sessions_prefer_nhwc_unless_told_not_to() -> None:
+    from pytest_mlperf.suts.onnxruntime import cuda_options
+
+    # on by default: on the H200 it made Offline 19.7% faster and let Server hold 15 ms at 85% of that
+    assert cuda_options({}) == {"prefer_nhwc": "1"}
+    assert cuda_options({"prefer_nhwc": "false"}) == {"prefer_nhwc": "0"}  # from the command line: a string
+    assert cuda_options({"prefer_nhwc": False, "cuda_graph_max_batch": 8}) == {"prefer_nhwc": "0"}
+    with pytest.raises(BackendError, match="prefer_nhwc='nope': expected true or false"):
+        cuda_options({"prefer_nhwc": "nope"})
+
+
 def test_cuda_provider_options_reach_plain_and_graph_sessions() -> None:
     from pytest_mlperf.suts.onnxruntime import cuda_provider, cuda_reported
 
