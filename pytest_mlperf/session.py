@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .baseline_conditions import details_differ, duration_differs, option_values, options_differ
 from .baselines import (Baseline, BaselineError, CaseKey, Metric, compare, key_mismatch, load_baseline, noisy_metrics,
                         unusable_metrics)
 from .cases import CaseRun, rerun_expected_qps
@@ -631,10 +632,16 @@ class BaselineCheck:
                         "--mlperf-update-baselines", pytrace=False)
         comparisons = compare(baseline, case.metrics, tol)
         self.item.stash[COMPARISONS_KEY] = comparisons
-        differ = options_differ(baseline, case)
-        if differ:  # not part of the case's key (as backend details are not): said, so that it is not silent
+        # conditions outside the case's key (as backend details are): said, so that a verdict across them is not silent
+        differ = options_differ(baseline, case.sut_options)
+        if differ:
             case.notes.append(differ)
+        length = duration_differs(baseline, case.test.get("min_duration_ms"))
+        if length:
+            case.notes.append(length)
         regressions = [c.describe() for c in comparisons if c.regressed]
+        if regressions and length:
+            regressions.append(length)
         regressions += self._accuracy_problems(case, baseline)
         unusable = unusable_metrics(baseline, case.metrics)
         if not comparisons and case.outputs_match is None:  # neither a metric nor the outputs were compared
@@ -674,7 +681,9 @@ class BaselineCheck:
         if not differ:
             return []
         shown = ", ".join(f"#{i}: {_short(expected.get(i))} -> {_short(actual.get(i))}" for i in differ[:8])
-        return [f"outputs differ from the baseline's on {len(differ)} of {len(expected)} samples ({shown})"]
+        why = details_differ(baseline, case.backend.get("details", {}))
+        return [f"outputs differ from the baseline's on {len(differ)} of {len(expected)} samples ({shown})"
+                + (f"; {why}" if why else "")]
 
     def _record(self, case: CaseRun, path: Path, tolerance: float) -> None:
         metrics = repeated_metrics(case)
@@ -686,7 +695,7 @@ class BaselineCheck:
             accuracy=case.accuracy,
             settings=recorded_settings(case),
             system={**case.system, **{f"backend_{k}": v for k, v in case.backend.get("details", {}).items()},
-                    "loadgen": case.run.loadgen_version or "", "sut_options": option_values(case)},
+                    "loadgen": case.run.loadgen_version or "", "sut_options": option_values(case.sut_options)},
             recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         self.item.stash[PENDING_BASELINE_KEY] = (str(path), baseline.to_dict())
@@ -707,26 +716,6 @@ def recorded_settings(case: CaseRun) -> dict[str, Any]:
         for key, logged in SERVER_LOGGED.items():
             out[key] = case.run.settings.get(logged, out[key])
     return out
-
-
-def option_values(case: CaseRun) -> dict[str, str]:
-    """A case's backend options as a baseline keeps them: each value as a string (the marker's 8 and the command
-    line's '8' are the same option)."""
-    return {k: str(v.get("value")) for k, v in case.sut_options.items()}
-
-
-def options_differ(baseline: Baseline, case: CaseRun) -> str | None:
-    """What differs between the backend options a baseline was recorded with and this run's, in words; None when
-    they match or the baseline predates recording them."""
-    recorded = baseline.system.get("sut_options")
-    if not isinstance(recorded, dict):
-        return None
-    now = option_values(case)
-    changed = sorted(k for k in {*recorded, *now} if recorded.get(k) != now.get(k))
-    if not changed:
-        return None
-    shown = "; ".join(f"{k}: {recorded.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in changed)
-    return f"backend options differ from the baseline's ({shown}): the comparison is across options"
 
 
 def _compares_nothing(baseline: Baseline, case: CaseRun) -> str:
