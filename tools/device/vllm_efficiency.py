@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.lifetime import end_tree
 from pytest_mlperf.runner.protocol import RunRequest
@@ -66,6 +66,15 @@ def end_with_tree(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
+def offline_test(log_dir: str, total: int, seconds: float) -> TestRequest:
+    """The LoadGen Offline test the tool runs: `min_query_count` as the ci profile has it (1), so that the query is
+    max(1, 1.1 x duration x expected QPS) samples, rounded up to whole passes over the loaded prompts. Left unset,
+    mlperf.conf's llama3_1-8b minimum of 13,368 samples made the query 13,568 samples, ~260 s at 52 QPS, and the
+    run outlived its step (H200, session 9; tests/test_vllm_efficiency_tool.py)."""
+    return TestRequest("llama3_1-8b", "Offline", "performance", log_dir, total, min_duration_ms=int(seconds * 1000),
+                       min_query_count=1, use_token_latencies=True)
+
+
 def parse_option(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep:
@@ -92,13 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         phase(began, f"engine up in {start_s:.0f} s; calibrating")
         stager = Stager(backend, dataset)
         log_dir = Path(tempfile.mkdtemp(prefix="vllm-eff-"))
-        test = TestRequest("llama3_1-8b", "Offline", "performance", str(log_dir), dataset.total_count,
-                           min_duration_ms=int(args.seconds * 1000), use_token_latencies=True)
+        test = offline_test(str(log_dir), dataset.total_count, args.seconds)
         req = RunRequest(test=test, batch_size=8, streams=1, calibrate=True, calibrate_seconds=1.0,
                          expectation_margin=1.2)
         bare_cal = calibrate_serving(backend, stager, "Offline", 1.0)
         test = generation_expectations(replace(req, test=test), bare_cal, streams=1)
-        phase(began, f"LoadGen Offline test: {test.offline_expected_qps} expected QPS")
+        planned = offline_samples_per_query(effective_test(test))  # as LoadGen will issue it
+        qps = test.offline_expected_qps or 0.0
+        phase(began, f"LoadGen Offline test: {planned} samples at {qps:.1f} expected QPS, about "
+                     f"{planned / qps if qps else float('nan'):.0f} s")
         recorder = Recorder(backend)
         harness = ServingHarness(recorder, stager.stage, "Offline")  # type: ignore[arg-type]
         run_test(test, harness)

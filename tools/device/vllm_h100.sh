@@ -100,7 +100,7 @@ pgrep -af "EngineCore|pytest_mlperf.runner" || echo "no runner or EngineCore pro
 }
 efficiency_part() {
   step vllm-efficiency 330 python3 tools/device/vllm_efficiency.py --model "$model" --out "$out/work/vllm_efficiency.json" \
-    --seconds 8
+    --seconds 8 ${EFF_OPTIONS:---option max_model_len=4096}
 }
 transformers_1b_part() {
   local model_1b; model_1b=$(build 1b | tail -1)
