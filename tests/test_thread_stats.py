@@ -38,6 +38,9 @@ def test_a_rounds_delta_per_thread_from_a_fake_proc(tmp_path: Path) -> None:
     assert d[7] == {"name": "python3", "cpu": 5, "run_ms": 3.0, "wait_ms": 2.0, "slices": 20, "voluntary": 20,
                     "involuntary": 3, "moved": True}
     assert thread_stats.snapshot(tmp_path, 99) == {}  # no such process
+    # a thread that ran all along on a core of its own, never switched out: its slices did not change, its time did
+    fake_task(tmp_path, 7, 8, "spinner", 3, (900_000_000, 0, 4), (3, 0))
+    assert thread_stats.delta(before, thread_stats.snapshot(tmp_path, 7))[8]["run_ms"] == 898.0
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")

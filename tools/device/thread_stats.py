@@ -84,7 +84,9 @@ def delta(before: dict[int, ThreadSample], after: dict[int, ThreadSample]) -> di
     out: dict[int, dict[str, object]] = {}
     for tid, b in after.items():
         a = before.get(tid)
-        if a is None or b.slices == a.slices:
+        # by time on a CPU, not by slices: a thread that ran the whole interval without being switched out (a
+        # spinning pool thread on a core of its own) has as many slices as before
+        if a is None or (b.run_ns == a.run_ns and b.slices == a.slices):
             continue
         out[tid] = {"name": b.name, "cpu": b.cpu, "run_ms": (b.run_ns - a.run_ns) / 1e6,
                     "wait_ms": (b.wait_ns - a.wait_ns) / 1e6, "slices": b.slices - a.slices,
