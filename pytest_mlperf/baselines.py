@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import msgspec
+from . import baseline_format
 
 # write_json_atomic: tests/test_baselines.py and test_report.py import it from here too
 from .contract.files import write_json_atomic
 from .stats import t_quantile
 
-FORMAT = "pytest-mlperf/baseline"
-VERSION = 1
+FORMAT = baseline_format.BASELINE_FORMAT
+VERSION = baseline_format.BASELINE_VERSION
 
 
 class BaselineError(ValueError):
@@ -99,12 +99,11 @@ class Baseline:
         if data.get("version") != VERSION:
             raise bad(f"baseline format version {data.get('version')!r}, this pytest-mlperf reads {VERSION}")
         try:
-            doc = _typed(data, _BaselineFile, "")
-            metrics = {name: _typed(m, _MetricFile, f"metrics.{name}") for name, m in doc.metrics.items()}
-        except _FieldError as exc:
+            doc = baseline_format.decode(data)
+        except baseline_format.FormatError as exc:
             raise bad(str(exc)) from None
         out = {}
-        for name, m in metrics.items():
+        for name, m in doc.metrics.items():
             if m.name != name:
                 raise bad(f"\"metrics.{name}.name\" is {m.name!r}: a metric is stored under its own name")
             if not m.value > 0:
@@ -117,55 +116,6 @@ class Baseline:
         k = doc.key
         key = CaseKey(k.workload, k.scenario, k.mode, k.backend, k.precision, k.system)
         return cls(key, out, doc.accuracy, dict(doc.settings or {}), dict(doc.system or {}), doc.recorded_at)
-
-
-# The file format, as typed records (msgspec checks every field's type; an int is accepted where a float is due).
-class _KeyFile(msgspec.Struct):
-    workload: str
-    scenario: str
-    mode: str
-    backend: str
-    precision: str
-    system: str
-
-
-class _MetricFile(msgspec.Struct):
-    name: str
-    value: float
-    unit: str
-    higher_is_better: bool
-    samples: list[float] = []
-
-
-class _BaselineFile(msgspec.Struct):
-    format: str
-    version: int
-    key: _KeyFile
-    metrics: dict[str, Any]  # each value a _MetricFile, decoded one by one so that errors name the metric
-    accuracy: dict[str, Any] | None = None
-    settings: dict[str, Any] | None = None
-    system: dict[str, Any] | None = None
-    recorded_at: str = ""
-
-
-class _FieldError(ValueError):
-    pass
-
-
-def _typed(value: Any, kind: type, where: str) -> Any:
-    """`value` as `kind`; a _FieldError naming the field (`"metrics.x.value": expected float, got str`)."""
-    try:
-        return msgspec.convert(value, kind)
-    except msgspec.ValidationError as exc:
-        text, _, path = str(exc).partition(" - at `")
-        field = where + path.rstrip("`").removeprefix("$")
-        missing = re.match(r"Object missing required field `(.+)`", text)
-        if missing:
-            field, text = f"{field}.{missing.group(1)}", "required field missing"
-        else:
-            text = text.replace("`", "").replace(" | ", " or ").replace("Expected", "expected")
-        field = field.lstrip(".")
-        raise _FieldError(f"\"{field}\": {text}" if field else text) from None
 
 
 def load_baseline(path: Path) -> Baseline | None:

@@ -1,0 +1,52 @@
+"""The baseline file format (baseline_format.py): its JSON Schema is the one the types generate, every baseline this
+project ships decodes and loads, and a newer writer's extra field does not stop a read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_mlperf import baseline_format
+from pytest_mlperf.baselines import load_baseline
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "baselines").rglob("*.json"))
+
+
+def test_the_schema_file_is_the_one_the_types_generate() -> None:
+    written = (ROOT / "docs" / "baseline.schema.json").read_text()
+    assert written == baseline_format.schema_text(), (
+        "docs/baseline.schema.json is stale: python -c 'from pytest_mlperf import baseline_format as b; "
+        "open(\"docs/baseline.schema.json\", \"w\").write(b.schema_text())'")
+
+
+def test_the_schema_names_the_metric_record_and_the_required_fields() -> None:
+    schema = baseline_format.schema()
+    document = schema["$defs"]["BaselineDocument"]
+    assert set(document["required"]) == {"format", "version", "key", "metrics"}
+    assert document["properties"]["metrics"]["additionalProperties"] == {"$ref": "#/$defs/BaselineMetric"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT / "baselines")) for p in SHIPPED])
+def test_every_shipped_baseline_decodes_and_loads(path: Path) -> None:
+    doc = baseline_format.decode(json.loads(path.read_text()))
+    assert doc.metrics or doc.accuracy, f"{path} compares nothing"
+    baseline = load_baseline(path)
+    assert baseline is not None and baseline.key.path(ROOT / "baselines") == path
+
+
+def test_a_newer_writers_extra_field_is_read_past() -> None:
+    data = json.loads(SHIPPED[0].read_text())
+    data["written_by_a_newer_version"] = {"anything": 1}
+    assert baseline_format.decode(data).key.workload == data["key"]["workload"]
+
+
+def test_a_bad_metric_is_named_by_its_key() -> None:
+    data = json.loads(SHIPPED[0].read_text())
+    data["metrics"] = {"result_samples_per_second": {"name": "result_samples_per_second", "value": "fast",
+                                                     "unit": "samples/s", "higher_is_better": True}}
+    with pytest.raises(baseline_format.FormatError,
+                       match=r'"metrics.result_samples_per_second.value": expected float, got str'):
+        baseline_format.decode(data)
