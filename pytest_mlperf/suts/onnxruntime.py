@@ -242,8 +242,9 @@ class OrtClassifier:
     Batches of up to `cuda_graph_max_batch` samples (SingleStream's 1, MultiStream's 8) replay a captured CUDA
     graph: on the H200 a batch-1 query took 0.97 ms at p50 and 0.99 ms at p90 under LoadGen instead of 1.72 / 2.24
     ms, and 1 s rounds' p90 moved by 1-10% instead of 20-50%. A graph session runs one batch at a time: Offline on 3
-    streams lost 11% with graphs up to 32 and keeps plain sessions; Server on one stream of graphs up to 32 holds
-    its 15 ms bound at 83-85% of Offline's throughput (benchmarks/test_resnet50.py sets both; docs/performance.md).
+    streams lost 11% with graphs up to 32 and keeps plain sessions; Server on one stream of graphs up to 32, with
+    NHWC convolutions, holds its 15 ms bound at 85% of Offline's throughput for 60 s (benchmarks/test_resnet50.py
+    sets both; docs/performance.md).
     Graphs are off unless asked for. Graph captures and runs are kept apart by CaptureGate (CUDA error 900
     otherwise), checked on the H200 with 1 and 3 streams."""
 
