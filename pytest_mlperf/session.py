@@ -22,7 +22,7 @@ from .baseline_conditions import details_differ, duration_differs, option_values
 from .baselines import (Baseline, BaselineError, CaseKey, Metric, compare, key_mismatch, load_baseline, noisy_metrics,
                         unusable_metrics)
 from .cases import CaseRun, rerun_expected_qps
-from .loadgen import TestRequest, user_conf_keys
+from .contract.test_request import TestRequest, user_conf_keys
 from .logs import Run
 from .metrics import compare_outputs
 from .progress import NORMAL, Sink, line, reporter, round_text

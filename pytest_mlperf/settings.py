@@ -13,10 +13,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, TypeVar
 
+from .contract import metrics as catalogue
 from .runner.recipe import LaunchRecipe
 from .stats import GatePlan
 
-SCENARIOS: tuple[str, ...] = ("Offline", "Server", "SingleStream", "MultiStream")
+SCENARIOS: tuple[str, ...] = catalogue.SCENARIOS  # the contract's, one list for both processes
 MODES: tuple[str, ...] = ("performance", "accuracy")
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..loadgen import TestRequest
+from ..contract.test_request import TestRequest
 from ..progress import Notice
 from ..workloads.base import DataRequest
 

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..metrics import decode_classes, outputs_digest, top1
-from ..settings import SCENARIOS
+from ..contract.metrics import SCENARIOS
 from .base import DataRequest, WorkloadSpec, require_path
 from .imagenet import preprocess_image, read_val_map, synthetic_images_at
 
