@@ -20,6 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .contract.files import write_json_atomic
+
 SESSION_DIR_KEY = "mlperf_session_results_dir"  # workerinput: the results folder the controller claimed
 
 
@@ -95,7 +97,7 @@ def _take(results_dir: Path) -> FileLock | None:
     except Timeout:
         return None
     holder = {"pid": os.getpid(), "started": time.time(), "command": " ".join(sys.argv), "results": str(results_dir)}
-    path.with_suffix(".json").write_text(json.dumps(holder) + "\n")
+    write_json_atomic(path.with_suffix(".json"), holder)  # a session reading it never sees half a file
     return lock
 
 
