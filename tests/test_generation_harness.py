@@ -341,10 +341,10 @@ def test_baseline_check_compares_token_lists_and_shortens_them_in_messages() -> 
 
     check = BaselineCheck(None, None, 0.05)  # type: ignore[arg-type]
     long = list(range(20))
-    baseline = SimpleNamespace(accuracy={"predictions": [[0, [5, 6]], [1, long]]})
-    same = SimpleNamespace(accuracy={"predictions": [[0, [5, 6]], [1, long]]}, outputs_match=None)
+    baseline = SimpleNamespace(accuracy={"predictions": [[0, [5, 6]], [1, long]]}, system={})
+    same = SimpleNamespace(accuracy={"predictions": [[0, [5, 6]], [1, long]]}, outputs_match=None, backend={})
     assert check._accuracy_problems(same, baseline) == [] and same.outputs_match is True  # type: ignore[arg-type]
-    other = SimpleNamespace(accuracy={"predictions": [[0, [5, 6]], [1, long[:-1]]]}, outputs_match=None)
+    other = SimpleNamespace(accuracy={"predictions": [[0, [5, 6]], [1, long[:-1]]]}, outputs_match=None, backend={})
     problems = check._accuracy_problems(other, baseline)  # type: ignore[arg-type]
     assert other.outputs_match is False and len(problems) == 1
     assert "on 1 of 2 samples" in problems[0] and "(20 tokens)" in problems[0] and "(19 tokens)" in problems[0]
