@@ -2,7 +2,9 @@
 measured in interleaved rounds on the same GPU until the statistics of stats.py decide.
 
 This module is the loop and the verdict, free of pytest and of runners: `run_rounds` takes a `measure(arm, i)`
-callable, so the loop is tested with simulated measurements and driven for real by session.py.
+callable, so the loop is tested with simulated measurements and driven for real by session.py: one short LoadGen
+run per arm and round, or under --mlperf-server-search one small capacity search per arm and round
+(capacity_gate.py), whose capacity is the metric judged.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ GATE_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     scenario: tuple((m.key, m.unit, m.higher_is_better) for m in catalogue.gate_set(scenario))
     for scenario in catalogue.SCENARIOS
 }
+# under --mlperf-server-search (capacity_gate.py): Server's capacity, each round's searches' (not a LoadGen key)
+SEARCHED_GATE_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    scenario: tuple((m.key, m.unit, m.higher_is_better) for m in catalogue.gate_set(scenario, searched=True))
+    for scenario in catalogue.SCENARIOS if catalogue.gate_set(scenario, searched=True)
+}
 # the scenarios whose gate judges the first of its metrics logged only (Offline: tokens/s is an LLM's headline)
 _ONE_OF = {s for s, r in catalogue.ROLES.items() if r.gate_one_of}
 
@@ -33,15 +40,18 @@ class GateError(RuntimeError):
     """A round could not be measured or judged (a metric missing from a run)."""
 
 
-def gate_metrics(scenario: str, values: Mapping[str, float]) -> list[Metric]:
-    """The metrics a gate of this scenario judges, among those the (reference) run logged."""
-    found = [Metric(key, float(values[key]), unit, higher) for key, unit, higher in GATE_METRICS.get(scenario, ())
+def gate_metrics(scenario: str, values: Mapping[str, float], *, searched: bool = False) -> list[Metric]:
+    """The metrics a gate of this scenario judges, among those the (reference) run logged; `searched`: the gate
+    under --mlperf-server-search, whose `values` are the reference's search (its capacity)."""
+    table = (SEARCHED_GATE_METRICS if searched else GATE_METRICS).get(scenario, ())
+    found = [Metric(key, float(values[key]), unit, higher) for key, unit, higher in table
              if values.get(key) is not None and float(values[key]) > 0]
     if scenario in _ONE_OF:
         found = found[:1]
     if not found:
-        raise GateError(f"the {scenario} run logged none of the metrics a gate judges "
-                        f"({', '.join(k for k, _, _ in GATE_METRICS.get(scenario, ()))})")
+        what = "search found" if searched else "run logged"
+        raise GateError(f"the {scenario} {what} none of the metrics a gate judges "
+                        f"({', '.join(k for k, _, _ in table) or 'none for this scenario'})")
     return found
 
 
@@ -91,6 +101,8 @@ class GateOutcome:
     candidate_recipe: str = ""
     budget: str = ""  # what ended an INCONCLUSIVE gate (rounds or seconds), for the advice
     outputs: dict[str, Any] | None = None  # accuracy mode: output comparison instead of rounds
+    # a capacity gate (capacity_gate.py): each arm's searches, {"warmup": {arm: search}, "rounds": [{arm: search}]}
+    searches: dict[str, Any] | None = None
 
     @property
     def deciding(self) -> MetricGate | None:
@@ -121,6 +133,8 @@ class GateOutcome:
             doc.update(metric="outputs", label="outputs", outputs=self.outputs)
         if self.budget:
             doc["budget"] = self.budget
+        if self.searches is not None:
+            doc["searches"] = self.searches
         return doc
 
 

@@ -133,6 +133,13 @@ def round_text(index: int, max_rounds: int, round_s: float) -> str:
             f"(two runs of {seconds(round_s)})")
 
 
+def search_round_text(index: int, max_rounds: int, probes: int, probe_s: float) -> str:
+    """A capacity gate's round started: 'gate round 3 of at most 60, a capacity search per arm (at most 6 probes of
+    0.5 s each)'."""
+    return (f"gate round {index + 1} of at most {max_rounds}, a capacity search per arm (at most {probes} probes "
+            f"of {seconds(probe_s)} each)")
+
+
 Sink = Callable[[str, int], None]  # a line and the verbosity it needs: the terminal's writer (plugin.py)
 Report = Callable[[Notice, "Still | None"], None]  # a phase entered (None) or still going
 

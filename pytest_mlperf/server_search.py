@@ -22,6 +22,9 @@ verdict, log folder, seconds). The search ends within its budget: before each pr
 (its minimum duration or minimum queries at the load, whichever is longer, plus the longest overrun seen so far) and
 keeps time for the confirmation. The budget counts LoadGen's time only: the first probe's runner start, engine start
 and calibration are one-offs, recorded apart (`startup_s`).
+
+A plan with `confirm=False` (the overhead gate's rounds, capacity_gate.py) ends at the bisection: no confirmation at
+full length, its capacity the highest load a short probe found VALID.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class SearchPlan:
     # a probe completing less than this share of what a SUT keeping up would complete is INVALID (`keeps_up`):
     # the rest is slack for the last query's latency exceeding the run's p99 and for LoadGen's timing
     keep_up: float = 0.9
+    # False: no confirmation at full length; the search ends at the bisection and its capacity is the highest VALID
+    # probe (the overhead gate's rounds: capacity_gate.py); no time is kept back for a confirmation
+    confirm: bool = True
 
     def __post_init__(self) -> None:
         if not (self.start_qps > 0 and math.isfinite(self.start_qps)):
@@ -176,6 +182,8 @@ class SearchOutcome:
         spent = f"{len(self.probes)} runs in {self.elapsed_s:.0f} s of a {p.budget_s:.0f} s budget"
         if self.startup_s:
             spent += f", after {self.startup_s:.0f} s of start-up and calibration"
+        if not p.confirm:
+            return self._describe_unconfirmed(tried, spent)
         if self.status == STATUS_FOUND and self.upper_qps is None:  # bracketing ended at the ceiling
             return (f"server capacity {self.capacity_qps:.4g} QPS: VALID at full length at the search's ceiling "
                     f"({p.max_qps:.4g} QPS, a margin over the calibrated throughput: no SUT serves more than it "
@@ -203,6 +211,20 @@ class SearchOutcome:
         return (f"server capacity search found no capacity: {self.why}; {best}; tried (QPS): {tried} ({spent}). "
                 "Raise --mlperf-server-search-budget, or shorten the runs (--mlperf-duration)")
 
+    def _describe_unconfirmed(self, tried: str, spent: str) -> str:
+        """A search without a confirmation (an overhead gate round): what it found by short probes alone."""
+        p = self.plan
+        if self.capacity_qps is not None:
+            upper = (f"INVALID at {self.upper_qps:.4g} QPS" if self.upper_qps is not None
+                     else "no INVALID load found above it")
+            cut = (f"; it stopped before its bracket was within {p.precision:.0%} because {self.why}"
+                   if self.status == STATUS_BUDGET else "")
+            return (f"server capacity {self.capacity_qps:.4g} QPS: the highest load a short probe found VALID "
+                    f"({upper}; no confirmation at full length){cut} ({spent})")
+        lowest = min((pr.target_qps for pr in self.probes), default=p.start_qps)
+        return (f"no load from {p.start_qps:.4g} QPS down to {lowest:.4g} QPS was VALID "
+                f"({self.why or 'no VALID load'}); tried (QPS): {tried} ({spent})")
+
     def to_record(self) -> dict[str, Any]:
         """results.json's `server_search` entry."""
         p = self.plan
@@ -228,6 +250,12 @@ def probe_verdict(run: Run) -> ProbeResult:
     reasons = tuple(r for r in run.invalid_reasons if "Early stopping" not in r) if not valid else ()
     return ProbeResult(valid, achieved, p99, reasons, latency_p99_ns=run.latency_ns.p99,
                        scheduled_qps=run.metrics.get("result_scheduled_samples_per_sec"))
+
+
+def _wide(lo: float, hi: float, precision: float) -> bool:
+    """Whether the bracket [lo, hi] is wider than `precision` (a bracket one step of 1 + precision wide is not: the
+    tolerance absorbs the rounding of lo * (1 + precision) / lo)."""
+    return hi / lo > (1 + precision) * (1 + 1e-9)
 
 
 @dataclass
@@ -259,8 +287,10 @@ class _Search:
         return result
 
     def fits(self, qps: float, phase: str, then_confirm: float | None) -> bool:
-        """Whether a run at `qps` fits in the budget, keeping time for a confirmation at `then_confirm`."""
-        need = self.cost(qps, phase) + (self.cost(then_confirm, "confirm") if then_confirm else 0.0)
+        """Whether a run at `qps` fits in the budget, keeping time for a confirmation at `then_confirm` (if the plan
+        confirms)."""
+        confirming = then_confirm if then_confirm and self.plan.confirm else None
+        need = self.cost(qps, phase) + (self.cost(confirming, "confirm") if confirming else 0.0)
         return self.elapsed() + need <= self.plan.budget_s
 
     def run(self, qps: float, phase: str) -> ProbeResult:
@@ -296,7 +326,7 @@ def search(probe: Callable[[float, str, float], ProbeResult], plan: SearchPlan, 
         nonlocal lo, hi
         lo, hi = valid, invalid
         if any(p.phase == "confirm" and not p.result.valid for p in s.probes):
-            while hi is not None and hi / lo > 1 + plan.precision:
+            while hi is not None and _wide(lo, hi, plan.precision):
                 mid = math.sqrt(lo * hi)
                 if not s.fits(mid, "confirm", None):
                     reason = reason or "the budget ran out"
@@ -342,7 +372,7 @@ def search(probe: Callable[[float, str, float], ProbeResult], plan: SearchPlan, 
             break
         result = s.run(qps, "bracket")
     # bisection (geometric: capacities span orders of magnitude) until the bracket is within precision
-    while lo is not None and hi is not None and hi / lo > 1 + plan.precision:
+    while lo is not None and hi is not None and _wide(lo, hi, plan.precision):
         mid = math.sqrt(lo * hi)
         if not probes_left():
             why = f"it used its {plan.max_probes} probes"
@@ -356,6 +386,8 @@ def search(probe: Callable[[float, str, float], ProbeResult], plan: SearchPlan, 
             hi = mid
     if lo is None:
         return outcome(STATUS_UNCONFIRMED, None, why or "no probe was VALID")
+    if not plan.confirm:  # the highest VALID probe is the capacity (found unless the budget or the probes cut it)
+        return outcome(STATUS_BUDGET if why else STATUS_FOUND, lo, why)
     # confirmation at full length; an INVALID one steps down (a short probe hides a slow overload)
     step = 1 + plan.precision
     for _ in range(plan.max_confirmations):

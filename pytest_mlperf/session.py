@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -25,7 +25,7 @@ from .cases import CaseRun, rerun_expected_qps
 from .contract.test_request import TestRequest, user_conf_keys
 from .logs import Run
 from .metrics import compare_outputs
-from .progress import NORMAL, Sink, line, reporter, round_text
+from .progress import NORMAL, Sink, line, reporter, round_text, search_round_text
 from .runner.client import RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe, interpreter_hint
@@ -33,6 +33,7 @@ from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
 from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import PlacementError, gpu_state, gpus_for_case, leftover_notes
 from .placement import Placement
+from .capacity_gate import CapacityRounds, RoundSetup, longest_latency_s, round_probe_s, searches_record
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
 from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
 from .settings import GateSettings, Settings
@@ -231,11 +232,10 @@ class LoadGenDriver:
         }
         searched = settings.server_search and scenario == "Server" and mode == "performance"
         if gate is not None and self.recipe is None:
-            case = self.gate_run(sut, scenario, mode, gate, log_suffix)
-            if searched:
-                case.notes.append("--mlperf-server-search is not applied under the overhead gate: its rounds run "
-                                  "both arms at the reference's calibrated load and judge the tail latency there "
-                                  "(a capacity per round would be a search per arm per round)")
+            if searched:  # the gate judges capacity: a search per arm per round (capacity_gate.py)
+                case = self.capacity_gate_run(sut, scenario, mode, gate, log_suffix)
+            else:
+                case = self.gate_run(sut, scenario, mode, gate, log_suffix)
             self.keep(case)
             return case
         if searched:
@@ -283,24 +283,15 @@ class LoadGenDriver:
         (from the capacity found) so that the baseline knows its noise."""
         settings = self.session.settings
         base = self.log_dir(log_suffix)
-        conf = settings.user_conf
-        if conf and "target_qps" in user_conf_keys(conf, sut.spec.loadgen_model, scenario):
-            pytest.fail(f"--mlperf-server-search varies the Server target QPS, but --mlperf-user-conf {conf} sets "
-                        f"target_qps for {sut.spec.loadgen_model} Server, which LoadGen keeps: remove that line to "
-                        "search, or run without --mlperf-server-search at the user.conf's load", pytrace=False)
-        full = self.test_request(sut, scenario, mode, base, 0)
-        confirm_ms = full.min_duration_ms or OFFICIAL_DURATION_MS
-        probe = replace(full, min_duration_ms=max(PROBE_MIN_MS, int(confirm_ms * PROBE_FRACTION)),
-                        min_query_count=min(full.min_query_count or PROBE_QUERIES, PROBE_QUERIES))
+        self._refuse_searching_a_fixed_target(sut, scenario)
+        full, probe = self._search_tests(sut, scenario, mode, base)
         shutil.rmtree(base, ignore_errors=True)
-        began = time.monotonic()
-        first = self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket", fixed=probe)
+        first, seconds = self._timed(lambda: self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket",
+                                                          fixed=probe))
         fixed = TestRequest.from_dict(first.test)  # the calibrated latency bound holds for every run of the search
         start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
-        bare = ((first.calibration or {}).get("bare") or {}).get("samples_per_s")
-        ceiling = float(bare) * SEARCH_CEILING_MARGIN if bare else None  # no calibration: no ceiling
-        outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start,
-                                     (first, time.monotonic() - began), ceiling)
+        ceiling = search_ceiling(first)
+        outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start, (first, seconds), ceiling)
         self.keep(case)
         for k in range(2, (settings.baseline_repeats if settings.update_baselines else 1) + 1):
             again, _ = self._search(sut, recipe, scenario, mode, base.with_name(f"{base.name}-repeat{k}"), fixed,
@@ -309,14 +300,33 @@ class LoadGenDriver:
                 case.repeats.append({CAPACITY_METRIC: again.capacity_qps})
         return case
 
-    def _search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
-                fixed: TestRequest, full: TestRequest, start: float,
-                first: tuple[CaseRun, float] | None, ceiling: float | None) -> tuple[SearchOutcome, CaseRun]:
-        """One capacity search from `start` QPS, no probe above `ceiling` QPS; its confirmation run (kept as the
-        case's) and its outcome. `first` is the calibrating run and its seconds, start-up included. Fails the case,
-        keeping its last run with the search, when no capacity is found."""
-        settings = self.session.settings
-        runs: list[CaseRun] = [first[0]] if first else []
+    def _refuse_searching_a_fixed_target(self, sut: SUTHandle, scenario: str) -> None:
+        """A search varies the Server target QPS, which a user.conf's target_qps would pin (LoadGen keeps it)."""
+        conf = self.session.settings.user_conf
+        if conf and "target_qps" in user_conf_keys(conf, sut.spec.loadgen_model, scenario):
+            pytest.fail(f"--mlperf-server-search varies the Server target QPS, but --mlperf-user-conf {conf} sets "
+                        f"target_qps for {sut.spec.loadgen_model} Server, which LoadGen keeps: remove that line to "
+                        "search, or run without --mlperf-server-search at the user.conf's load", pytrace=False)
+
+    def _search_tests(self, sut: SUTHandle, scenario: str, mode: str, base: Path) -> tuple[TestRequest, TestRequest]:
+        """A search's full-length test (its confirmation) and its probe (a share of that length, few queries)."""
+        full = self.test_request(sut, scenario, mode, base, 0)
+        confirm_ms = full.min_duration_ms or OFFICIAL_DURATION_MS
+        probe = replace(full, min_duration_ms=max(PROBE_MIN_MS, int(confirm_ms * PROBE_FRACTION)),
+                        min_query_count=min(full.min_query_count or PROBE_QUERIES, PROBE_QUERIES))
+        return full, probe
+
+    @staticmethod
+    def _timed(run: Callable[[], CaseRun]) -> tuple[CaseRun, float]:
+        began = time.monotonic()
+        case = run()
+        return case, time.monotonic() - began
+
+    def _prober(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, folder: Path,
+                fixed: TestRequest, full: TestRequest, runs: list[CaseRun], *, label: str = "",
+                in_round: bool = False) -> Callable[[float, str, float], ProbeResult]:
+        """A search's `probe(qps, phase, duration_s)`: one run of `fixed` at `qps` (the confirmation at `full`'s
+        length), logged under `folder`/NN-phase and appended to `runs`."""
 
         def run_at(qps: float, phase: str, duration_s: float) -> ProbeResult:
             test = replace(fixed, server_target_qps=qps)
@@ -325,11 +335,23 @@ class LoadGenDriver:
             else:  # long enough for a queue to show (SearchPlan.duration_s: a multiple of the query latency)
                 test = replace(test, min_duration_ms=max(1, round(duration_s * 1000)))
             n = len(runs) + 1
-            case = self.execute(sut, recipe, scenario, mode, base / "search" / f"{n:02d}-{phase}", fixed=test,
-                                calibrate=False, target_source="search")
+            case = self.execute(sut, recipe, scenario, mode, folder / f"{n:02d}-{phase}", fixed=test,
+                                calibrate=False, target_source="search", label=label, in_round=in_round)
             runs.append(case)
             return replace(probe_verdict(case.run), log_dir=case.log_dir)
 
+        return run_at
+
+    def _search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
+                fixed: TestRequest, full: TestRequest, start: float,
+                first: tuple[CaseRun, float] | None, ceiling: float | None, *, label: str = "",
+                failing: str = "") -> tuple[SearchOutcome, CaseRun]:
+        """One capacity search from `start` QPS, no probe above `ceiling` QPS; its confirmation run (kept as the
+        case's) and its outcome. `first` is the calibrating run and its seconds, start-up included. Fails the case,
+        keeping its last run with the search, when no capacity is found (the message after `failing`, if given)."""
+        settings = self.session.settings
+        runs: list[CaseRun] = [first[0]] if first else []
+        run_at = self._prober(sut, recipe, scenario, mode, base / "search", fixed, full, runs, label=label)
         plan = SearchPlan(
             start_qps=start, budget_s=settings.server_search_budget_s,
             probe_s=(fixed.min_duration_ms or PROBE_MIN_MS) / 1000, probe_queries=fixed.min_query_count or 1,
@@ -344,8 +366,9 @@ class LoadGenDriver:
             head = (replace(probe_verdict(first[0].run), log_dir=first[0].log_dir), counted)
             startup = first[1] - counted
         outcome = search(run_at, plan, first=head, startup_s=startup)
+        prefix = f"{failing}: " if failing else ""
         if not runs:  # the budget held not one run (a repeat's search)
-            pytest.fail(f"{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
+            pytest.fail(f"{prefix}{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
         at = outcome.capacity_probe
         case = next((r for r in runs if at is not None and r.log_dir == at.result.log_dir), runs[-1])
         case.search = outcome
@@ -356,8 +379,77 @@ class LoadGenDriver:
                 case.notes.append(outcome.describe())
             return outcome, case
         self.keep(case)
-        pytest.fail(f"{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
+        pytest.fail(f"{prefix}{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
         raise AssertionError  # pragma: no cover - pytest.fail raises
+
+    def capacity_gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings,
+                          log_suffix: str) -> CaseRun:
+        """The overhead gate of a Server case under --mlperf-server-search: it judges capacity (capacity_gate.py).
+        Warm-up: the reference's full search (as search_run's), then the candidate's from the reference's
+        capacity; rounds: a small search per arm from its latest capacity, short probes only. Returns the
+        candidate's warm-up confirmation, carrying its search and the verdict, whose record keeps every search."""
+        self._refuse_searching_a_fixed_target(sut, scenario)
+        base = self.log_dir(log_suffix) / "gate"
+        shutil.rmtree(base, ignore_errors=True)
+        recipes = {"reference": self.session.reference, "candidate": gate.candidate}
+        full, probe = self._search_tests(sut, scenario, mode, base)
+        # the reference's first probe calibrates: its test (latency bound, lengths) is every later run's of both arms
+        first, seconds = self._timed(lambda: self.execute(
+            sut, recipes["reference"], scenario, mode, base / "warmup-reference" / "search" / "01-bracket",
+            fixed=probe, label="gate warm-up search, reference"))
+        fixed = TestRequest.from_dict(first.test)
+        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
+        ceiling = search_ceiling(first)  # the reference's: both arms search under one ceiling
+        ref, _ = self._search(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed, full,
+                              start, (first, seconds), ceiling, label="gate warm-up search, reference",
+                              failing="overhead gate: the reference's warm-up capacity search")
+        assert ref.capacity_qps is not None  # a search that passed has a capacity
+        # the candidate's first probe, at the reference's capacity, calibrates too, so that its runner warms up as
+        # the reference's did (gate_run's candidate warm-up; in smoke its bound may be relaxed to 8 times its own
+        # batch latency: one probe, which the confirmation at the fixed bound settles)
+        cfirst, cseconds = self._timed(lambda: self.execute(
+            sut, recipes["candidate"], scenario, mode, base / "warmup-candidate" / "search" / "01-bracket",
+            fixed=replace(fixed, server_target_qps=ref.capacity_qps), label="gate warm-up search, candidate",
+            target_source="search"))
+        cand, case = self._search(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed, full,
+                                  ref.capacity_qps, (cfirst, cseconds), ceiling,
+                                  label="gate warm-up search, candidate",
+                                  failing="overhead gate: the candidate's warm-up capacity search")
+        assert cand.capacity_qps is not None
+        setup = RoundSetup(
+            anchor_qps=ref.capacity_qps,
+            probe_s=round_probe_s((gate.round_ms or self.session.settings.profile.gate_round_ms) / 1000,
+                                  longest_latency_s(ref, cand), cand.plan.confirm_s),
+            probe_queries=fixed.min_query_count or 1, confirm_s=cand.plan.confirm_s,
+            confirm_queries=cand.plan.confirm_queries, ceiling=ceiling)
+        label = self.case_label(sut, scenario, mode)
+        said: set[int] = set()  # rounds whose line is out
+
+        def round_search(arm: str, i: int, plan: SearchPlan) -> SearchOutcome:
+            if i not in said and self.session.progress is not None:
+                said.add(i)
+                self.session.progress(line(label, search_round_text(i, gate.max_rounds, plan.max_probes,
+                                                                    setup.probe_s)), NORMAL)
+            run_at = self._prober(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed, full,
+                                  [], label=f"gate round {i + 1}, {arm}", in_round=True)
+            return search(run_at, plan)
+
+        rounds = CapacityRounds(setup, gate, round_search,
+                                latest={"reference": ref.capacity_qps, "candidate": cand.capacity_qps})
+        failure: str | None = None
+        try:
+            metrics = gate_metrics(scenario, {CAPACITY_METRIC: ref.capacity_qps}, searched=True)
+            outcome = run_rounds(rounds.measure, metrics, gate.plan())
+        except GateError as exc:
+            failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
+        if failure is not None:  # failed outside the except block: no chained traceback in the report
+            pytest.fail(failure, pytrace=False)
+        outcome.reference_recipe = recipes["reference"].describe()
+        outcome.candidate_recipe = recipes["candidate"].describe()
+        outcome.searches = searches_record({"reference": ref, "candidate": cand}, rounds)
+        case.gate = outcome
+        case.log_dir = str(base)
+        return case
 
     def keep(self, case: CaseRun) -> None:
         self.item.stash.setdefault(CASES_KEY, []).append(case)
@@ -582,6 +674,13 @@ OFFICIAL_DURATION_MS = 600_000
 # batch size, where the Server run's batching may fill batches a little better; 20% covers that and the loop's
 # noise, while a load twice the throughput (a short probe can look VALID there) is never probed
 SEARCH_CEILING_MARGIN = 1.2
+
+
+def search_ceiling(first: CaseRun) -> float | None:
+    """The highest load a search probes: the calibrating run's bare-loop throughput times the margin (None: it did
+    not calibrate, no ceiling)."""
+    bare = ((first.calibration or {}).get("bare") or {}).get("samples_per_s")
+    return float(bare) * SEARCH_CEILING_MARGIN if bare else None
 
 CASES_KEY = pytest.StashKey[list]()
 ATTEMPT_KEY = pytest.StashKey[dict]()  # the case LoadGenDriver.run is measuring, until its CaseRun is kept

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pytest_mlperf.progress import (NORMAL, QUIET, VERBOSE, Notice, Phase, PhaseClock, Still, first_check_s, level,
-                                    line, notice_text, reporter, round_text, shown, still_text)
+                                    line, notice_text, reporter, round_text, search_round_text, shown, still_text)
 from pytest_mlperf.runner.calibrate import calibration_seconds
 from null_bench import write_null_bench
 
@@ -112,6 +112,8 @@ def test_a_reporter_names_the_case_and_gives_each_line_its_verbosity() -> None:
 
 def test_round_and_calibration_lengths() -> None:
     assert round_text(2, 60, 0.5) == "gate round 3 of at most 60, about 1.0 s (two runs of 0.5 s)"
+    assert search_round_text(2, 60, 6, 0.5) == ("gate round 3 of at most 60, a capacity search per arm (at most 6 "
+                                                "probes of 0.5 s each)")
     assert calibration_seconds(0.3, 8) == pytest.approx(0.6) and calibration_seconds(1.0, 1) == 1.0
     assert calibration_seconds(1.0, 32) == pytest.approx(1.3)
 

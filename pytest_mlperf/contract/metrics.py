@@ -88,13 +88,15 @@ class HeadlineRule:
 @dataclass(frozen=True)
 class ScenarioRoles:
     """What each metric does in one scenario. `regression`, `gate`: every one logged non-zero is compared (one
-    only, the first, where `gate_one_of`: Offline's two throughputs say the same thing for an LLM).
+    only, the first, where `gate_one_of`: Offline's two throughputs say the same thing for an LLM). `gate_searched`:
+    what the gate judges instead under --mlperf-server-search (capacity_gate.py), where the scenario has it.
     `throughput`, `worst_latency`: candidates for aggregate, the first one a case has wins."""
 
     headline: HeadlineRule
     regression: tuple[str, ...]
     gate: tuple[str, ...]
     gate_one_of: bool = False
+    gate_searched: tuple[str, ...] = ()
     throughput: tuple[str, ...] = ()
     worst_latency: tuple[str, ...] = ()
 
@@ -102,7 +104,9 @@ class ScenarioRoles:
 # Regression: where LoadGen's early-stopping estimate is missing (a run too short for it) the plain percentile
 # still compares. Gate: the headline MLPerf's checker reports, and for latency scenarios the token latencies when
 # the workload has them; throughput in Server is pinned to the target load, so there the tail latency is what an
-# isolation layer moves. Aggregate: throughput tokens/s first for LLMs; latencies do not add up, the worst host's.
+# isolation layer moves, unless --mlperf-server-search is on: the gate then judges the capacity each arm's searches
+# find (a layer that costs 5% of capacity fails), as baselines of searched cases do. Aggregate: throughput tokens/s
+# first for LLMs; latencies do not add up, the worst host's.
 ROLES: dict[str, ScenarioRoles] = {
     "Offline": ScenarioRoles(
         headline=HeadlineRule(keys=(SAMPLES_PER_SECOND,), tokens=(TOKENS_PER_SECOND,)),
@@ -115,6 +119,7 @@ ROLES: dict[str, ScenarioRoles] = {
                               tokens=(COMPLETED_TOKENS_PER_SECOND,)),
         regression=(COMPLETED_SAMPLES_PER_SEC, COMPLETED_TOKENS_PER_SECOND, P99_LATENCY, P99_TTFT, P99_TPOT),
         gate=(P99_LATENCY, P99_TTFT, P99_TPOT),
+        gate_searched=(SERVER_CAPACITY,),
         throughput=(COMPLETED_TOKENS_PER_SECOND, COMPLETED_SAMPLES_PER_SEC),
         worst_latency=(P99_TTFT, P99_LATENCY),
     ),
@@ -160,9 +165,13 @@ def regression_set(scenario: str) -> tuple[MetricDef, ...]:
     return _defs(r.regression) if r else ()
 
 
-def gate_set(scenario: str) -> tuple[MetricDef, ...]:
+def gate_set(scenario: str, searched: bool = False) -> tuple[MetricDef, ...]:
+    """The metrics the overhead gate judges; `searched`: those it judges under --mlperf-server-search (Server's
+    capacity; () for a scenario without a search)."""
     r = ROLES.get(scenario)
-    return _defs(r.gate) if r else ()
+    if r is None:
+        return ()
+    return _defs(r.gate_searched if searched else r.gate)
 
 
 def throughput_candidates(scenario: str) -> tuple[MetricDef, ...]:
