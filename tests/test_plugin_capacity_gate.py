@@ -111,13 +111,3 @@ def test_a_candidate_20_percent_slower_fails_on_capacity(pytester: pytest.Pytest
     assert gate["verdict"] == "FAIL" and gate["metric"] == "server_capacity_qps"
     assert gate["ci_low"] > 0.05 and 0.1 < gate["overhead"] < 0.5
     assert len(gate["searches"]["rounds"]) == gate["rounds"]
-
-
-def test_a_user_conf_target_qps_cannot_be_searched_under_the_gate(pytester: pytest.Pytester) -> None:
-    bench(pytester)
-    conf = pytester.path / "user.conf"
-    conf.write_text("resnet50.Server.target_qps = 50\n")
-    result = run(pytester, "--mlperf-candidate-env=SOMEVAR=1", f"--mlperf-user-conf={conf}")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*--mlperf-server-search varies the Server target QPS, but --mlperf-user-conf * sets "
-                                 "target_qps*"])

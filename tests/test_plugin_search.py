@@ -109,11 +109,12 @@ def test_an_unbracketable_search_fails_saying_what_it_tried(pytester: pytest.Pyt
     assert case["metrics"] == {}
 
 
-def test_a_user_conf_target_qps_cannot_be_searched(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("gate", [[], ["--mlperf-candidate-env=SOMEVAR=1"]], ids=["alone", "under the gate"])
+def test_a_user_conf_target_qps_cannot_be_searched(pytester: pytest.Pytester, gate: list[str]) -> None:
     bench(pytester)
     conf = pytester.path / "user.conf"
     conf.write_text("resnet50.Server.target_qps = 50\n")
-    result = run(pytester, "--mlperf-server-search", f"--mlperf-user-conf={conf}")
+    result = run(pytester, "--mlperf-server-search", f"--mlperf-user-conf={conf}", *gate)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*--mlperf-server-search varies the Server target QPS, but --mlperf-user-conf * sets "
                                  "target_qps*"])
