@@ -286,16 +286,11 @@ class LoadGenDriver:
         self._refuse_searching_a_fixed_target(sut, scenario)
         full, probe = self._search_tests(sut, scenario, mode, base)
         shutil.rmtree(base, ignore_errors=True)
-        first, seconds = self._timed(lambda: self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket",
-                                                          fixed=probe))
-        fixed = TestRequest.from_dict(first.test)  # the calibrated latency bound holds for every run of the search
-        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
-        ceiling = search_ceiling(first)
-        outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start, (first, seconds), ceiling)
+        outcome, case, fixed, ceiling = self._calibrated_search(sut, recipe, scenario, mode, base, full, probe)
         self.keep(case)
         for k in range(2, (settings.baseline_repeats if settings.update_baselines else 1) + 1):
             again, _ = self._search(sut, recipe, scenario, mode, base.with_name(f"{base.name}-repeat{k}"), fixed,
-                                    full, outcome.capacity_qps or start, None, ceiling)
+                                    full, outcome.capacity_qps or outcome.plan.start_qps, None, ceiling)
             if again.capacity_qps:
                 case.repeats.append({CAPACITY_METRIC: again.capacity_qps})
         return case
@@ -315,6 +310,21 @@ class LoadGenDriver:
         probe = replace(full, min_duration_ms=max(PROBE_MIN_MS, int(confirm_ms * PROBE_FRACTION)),
                         min_query_count=min(full.min_query_count or PROBE_QUERIES, PROBE_QUERIES))
         return full, probe
+
+    def _calibrated_search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
+                           full: TestRequest, probe: TestRequest, *, label: str = "",
+                           failing: str = "") -> tuple[SearchOutcome, CaseRun, TestRequest, float | None]:
+        """A whole search whose first probe (`probe`, under `base`/search/01-bracket) calibrates: its target is the
+        calibrated estimate, and its test (the latency bound) is fixed for every later run. Returns the outcome,
+        the confirmation's run, that fixed test and the ceiling no probe goes above (see `_search`)."""
+        first, seconds = self._timed(lambda: self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket",
+                                                          fixed=probe, label=label))
+        fixed = TestRequest.from_dict(first.test)
+        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
+        ceiling = search_ceiling(first)
+        outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start, (first, seconds), ceiling,
+                                     label=label, failing=failing)
+        return outcome, case, fixed, ceiling
 
     @staticmethod
     def _timed(run: Callable[[], CaseRun]) -> tuple[CaseRun, float]:
@@ -393,16 +403,11 @@ class LoadGenDriver:
         shutil.rmtree(base, ignore_errors=True)
         recipes = {"reference": self.session.reference, "candidate": gate.candidate}
         full, probe = self._search_tests(sut, scenario, mode, base)
-        # the reference's first probe calibrates: its test (latency bound, lengths) is every later run's of both arms
-        first, seconds = self._timed(lambda: self.execute(
-            sut, recipes["reference"], scenario, mode, base / "warmup-reference" / "search" / "01-bracket",
-            fixed=probe, label="gate warm-up search, reference"))
-        fixed = TestRequest.from_dict(first.test)
-        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
-        ceiling = search_ceiling(first)  # the reference's: both arms search under one ceiling
-        ref, _ = self._search(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed, full,
-                              start, (first, seconds), ceiling, label="gate warm-up search, reference",
-                              failing="overhead gate: the reference's warm-up capacity search")
+        # the reference's first probe calibrates: its test (latency bound, lengths) is every later run's of both
+        # arms, and its ceiling both arms' ceiling
+        ref, _, fixed, ceiling = self._calibrated_search(
+            sut, recipes["reference"], scenario, mode, base / "warmup-reference", full, probe,
+            label="gate warm-up search, reference", failing="overhead gate: the reference's warm-up capacity search")
         assert ref.capacity_qps is not None  # a search that passed has a capacity
         # the candidate's first probe, at the reference's capacity, calibrates too, so that its runner warms up as
         # the reference's did (gate_run's candidate warm-up; in smoke its bound may be relaxed to 8 times its own
