@@ -35,12 +35,8 @@ def options_differ(baseline: Baseline, sut_options: Mapping[str, Mapping[str, An
     recorded = baseline.system.get("sut_options")
     if not isinstance(recorded, dict):
         return None
-    now = option_values(sut_options)
-    changed = sorted(k for k in {*recorded, *now} if recorded.get(k) != now.get(k))
-    if not changed:
-        return None
-    shown = "; ".join(f"{k}: {recorded.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in changed)
-    return f"backend options differ from the baseline's ({shown}): the comparison is across options"
+    shown = _changes(recorded, option_values(sut_options), "unset", "unset")
+    return f"backend options differ from the baseline's ({shown}): the comparison is across options" if shown else None
 
 
 def duration_differs(baseline: Baseline, min_duration_ms: int | None) -> str | None:
@@ -63,13 +59,18 @@ def details_differ(baseline: Baseline, details: Mapping[str, Any]) -> str | None
     recorded = {k[len("backend_"):]: str(v) for k, v in baseline.system.items()
                 if k.startswith("backend_") and k[len("backend_"):] not in VOLATILE_DETAILS}
     now = {k: str(v) for k, v in details.items() if k not in VOLATILE_DETAILS}
-    changed = sorted(k for k in {*recorded, *now} if recorded.get(k) != now.get(k))
-    if not changed:
+    shown = _changes(recorded, now, "not recorded", "not reported")
+    if not shown:
         return None
-    shown = "; ".join(f"{k}: {recorded.get(k, 'not recorded')} -> {now.get(k, 'not reported')}" for k in changed)
     return (f"the backend differs from the baseline's ({shown}): other kernels or library versions round floats "
             "differently, which can change an output; judge against a baseline recorded with this backend "
             "(--mlperf-update-baselines) or run with the baseline's settings")
+
+
+def _changes(recorded: Mapping[str, Any], now: Mapping[str, Any], absent_then: str, absent_now: str) -> str:
+    """The keys whose values differ between the two, in words ("key: then -> now; ..."); "" when none does."""
+    changed = sorted(k for k in {*recorded, *now} if recorded.get(k) != now.get(k))
+    return "; ".join(f"{k}: {recorded.get(k, absent_then)} -> {now.get(k, absent_now)}" for k in changed)
 
 
 def _seconds(ms: int) -> str:
