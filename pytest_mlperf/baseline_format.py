@@ -1,6 +1,6 @@
 """What a stored baseline file holds (`baselines/WORKLOAD/SCENARIO-MODE-BACKEND-PRECISION-SYSTEM.json`), as msgspec
-Structs, and the JSON Schema generated from them (`docs/baseline.schema.json`, kept current by
-tests/test_baseline_format.py).
+Structs, and the JSON Schema generated from them (`docs/baseline.schema.json`, written by
+json_schemas.py and kept current by tests/test_json_schemas.py).
 
 baselines.py reads a file with `decode` and turns a mismatch into a BaselineError naming the file, the field
 (`"metrics.result_samples_per_second.value": expected float, got str`) and the fix. The checks a type cannot state
@@ -10,18 +10,15 @@ The twin of results_format.py, for the other document this project writes."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .json_schemas import describe
+
 BASELINE_FORMAT = "pytest-mlperf/baseline"
 BASELINE_VERSION = 1
-
-
-def _doc(text: str) -> msgspec.Meta:
-    return msgspec.Meta(description=text)
 
 
 class BaselineKey(msgspec.Struct):
@@ -32,17 +29,18 @@ class BaselineKey(msgspec.Struct):
     mode: str
     backend: str
     precision: str
-    system: Annotated[str, _doc("GPUs (or CPU) of the machine it was recorded on, e.g. 1xNVIDIA_H200")]
+    system: Annotated[str, describe("GPUs (or CPU) of the machine it was recorded on, e.g. 1xNVIDIA_H200")]
 
 
 class BaselineMetric(msgspec.Struct):
     """One metric as recorded: the median of the repeats, and the repeats themselves."""
 
-    name: Annotated[str, _doc("LoadGen's key, the same as the key it is stored under")]
-    value: Annotated[float, _doc("positive; the median of `samples` when there are several")]
+    name: Annotated[str, describe("LoadGen's key, the same as the key it is stored under")]
+    value: Annotated[float, describe("positive; the median of `samples` when there are several")]
     unit: str
     higher_is_better: bool
-    samples: Annotated[list[float], _doc("the repeats' values (--mlperf-baseline-repeats): its noise allowance")] = []
+    samples: Annotated[list[float],
+                       describe("the repeats' values (--mlperf-baseline-repeats): its noise allowance")] = []
 
 
 class BaselineDocument(msgspec.Struct):
@@ -52,13 +50,14 @@ class BaselineDocument(msgspec.Struct):
     version: Literal[1]
     key: BaselineKey
     metrics: dict[str, BaselineMetric]
-    accuracy: Annotated[dict[str, Any] | None, _doc("outputs digest and predictions (and scores with real data)")] = None
+    accuracy: Annotated[dict[str, Any] | None,
+                        describe("outputs digest and predictions (and scores with real data)")] = None
     settings: Annotated[dict[str, Any] | None,
-                        _doc("what the run used that a later run reuses or is told of: Server target QPS and "
+                        describe("what the run used that a later run reuses or is told of: Server target QPS and "
                              "latency bound, minimum duration")] = None
     system: Annotated[dict[str, Any] | None,
-                      _doc("driver, framework versions, backend_* details, sut_options: said, not keyed")] = None
-    recorded_at: Annotated[str, _doc("ISO 8601, UTC")] = ""
+                      describe("driver, framework versions, backend_* details, sut_options: said, not keyed")] = None
+    recorded_at: Annotated[str, describe("ISO 8601, UTC")] = ""
 
 
 class FormatError(ValueError):
@@ -95,13 +94,3 @@ def _said(text: str, field: str) -> str:
     else:
         text = text.replace("`", "").replace(" | ", " or ").replace("Expected", "expected")
     return f"\"{field}\": {text}" if field else text
-
-
-def schema() -> dict[str, Any]:
-    """The JSON Schema of a baseline file (what docs/baseline.schema.json holds)."""
-    return msgspec.json.schema(BaselineDocument)
-
-
-def schema_text() -> str:
-    """The schema as written to docs/baseline.schema.json: sorted keys, two-space indent, a final newline."""
-    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"

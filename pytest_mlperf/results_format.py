@@ -1,5 +1,5 @@
 """What `results.json` holds: the document a pytest session writes (`report.ResultsCollector.results_document`),
-as msgspec Structs, and the JSON Schema generated from them (`docs/results.schema.json`).
+as msgspec Structs, and the JSON Schema generated from them (`docs/results.schema.json`, written by json_schemas.py).
 
 A consumer (a CI step, a dashboard, `pytest-mlperf aggregate`) can rely on every field named here: its type, and
 whether it may be null. Nested objects whose shape belongs to another module (LoadGen's run, the calibration, the
@@ -12,17 +12,14 @@ are what issue 15 found drifting."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .json_schemas import describe
+
 RESULTS_FORMAT = "pytest-mlperf/results"
 RESULTS_VERSION = 1
-
-
-def _doc(text: str) -> msgspec.Meta:
-    return msgspec.Meta(description=text)
 
 
 class CaseKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -33,14 +30,14 @@ class CaseKey(msgspec.Struct, forbid_unknown_fields=True):
     mode: str
     backend: str
     precision: str
-    system: Annotated[str, _doc("GPUs (or CPU) of the machine, e.g. 1xNVIDIA-H200")]
+    system: Annotated[str, describe("GPUs (or CPU) of the machine, e.g. 1xNVIDIA-H200")]
 
 
 class ServerTarget(msgspec.Struct, forbid_unknown_fields=True):
     """The Server load LoadGen ran at, and where it came from."""
 
     qps: float | None
-    source: Annotated[str, _doc("user.conf, baseline, search, benchmark, calibration or mlperf.conf")]
+    source: Annotated[str, describe("user.conf, baseline, search, benchmark, calibration or mlperf.conf")]
     why: str
 
 
@@ -48,40 +45,41 @@ class CaseRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One LoadGen case: a measured run, or a case that failed before LoadGen gave it a result (`run` null,
     `reason` set)."""
 
-    nodeid: Annotated[str, _doc("pytest's node id of the test")]
+    nodeid: Annotated[str, describe("pytest's node id of the test")]
     key: CaseKey
     outcome: Annotated[Literal["passed", "failed", "skipped", "error"],
-                       _doc("pytest's outcome of the test; error: its setup failed")]
-    worker: Annotated[str, _doc("the pytest-xdist worker (gw0, ...) or main")]
-    reason: Annotated[str | None, _doc("why the case failed, without a traceback")] = None
-    recipe: Annotated[str | None, _doc("how the runner was started (environment, prefix command)")]
+                       describe("pytest's outcome of the test; error: its setup failed")]
+    worker: Annotated[str, describe("the pytest-xdist worker (gw0, ...) or main")]
+    reason: Annotated[str | None, describe("why the case failed, without a traceback")] = None
+    recipe: Annotated[str | None, describe("how the runner was started (environment, prefix command)")]
     profile: str | None
-    log_dir: Annotated[str | None, _doc("the folder of LoadGen's logs of this run")]
-    backend: Annotated[dict[str, Any], _doc("the backend, device, precision and the details in effect")]
-    system: Annotated[dict[str, Any], _doc("the machine: CPU, driver, GPUs")]
-    run: Annotated[dict[str, Any] | None, _doc("LoadGen's result (logs.Run.to_dict); null if none")]
-    metrics: Annotated[dict[str, float | None], _doc("the case's metrics by LoadGen key")]
-    harness_efficiency: Annotated[float | None, _doc("LoadGen's throughput over the bare loop's")]
-    latency_overhead: Annotated[float | None, _doc("LoadGen's p50 over the bare batch-1 p50, minus one")]
+    log_dir: Annotated[str | None, describe("the folder of LoadGen's logs of this run")]
+    backend: Annotated[dict[str, Any], describe("the backend, device, precision and the details in effect")]
+    system: Annotated[dict[str, Any], describe("the machine: CPU, driver, GPUs")]
+    run: Annotated[dict[str, Any] | None, describe("LoadGen's result (logs.Run.to_dict); null if none")]
+    metrics: Annotated[dict[str, float | None], describe("the case's metrics by LoadGen key")]
+    harness_efficiency: Annotated[float | None, describe("LoadGen's throughput over the bare loop's")]
+    latency_overhead: Annotated[float | None, describe("LoadGen's p50 over the bare batch-1 p50, minus one")]
     calibration: dict[str, Any] | None
     schedule: dict[str, Any] | None
-    test: Annotated[dict[str, Any] | None, _doc("the test request LoadGen ran (loadgen.TestRequest)")]
+    test: Annotated[dict[str, Any] | None, describe("the test request LoadGen ran (loadgen.TestRequest)")]
     accuracy: dict[str, Any] | None
-    stand_ins: Annotated[list[str], _doc("what ran on a stand-in instead of MLPerf's files")] = []
+    stand_ins: Annotated[list[str], describe("what ran on a stand-in instead of MLPerf's files")] = []
     notes: list[str]
-    baseline: Annotated[list[dict[str, Any]], _doc("the comparisons with stored baselines")] = []
-    missing_baseline: Annotated[str | None, _doc("where this case's baseline would be, when there is none")]
+    baseline: Annotated[list[dict[str, Any]], describe("the comparisons with stored baselines")] = []
+    missing_baseline: Annotated[str | None, describe("where this case's baseline would be, when there is none")]
     baseline_path: str | None
     outputs_match: bool | None
-    gate: Annotated[dict[str, Any] | None, _doc("the overhead gate's verdict and rounds, under the gate")]
+    gate: Annotated[dict[str, Any] | None, describe("the overhead gate's verdict and rounds, under the gate")]
     gpus: list[dict[str, Any]]
     repeats: list[dict[str, Any]]
-    timings: Annotated[dict[str, float], _doc("seconds: runner_start_s, prepare_s, loadgen_s, results_s, case_s")]
+    timings: Annotated[dict[str, float], describe("seconds: runner_start_s, prepare_s, loadgen_s, results_s, case_s")]
     runner_pid: int | None
     runner_cpus: str | None
-    sut_options: Annotated[dict[str, Any], _doc("backend options from the command line or ini, with their source")] = {}
+    sut_options: Annotated[dict[str, Any],
+                           describe("backend options from the command line or ini, with their source")] = {}
     server_target: ServerTarget | None = None
-    server_search: Annotated[dict[str, Any] | None, _doc("the capacity search's probes and capacity")] = None
+    server_search: Annotated[dict[str, Any] | None, describe("the capacity search's probes and capacity")] = None
 
 
 class ResultsDocument(msgspec.Struct, forbid_unknown_fields=True):
@@ -89,21 +87,11 @@ class ResultsDocument(msgspec.Struct, forbid_unknown_fields=True):
 
     format: Literal["pytest-mlperf/results"]
     version: Literal[1]
-    pytest_mlperf: Annotated[str, _doc("the version that wrote it")]
-    created: Annotated[str, _doc("ISO 8601, UTC")]
+    pytest_mlperf: Annotated[str, describe("the version that wrote it")]
+    created: Annotated[str, describe("ISO 8601, UTC")]
     host: str
     profile: str
     cases: list[CaseRecord]
-
-
-def schema() -> dict[str, Any]:
-    """The JSON Schema of results.json (what docs/results.schema.json holds)."""
-    return msgspec.json.schema(ResultsDocument)
-
-
-def schema_text() -> str:
-    """The schema as it is written to docs/results.schema.json: sorted keys, two-space indent, a final newline."""
-    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
 
 
 def check_document(document: dict[str, Any]) -> str | None:
