@@ -14,7 +14,6 @@ once an interval is listed as spinning: in the probe's process (session 9) numpy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import thread_stats
+
+from pytest_mlperf.contract.files import write_json_atomic
 
 BUSY_SHARE = 0.5  # a thread that ran at least this share of an interval was busy in it
 SPIN_SWITCHES = 2.0  # ... and one that blocked at most this often per busy interval was waiting without sleeping
@@ -120,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = child.wait()
         summary = {"command": command, "match": args.match, "interval_s": args.interval,
                    "processes": watch.summary()}
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(args.out)
+        write_json_atomic(args.out, summary)
         for pid, p in summary["processes"].items():  # type: ignore[attr-defined]
             print(f"pid {pid}: {len(p['threads'])} threads, spinning: "
                   f"{[(s['tid'], s['name'], round(s['run_ms'])) for s in p['spinning']]}", flush=True)
