@@ -98,5 +98,6 @@ def test_outputs_that_differ_name_the_backend_details_that_differ(pytester: pyte
     path.write_text(json.dumps(data))
     result = run(pytester, "--mlperf-mode=accuracy")
     result.assert_outcomes(failed=1)
-    said = "*outputs differ from the baseline's on 1 of * samples*; the backend differs from the baseline's (delay_ms: 2 -> 1)*"
+    said = ("*outputs differ from the baseline's on 1 of * samples*; "
+            "the backend differs from the baseline's (delay_ms: 2 -> 1)*")
     result.stdout.fnmatch_lines([said])

@@ -230,8 +230,8 @@ class OrtClassifier:
     `cuda_graph_max_batch` (default 0: no CUDA graphs; benchmarks/test_resnet50.py sets 8 for its SingleStream and
     MultiStream cases) and `prefer_nhwc` (default true: the CUDA provider's own `prefer_nhwc`, which runs
     convolutions in cuDNN's NHWC layout, for every session; on the H200 it raised Offline by 19.7% and let
-    Server hold its bound at 85% of that for 60 s; `false` keeps ORT's NCHW). The values in effect are in the backend's details
-    (results.json).
+    Server hold its bound at 85% of that for 60 s; `false` keeps ORT's NCHW). The values in effect are in the
+    backend's details (results.json).
 
     On CUDA, a session that runs a batch of another size than its last one pays 100-190 ms for it, however often
     it has seen that size before (H200, onnxruntime-gpu 1.31.1, ResNet50; docs/performance.md): under Server load
