@@ -96,8 +96,14 @@ def round_plan(start_qps: float, setup: RoundSetup, gate: GateSettings) -> Searc
 
 
 def longest_latency_s(*outcomes: SearchOutcome) -> float | None:
-    """The longest p99 query latency any probe of these searches saw, in seconds (None: none logged one)."""
-    found = [p.result.latency_p99_ns for o in outcomes for p in o.probes if p.result.latency_p99_ns]
+    """The longest p99 query latency a VALID probe of these searches saw, in seconds (None: none logged one).
+
+    Only VALID probes: an overloaded probe's p99 is its queue's, which grows with the probe's own length, not the
+    SUT's query latency that round probes must outlast. On the H200 one warm-up probe of the ResNet50 stand-in at
+    8,970 QPS (1.35x its capacity) logged a p99 of 0.67 s, so every round probe lasted 3.3 s instead of the ci
+    profile's 1 s round, and an A/A gate's 12 rounds took 200 s instead of about 60 s (docs/performance.md)."""
+    found = [p.result.latency_p99_ns for o in outcomes for p in o.probes
+             if p.result.valid and p.result.latency_p99_ns]
     return max(found) / 1e9 if found else None
 
 

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from pytest_mlperf.capacity_gate import (ROUND_PROBES, ROUND_SLACK, ROUND_STEP, CapacityRounds, RoundSetup, on_grid,
-                                         round_plan, round_probe_s, searches_record)
+from pytest_mlperf.capacity_gate import (ROUND_PROBES, ROUND_SLACK, ROUND_STEP, CapacityRounds, RoundSetup,
+                                         longest_latency_s, on_grid, round_plan, round_probe_s, searches_record)
 from pytest_mlperf.gate import GateError, describe, gate_metrics, run_rounds
 from pytest_mlperf.runner.recipe import LaunchRecipe
 from pytest_mlperf.server_search import (CAPACITY_METRIC, STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE,
-                                         ProbeResult, SearchOutcome, SearchPlan, search)
+                                         Probe, ProbeResult, SearchOutcome, SearchPlan, search)
 from pytest_mlperf.settings import GateSettings
 from pytest_mlperf.stats import Verdict
 
@@ -66,6 +66,27 @@ def test_every_round_probe_lasts_the_round_and_at_least_five_query_latencies() -
     assert round_probe_s(0.5, 0.05, 10.0) == 0.5  # 5 x 50 ms is shorter than the round
     assert round_probe_s(0.5, 0.3, 10.0) == pytest.approx(1.5)  # an LLM's query latency: 5 times it
     assert round_probe_s(0.5, 4.0, 10.0) == 10.0  # at most the case's full length
+
+
+def warmup(*probes: tuple[float, bool, float]) -> SearchOutcome:
+    """A finished warm-up search of (target QPS, VALID, p99 query latency s) probes."""
+    kept = [Probe("bracket", q, ProbeResult(v, achieved_qps=q, latency_p99_ns=lat * 1e9), 2.5) for q, v, lat in probes]
+    plan = SearchPlan(start_qps=3700.0, budget_s=60.0, probe_s=2.5, probe_queries=16, confirm_s=10.0,
+                      confirm_queries=460)
+    return SearchOutcome(STATUS_FOUND, 6600.0, 6600.0, 6600.0, 6700.0, kept, 30.0, plan)
+
+
+def test_an_overloaded_warm_up_probe_does_not_lengthen_the_round_probes() -> None:
+    # the H200 pattern (ResNet50 stand-in, ci profile): VALID probes near 12 ms, one probe at 1.35x the capacity
+    # INVALID with a queue's 0.67 s p99; its p99 made every round probe 3.3 s instead of the 1 s round
+    ref = warmup((3700.0, True, 0.011), (7480.0, False, 0.35), (6600.0, True, 0.0124))
+    cand = warmup((6600.0, True, 0.012), (8970.0, False, 0.67), (6700.0, True, 0.0125))
+    assert longest_latency_s(ref, cand) == pytest.approx(0.0125)
+    assert round_probe_s(1.0, longest_latency_s(ref, cand), 10.0) == 1.0
+    # an LLM's VALID queries of ~1.1 s still set the length: five of them
+    assert round_probe_s(1.0, longest_latency_s(warmup((20.0, True, 1.1), (50.0, False, 4.6))), 60.0) == \
+        pytest.approx(5.5)
+    assert longest_latency_s(warmup((9000.0, False, 0.7))) is None  # no VALID probe: the round length
 
 
 def test_the_round_plan_comes_from_the_gate_settings() -> None:
