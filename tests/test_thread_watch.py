@@ -46,3 +46,18 @@ def test_spinning_needs_busy_intervals_with_few_blocking_switches() -> None:
     assert not thread_watch.spinning_thread({"intervals": 4, "busy": 4, "run_ms": 900.0, "voluntary_busy": 400})
     assert not thread_watch.spinning_thread({"intervals": 4, "busy": 1, "run_ms": 300.0, "voluntary_busy": 0})
     assert not thread_watch.spinning_thread({"intervals": 1, "busy": 1, "run_ms": 250.0, "voluntary_busy": 0})
+
+
+def test_it_watches_the_plugins_runners_by_default(tmp_path: Path) -> None:
+    # session 9 shipped `--match runner/child.py`, which no runner's command line holds: the plugin starts them as
+    # `python -m pytest_mlperf.runner.child`, so the watch would have listed no process at all
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+
+    assert thread_watch.RUNNER_MODULE in " ".join(LaunchRecipe(name="reference").argv("SOCKET", "KEY"))
+    out = tmp_path / "watch.json"
+    # a process whose command line names the runner module, as a runner's does
+    rc = thread_watch.main([str(out), "--interval", "0.1", "--", sys.executable, "-c", "import time; time.sleep(1)",
+                            "pytest_mlperf.runner.child"])
+    summary = json.loads(out.read_text())
+    assert rc == 0 and summary["match"] == "pytest_mlperf.runner.child"
+    assert len(summary["processes"]) == 1

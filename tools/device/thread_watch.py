@@ -1,7 +1,7 @@
 """Watch the threads of other processes while a command runs (issue 14): which threads of the plugin's runner use
 the CPUs during a gate's rounds, and whether any of them busy-waits.
 
-    python3 tools/device/thread_watch.py OUT.json [--match runner/child.py] [--interval 0.5] -- COMMAND...
+    python3 tools/device/thread_watch.py OUT.json [--match pytest_mlperf.runner.child] [--interval 0.5] -- COMMAND...
 
 Runs COMMAND (e.g. a pytest line) and, every `interval` seconds until it ends, samples every thread of each process
 whose command line contains `--match` (thread_stats.py: CPU time, run-queue wait, context switches, last CPU).
@@ -26,6 +26,7 @@ import thread_stats
 
 from pytest_mlperf.contract.files import write_json_atomic
 
+RUNNER_MODULE = "pytest_mlperf.runner.child"  # the plugin starts its runners as `python -m` of it (recipe.py)
 BUSY_SHARE = 0.5  # a thread that ran at least this share of an interval was busy in it
 SPIN_SWITCHES = 2.0  # ... and one that blocked at most this often per busy interval was waiting without sleeping
 
@@ -100,7 +101,7 @@ def spinning_thread(row: dict[str, float]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--match", default="runner/child.py", help="part of the watched processes' command line")
+    parser.add_argument("--match", default=RUNNER_MODULE, help="part of the watched processes' command line")
     parser.add_argument("--interval", type=float, default=0.5)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv or argv.index("--") == len(argv) - 1:
