@@ -154,13 +154,20 @@ def sharing_note(records: list[dict[str, Any]]) -> str | None:
 EFFICIENCY_CEILING = 1.05
 
 
-def harness_line(nodeid: str, efficiency: float, bare: float) -> str:
-    """LoadGen's throughput as a share of the bare loop's. Above 100% it is no efficiency: the bare loop is the
-    ceiling, so the calibration (a fraction of a second) was measured on a busier machine than the run."""
+def harness_line(nodeid: str, efficiency: float, bare: dict[str, Any]) -> str:
+    """LoadGen's throughput as a share of the bare loop's (`bare`: the calibration's measurement). Above 100% it is
+    no efficiency: the bare loop is the ceiling, so the calibration measured a slower SUT than the run did: one still
+    warming up when it stopped (`settled` False: its batches were still getting faster), or a busier machine."""
+    rate = float(bare["samples_per_s"])
     if efficiency <= EFFICIENCY_CEILING:
-        return f"harness: {nodeid}: LoadGen {efficiency:.1%} of the bare loop ({bare:,.1f} samples/s)"
-    return (f"harness: {nodeid}: no efficiency: LoadGen ran {efficiency:.2f}x the bare loop's {bare:,.1f} samples/s, "
-            "so the calibration was disturbed (another process on the CPU?); run on a quiet machine for this figure")
+        return f"harness: {nodeid}: LoadGen {efficiency:.1%} of the bare loop ({rate:,.1f} samples/s)"
+    head = f"harness: {nodeid}: no efficiency: LoadGen ran {efficiency:.2f}x the bare loop's {rate:,.1f} samples/s"
+    if bare.get("settled") is False:
+        first = bare.get("first_batch_s")
+        return (f"{head}: the calibration's batches were still getting faster when it stopped ({bare.get('batches')} "
+                "batches" + (f", the first {first:.3g} s" if first else "")
+                + f", the median {bare['batch_latency_p50_s']:.3g} s), so its rate is a floor; LoadGen's figure stands")
+    return f"{head}, so the calibration was disturbed (another process on the CPU?); run on a quiet machine for this figure"
 
 
 def standin_lines(records: list[dict[str, Any]]) -> list[str]:
@@ -232,7 +239,7 @@ class ResultsCollector:
                 lines.append(f"note: {r['nodeid']}: {note}")
             eff = r.get("harness_efficiency")
             if eff:
-                lines.append(harness_line(r["nodeid"], eff, r["calibration"]["bare"]["samples_per_s"]))
+                lines.append(harness_line(r["nodeid"], eff, r["calibration"]["bare"]))
             over = r.get("latency_overhead")
             if over is not None:
                 bare_ms = r["calibration"]["bare"]["batch_latency_p50_s"] * 1e3

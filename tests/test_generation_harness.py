@@ -222,10 +222,58 @@ def test_batched_calibration_leaves_each_streams_first_batch_out_of_the_rate() -
     for streams in (1, 2):
         backend.seen.clear()
         m = measure_batches(backend, list(range(8)), 4, streams, 0.0)  # no time asked for: the minimum batches
-        assert m.batches == 2 * streams  # MIN_CALIBRATION_BATCHES each, though the deadline had passed
+        assert m.batches == 3 * streams  # two, and one to see the second's time hold, though the deadline had passed
+        assert m.settled
         assert m.first_batch_s is not None and m.first_batch_s >= 0.2
         assert m.batch_latency_p90_s < 0.1  # the slow first batches are not in the latencies...
         assert m.samples_per_s > streams * 4 / 0.1  # ...nor in the rate (with them: under 4 / 0.21 a stream)
+
+
+def test_a_streams_warm_up_ends_where_its_batches_stop_getting_faster() -> None:
+    from pytest_mlperf.suts.generation import is_settled, settled_from
+
+    assert settled_from([9.1, 5.7, 2.8, 2.8, 2.9]) == 2  # the H200's transformers calibration, had it gone on
+    assert settled_from([9.1, 5.7]) == 1  # two batches: all but the first
+    assert settled_from([3.0]) == 0  # one: all there is
+    assert settled_from([5.0, 1.0, 1.1, 0.95]) == 1  # noise within 20% is no warm-up
+    assert settled_from([5.0, 1.0, 1.3, 0.9]) == 3  # over 20% faster than the one before: still warming up
+    assert not is_settled([9.1, 5.7]) and is_settled([5.7, 5.0]) and is_settled([2.8, 3.5]) and not is_settled([1.0])
+
+
+class Warming(FakeBackend):
+    """Each thread's batches take `durations` in turn (the last one from then on)."""
+
+    def __init__(self, durations: Sequence[float]) -> None:
+        super().__init__()
+        self.durations = list(durations)
+        self.calls: dict[int, int] = {}
+
+    def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        me = threading.get_ident()
+        n = self.calls.get(me, 0)
+        self.calls[me] = n + 1
+        time.sleep(self.durations[min(n, len(self.durations) - 1)])
+        return super().generate_batch(indices)
+
+
+def test_batched_calibration_goes_on_until_its_batches_stop_getting_faster() -> None:
+    """The H200 pattern: the transformers backend's calibration batches took 9.1 s then 5.7 s, LoadGen's then
+    2.8 s; two batches (the first left out) gave half the real rate. The fake's batches halve three times."""
+    backend = Warming([0.32, 0.16, 0.08, 0.04])
+    backend.stage(range(8), [f"prompt {i}" for i in range(8)])
+    m = measure_batches(backend, list(range(8)), 4, 1, 0.0)
+    assert m.batches == 5 and m.settled  # 0.04 s twice: settled
+    assert m.samples_per_s > 4 / 0.06  # from the settled batches: about 4 / 0.04 (from all but the first: 4 / 0.07)
+    assert m.batch_latency_p90_s < 0.06 and m.first_batch_s is not None and m.first_batch_s >= 0.32
+
+
+def test_batched_calibration_says_when_it_stopped_still_warming_up() -> None:
+    from pytest_mlperf.suts.generation import SETTLE_BATCHES
+
+    backend = Warming([0.256 / 2 ** k for k in range(SETTLE_BATCHES + 2)])  # faster by half every batch
+    backend.stage(range(8), [f"prompt {i}" for i in range(8)])
+    m = measure_batches(backend, list(range(8)), 4, 1, 0.0)
+    assert m.batches == SETTLE_BATCHES and m.settled is False
 
 
 def test_batch_summary_sums_the_streams_warm_rates() -> None:

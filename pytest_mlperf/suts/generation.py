@@ -189,6 +189,9 @@ class GenerationMeasurement:
     ttft_p50_s: float | None = None  # streamed requests only
     # batched loop only: each stream's first batch, left out of the rate and latencies when a stream ran more
     first_batch_s: float | None = None
+    # batched loop only: every stream's batches had stopped getting faster (`settled_from`) before it ended; False:
+    # a stream ran SETTLE_BATCHES batches still warming up, so the rate is a floor
+    settled: bool | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -205,22 +208,51 @@ def _summarize(batch: int, streams: int, elapsed: float, latencies: list[float],
 
 
 MIN_CALIBRATION_BATCHES = 2  # per stream: the first batch's one-off costs are measured, then left out
+# a batch is still warming up when the next one runs in under SETTLED_RATIO of its time (over 20% faster)
+SETTLED_RATIO = 0.8
+# a stream whose batches are still getting faster at the deadline goes on, up to this many batches in all
+SETTLE_BATCHES = 6
+
+
+def settled_from(durations: Sequence[float]) -> int:
+    """Where a stream's batches (their durations, in order) stopped warming up: the start of the longest tail in
+    which no batch ran in under SETTLED_RATIO of the one before it, never before the second batch (the first pays
+    the one-off costs). 0 for a single batch: all there is.
+
+    On the H200 the transformers backend's calibration batches took 9.1 s, then 5.7 s, where LoadGen's then took
+    2.8 s: a rate from the batches after the first alone was half the real one (docs/performance.md)."""
+    k = len(durations) - 1
+    while k > 1 and durations[k] >= SETTLED_RATIO * durations[k - 1]:
+        k -= 1
+    return max(k, 0) if len(durations) > 1 else 0
+
+
+def is_settled(durations: Sequence[float]) -> bool:
+    """Whether the latest batch ran in no less than SETTLED_RATIO of the one before it."""
+    return len(durations) >= 2 and durations[-1] >= SETTLED_RATIO * durations[-2]
 
 
 def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: int, streams: int,
                     seconds: float) -> GenerationMeasurement:
-    """`generate_batch` on `streams` threads until `seconds` pass and each ran MIN_CALIBRATION_BATCHES batches,
-    cycling through `indices` so each stream sees different prompts.
+    """`generate_batch` on `streams` threads until `seconds` pass and each ran MIN_CALIBRATION_BATCHES batches and
+    settled (its latest batch no faster than SETTLED_RATIO of the one before), cycling through `indices` so each
+    stream sees different prompts. A stream still getting faster goes on past `seconds`, up to SETTLE_BATCHES
+    batches; then the measurement says `settled=False`.
 
-    Rate and latencies come from each stream's batches after its first: on the H200 the transformers backend's first
-    calibration batch (after its warm-up) took 10.9 s where LoadGen's batches then took 2.8 s, so a one-batch
-    calibration predicted a 3.9x too long Offline run (docs/performance.md). The first batches are kept apart
-    (`first_batch_s`, the slowest of them)."""
+    Rate and latencies come from each stream's batches after it warmed up (`settled_from`): on the H200 the
+    transformers backend's first calibration batch (after its warm-up) took 10.9 s where LoadGen's batches then took
+    2.8 s, so a one-batch calibration predicted a 3.9x too long Offline run (docs/performance.md). The first
+    batches are kept apart (`first_batch_s`, the slowest of them)."""
     streams = max(1, streams)
     runs: list[list[tuple[float, float, int]]] = [[] for _ in range(streams)]  # per stream: (start, end, tokens)
     errors: list[BaseException] = []
     start = time.perf_counter()
     deadline = start + seconds
+
+    def done(batches: list[tuple[float, float, int]]) -> bool:
+        if len(batches) < MIN_CALIBRATION_BATCHES or time.perf_counter() < deadline:
+            return False
+        return len(batches) >= SETTLE_BATCHES or is_settled([end - begin for begin, end, _ in batches])
 
     def loop(s: int) -> None:
         k = s
@@ -231,7 +263,7 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
                 out = backend.generate_batch(rows)
                 runs[s].append((t0, time.perf_counter(), sum(len(o) for o in out)))
                 k += streams
-                if len(runs[s]) >= MIN_CALIBRATION_BATCHES and time.perf_counter() >= deadline:
+                if done(runs[s]):
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
@@ -248,15 +280,19 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
 
 def summarize_batches(batch_size: int, runs: Sequence[Sequence[tuple[float, float, int]]]) -> GenerationMeasurement:
     """The measurement of a batched loop from each stream's (start, end, tokens) batches: the rate is the sum of the
-    streams' rates over their batches after the first (a stream that ran one batch counts it); latencies likewise."""
+    streams' rates over their batches once warmed up (`settled_from`: after the first at least; a stream that ran
+    one batch counts it); latencies likewise. `settled`: every stream that ran more than one batch ended settled."""
     samples_per_s = tokens_per_s = 0.0
     latencies: list[float] = []
     firsts: list[float] = []
+    settled = True
     for batches in runs:
         if not batches:
             continue
-        firsts.append(batches[0][1] - batches[0][0])
-        warm = batches[1:] or batches
+        durations = [end - begin for begin, end, _ in batches]
+        firsts.append(durations[0])
+        settled = settled and (len(batches) < 2 or is_settled(durations))
+        warm = batches[settled_from(durations):]
         span = warm[-1][1] - warm[0][0]
         if span > 0:
             samples_per_s += len(warm) * batch_size / span
@@ -266,7 +302,7 @@ def summarize_batches(batch_size: int, runs: Sequence[Sequence[tuple[float, floa
     return GenerationMeasurement(
         batch_size=batch_size, streams=len(runs), samples_per_s=samples_per_s, tokens_per_s=tokens_per_s,
         batch_latency_p50_s=float(np.percentile(lat, 50)), batch_latency_p90_s=float(np.percentile(lat, 90)),
-        batches=sum(len(b) for b in runs), first_batch_s=max(firsts) if firsts else None,
+        batches=sum(len(b) for b in runs), first_batch_s=max(firsts) if firsts else None, settled=settled,
     )
 
 
