@@ -167,7 +167,8 @@ def harness_line(nodeid: str, efficiency: float, bare: dict[str, Any]) -> str:
         return (f"{head}: the calibration's batches were still getting faster when it stopped ({bare.get('batches')} "
                 "batches" + (f", the first {first:.3g} s" if first else "")
                 + f", the median {bare['batch_latency_p50_s']:.3g} s), so its rate is a floor; LoadGen's figure stands")
-    return f"{head}, so the calibration was disturbed (another process on the CPU?); run on a quiet machine for this figure"
+    return (f"{head}, so the calibration was disturbed (another process on the CPU?); run on a quiet machine for this "
+            "figure")
 
 
 def standin_lines(records: list[dict[str, Any]]) -> list[str]:
