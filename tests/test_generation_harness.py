@@ -233,8 +233,8 @@ def test_a_streams_warm_up_ends_where_its_batches_stop_getting_faster() -> None:
     from pytest_mlperf.suts.generation import is_settled, settled_from
 
     assert settled_from([9.1, 5.7, 2.8, 2.8, 2.9]) == 2  # the H200's transformers calibration, had it gone on
-    assert settled_from([9.1, 5.7]) == 1  # two batches: all but the first
-    assert settled_from([3.0]) == 0  # one: all there is
+    assert settled_from([9.1, 5.7]) == 1
+    assert settled_from([3.0]) == 0 and settled_from([1.0, 1.05, 0.95]) == 0  # nothing warming up
     assert settled_from([5.0, 1.0, 1.1, 0.95]) == 1  # noise within 20% is no warm-up
     assert settled_from([5.0, 1.0, 1.3, 0.9]) == 3  # over 20% faster than the one before: still warming up
     assert not is_settled([9.1, 5.7]) and is_settled([5.7, 5.0]) and is_settled([2.8, 3.5]) and not is_settled([1.0])
@@ -274,6 +274,31 @@ def test_batched_calibration_says_when_it_stopped_still_warming_up() -> None:
     backend.stage(range(8), [f"prompt {i}" for i in range(8)])
     m = measure_batches(backend, list(range(8)), 4, 1, 0.0)
     assert m.batches == SETTLE_BATCHES and m.settled is False
+
+
+def test_streamed_calibration_goes_on_until_its_requests_stop_getting_faster() -> None:
+    """SingleStream's calibration on the H200's transformers 1B case predicted 5.77 s a query from 3 requests, the
+    batched loop beside it still warming up: the streamed loop settles by the same rule."""
+    from pytest_mlperf.suts.generation import SETTLE_BATCHES, measure_sequential_requests
+
+    def requests(durations: list[float]):  # noqa: ANN202 - a Request
+        seen: list[int] = []
+
+        def request(index: int) -> tuple[float, int, float | None]:
+            d = durations[min(len(seen), len(durations) - 1)]
+            seen.append(index)
+            time.sleep(d)
+            return d, 16, d / 4
+        return request
+
+    m = measure_sequential_requests(requests([0.16, 0.08, 0.04, 0.02]), list(range(8)), 0.0, min_requests=3)
+    assert m.batches == 5 and m.settled  # 0.02 s twice: settled; the three before it were warming up
+    assert m.batch_latency_p90_s == pytest.approx(0.02) and m.ttft_p50_s == pytest.approx(0.005)
+    assert m.samples_per_s > 1 / 0.03  # from the settled requests: about 1 / 0.02 (from all: 1 / 0.064)
+    steady = measure_sequential_requests(requests([0.02]), list(range(8)), 0.0, min_requests=3)
+    assert steady.batches == 3 and steady.settled  # nothing warming up: the minimum, all of them counted
+    still = measure_sequential_requests(requests([0.128 / 2 ** k for k in range(8)]), list(range(8)), 0.0)
+    assert still.batches == SETTLE_BATCHES and still.settled is False
 
 
 def test_batch_summary_sums_the_streams_warm_rates() -> None:

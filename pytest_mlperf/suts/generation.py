@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -189,8 +189,8 @@ class GenerationMeasurement:
     ttft_p50_s: float | None = None  # streamed requests only
     # batched loop only: each stream's first batch, left out of the rate and latencies when a stream ran more
     first_batch_s: float | None = None
-    # batched loop only: every stream's batches had stopped getting faster (`settled_from`) before it ended; False:
-    # a stream ran SETTLE_BATCHES batches still warming up, so the rate is a floor
+    # every stream's batches (or the streamed requests) had stopped getting faster (`is_settled`) when the loop
+    # ended; False: it ran SETTLE_BATCHES of them still warming up, so the rate is a floor
     settled: bool | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
@@ -215,16 +215,15 @@ SETTLE_BATCHES = 6
 
 
 def settled_from(durations: Sequence[float]) -> int:
-    """Where a stream's batches (their durations, in order) stopped warming up: the start of the longest tail in
-    which no batch ran in under SETTLED_RATIO of the one before it, never before the second batch (the first pays
-    the one-off costs). 0 for a single batch: all there is.
+    """Where a run of batches or requests (their durations, in order) stopped warming up: the start of the longest
+    tail in which none ran in under SETTLED_RATIO of the one before it (0: none was warming up).
 
     On the H200 the transformers backend's calibration batches took 9.1 s, then 5.7 s, where LoadGen's then took
     2.8 s: a rate from the batches after the first alone was half the real one (docs/performance.md)."""
     k = len(durations) - 1
-    while k > 1 and durations[k] >= SETTLED_RATIO * durations[k - 1]:
+    while k > 0 and durations[k] >= SETTLED_RATIO * durations[k - 1]:
         k -= 1
-    return max(k, 0) if len(durations) > 1 else 0
+    return max(k, 0)
 
 
 def is_settled(durations: Sequence[float]) -> bool:
@@ -280,8 +279,8 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
 
 def summarize_batches(batch_size: int, runs: Sequence[Sequence[tuple[float, float, int]]]) -> GenerationMeasurement:
     """The measurement of a batched loop from each stream's (start, end, tokens) batches: the rate is the sum of the
-    streams' rates over their batches once warmed up (`settled_from`: after the first at least; a stream that ran
-    one batch counts it); latencies likewise. `settled`: every stream that ran more than one batch ended settled."""
+    streams' rates over their batches once warmed up (`settled_from`, and never the first; a stream that ran one
+    batch counts it); latencies likewise. `settled`: every stream that ran more than one batch ended settled."""
     samples_per_s = tokens_per_s = 0.0
     latencies: list[float] = []
     firsts: list[float] = []
@@ -292,7 +291,8 @@ def summarize_batches(batch_size: int, runs: Sequence[Sequence[tuple[float, floa
         durations = [end - begin for begin, end, _ in batches]
         firsts.append(durations[0])
         settled = settled and (len(batches) < 2 or is_settled(durations))
-        warm = batches[settled_from(durations):]
+        # the first batch pays the one-off costs: never in the rate (but for a stream that ran only it)
+        warm = batches[max(1, settled_from(durations)) if len(batches) > 1 else 0:]
         span = warm[-1][1] - warm[0][0]
         if span > 0:
             samples_per_s += len(warm) * batch_size / span
@@ -312,20 +312,30 @@ Request = Callable[[int], tuple[float, int, float | None]]
 
 def measure_sequential_requests(request: Request, indices: Sequence[int], seconds: float,
                                 min_requests: int = 3) -> GenerationMeasurement:
-    """Requests one at a time, cycling through `indices`, until `seconds` pass and at least `min_requests` ran."""
-    latencies: list[float] = []
-    ttfts: list[float] = []
-    tokens = 0
+    """Requests one at a time, cycling through `indices`, until `seconds` pass, at least `min_requests` ran and the
+    latest ran in no less than SETTLED_RATIO of the one before (up to SETTLE_BATCHES requests while they keep
+    getting faster, as the batched loop does: `measure_batches`). Rate, latencies and time to first token come from
+    the requests after the warm-up (`settled_from`); `settled` says whether they had stopped getting faster."""
+    runs: list[tuple[float, float, int, float | None]] = []  # (start, latency, tokens, ttft)
     start = time.perf_counter()
+
+    def more() -> bool:
+        if len(runs) < min_requests or time.perf_counter() < start + seconds:
+            return True
+        return len(runs) < SETTLE_BATCHES and not is_settled([r[1] for r in runs])
+
     k = 0
-    while len(latencies) < min_requests or time.perf_counter() < start + seconds:
+    while more():
+        t0 = time.perf_counter()
         latency, count, ttft = request(indices[k % len(indices)])
-        latencies.append(latency)
-        tokens += count
-        if ttft is not None:
-            ttfts.append(ttft)
+        runs.append((t0, latency, count, ttft))
         k += 1
-    return _summarize(1, 1, time.perf_counter() - start, latencies, tokens, ttfts)
+    latencies = [r[1] for r in runs]
+    warm = runs[settled_from(latencies):]
+    elapsed = warm[-1][0] + warm[-1][1] - warm[0][0]
+    m = _summarize(1, 1, elapsed, [r[1] for r in warm], sum(r[2] for r in warm),
+                   [r[3] for r in warm if r[3] is not None])
+    return replace(m, batches=len(runs), settled=len(runs) < 2 or is_settled(latencies))
 
 
 def measure_streams(backend: TokenBackend, indices: Sequence[int], seconds: float,
