@@ -263,10 +263,14 @@ class _Search:
     probe: Callable[[float, str, float], ProbeResult]
     plan: SearchPlan
     clock: Callable[[], float]
+    startup_s: float = 0.0  # the first probe's one-offs, for the outcome (not budgeted)
     start: float = 0.0
     probes: list[Probe] = field(default_factory=list)
     overrun_s: float = 0.0  # the longest a run took beyond its predicted LoadGen time (a queue draining, logs)
     latency_s: float | None = None  # the longest p99 query latency seen so far: a probe lasts a multiple of it
+    lo: float | None = None  # the bracket: VALID at lo, INVALID at hi
+    hi: float | None = None
+    why: str = ""  # what cut the search short (the budget, the probes), in words
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -294,10 +298,79 @@ class _Search:
         return self.elapsed() + need <= self.plan.budget_s
 
     def run(self, qps: float, phase: str) -> ProbeResult:
-        duration = self.plan.duration_s(phase, self.latency_s)
-        began = self.clock()
+        duration, began = self.plan.duration_s(phase, self.latency_s), self.clock()
         result = self.probe(qps, phase, duration)
         return self.seen(qps, phase, result, self.clock() - began, duration)
+
+    def outcome(self, status: str, capacity: float | None, reason: str = "") -> SearchOutcome:
+        best = max((p.target_qps for p in self.probes if p.result.valid), default=None)
+        return SearchOutcome(status, capacity, best, self.lo, self.hi, list(self.probes), self.elapsed(), self.plan,
+                             reason, self.startup_s)
+
+    def bracket(self, first: tuple[ProbeResult, float] | None) -> SearchOutcome | None:
+        """From the start, grows the load while VALID (no higher than the ceiling) and shrinks it while INVALID,
+        until both ends are found or `why` is said. The outcome if no load down to the lowest is VALID, else None."""
+        plan = self.plan
+        qps = plan.start_qps
+        if first is not None:  # its start-up and calibration are one-offs: only its LoadGen time is counted
+            result: ProbeResult | None = self.seen(qps, "bracket", first[0], first[1], plan.probe_s)
+        elif self.fits(qps, "bracket", qps):
+            result = self.run(qps, "bracket")
+        else:
+            result, self.why = None, "the budget does not hold one probe and the confirmation"
+        while result is not None:
+            if result.valid:
+                self.lo = qps
+                if self.hi is not None or (plan.max_qps is not None and qps >= plan.max_qps * (1 - 1e-9)):
+                    break  # at the ceiling: VALID there, nothing above to probe
+                qps = qps * plan.growth if plan.max_qps is None else min(qps * plan.growth, plan.max_qps)
+            else:
+                self.hi = qps
+                if self.lo is not None:
+                    break
+                qps /= plan.growth
+                if qps < plan.lowest_qps * (1 - 1e-9):
+                    return self.outcome(STATUS_UNBRACKETABLE, None, "no VALID load")
+            if sum(p.phase != "confirm" for p in self.probes) >= plan.max_probes:
+                self.why = f"it used its {plan.max_probes} probes"
+                break
+            if not self.fits(qps, "bracket", self.lo if self.lo is not None else qps):
+                self.why = "the budget ran out"
+                break
+            result = self.run(qps, "bracket")
+        return None
+
+    def bisect(self, phase: str) -> None:
+        """Narrows the bracket (geometric: capacities span orders of magnitude) to within precision by short probes
+        ("bisect", while probes are left) or at full length ("confirm") while the budget holds, else says `why`."""
+        while self.lo is not None and self.hi is not None and _wide(self.lo, self.hi, self.plan.precision):
+            mid = math.sqrt(self.lo * self.hi)
+            if phase == "bisect" and sum(p.phase != "confirm" for p in self.probes) >= self.plan.max_probes:
+                self.why = f"it used its {self.plan.max_probes} probes"
+                break
+            if not self.fits(mid, phase, max(self.lo, mid) if phase == "bisect" else None):
+                self.why = self.why or "the budget ran out"
+                break
+            if self.run(mid, phase).valid:
+                self.lo = mid
+            else:
+                self.hi = mid
+
+    def confirm(self, lo: float) -> SearchOutcome:
+        """Confirms the bracket's VALID end `lo` at full length, stepping down while INVALID (a short probe hides a slow
+        overload); a VALID one below an INVALID one is then bisected at full length while the budget allows."""
+        step = 1 + self.plan.precision
+        for _ in range(self.plan.max_confirmations):
+            if not self.fits(lo, "confirm", None):
+                return self.outcome(STATUS_UNCONFIRMED, None, "the budget ran out before a confirmation at full length")
+            if self.run(lo, "confirm").valid:  # found unless the budget or the probes cut the bracket short
+                if any(p.phase == "confirm" and not p.result.valid for p in self.probes):
+                    self.bisect("confirm")
+                return self.outcome(STATUS_BUDGET if self.why else STATUS_FOUND, self.lo, self.why)
+            self.hi, lo, step = lo, lo / step, step * step
+            self.lo = lo
+        return self.outcome(STATUS_UNCONFIRMED, None, f"{self.plan.max_confirmations} confirmations at full length "
+                            f"were INVALID, down to {self.hi:.4g} QPS")
 
 
 def search(probe: Callable[[float, str, float], ProbeResult], plan: SearchPlan, *,
@@ -309,95 +382,15 @@ def search(probe: Callable[[float, str, float], ProbeResult], plan: SearchPlan, 
     and "bisect", full length for "confirm". `first` is a probe already run at `plan.start_qps` for `plan.probe_s`
     (the calibrating run) and its LoadGen seconds, which the budget counts; `startup_s` is the rest of that run (runner
     and engine start, calibration): one-offs the budget does not count, recorded in the outcome."""
-    s = _Search(probe, plan, clock)
-    s.start = clock() - (first[1] if first else 0.0)
-    lo: float | None = None
-    hi: float | None = None
-    why = ""
-
-    def outcome(status: str, capacity: float | None, reason: str = "") -> SearchOutcome:
-        valid = [p.target_qps for p in s.probes if p.result.valid]
-        return SearchOutcome(status, capacity, max(valid, default=None), lo, hi, list(s.probes), s.elapsed(), plan,
-                             reason, startup_s)
-
-    def refine(valid: float, invalid: float | None, reason: str) -> SearchOutcome:
-        """After a VALID confirmation: where a confirmation above it was INVALID, bisect at full length while the
-        budget allows, so that the capacity is within precision of a full-length INVALID load."""
-        nonlocal lo, hi
-        lo, hi = valid, invalid
-        if any(p.phase == "confirm" and not p.result.valid for p in s.probes):
-            while hi is not None and _wide(lo, hi, plan.precision):
-                mid = math.sqrt(lo * hi)
-                if not s.fits(mid, "confirm", None):
-                    reason = reason or "the budget ran out"
-                    break
-                if s.run(mid, "confirm").valid:
-                    lo = mid
-                else:
-                    hi = mid
-        return outcome(STATUS_BUDGET if reason else STATUS_FOUND, lo, reason)
-
-    def probes_left() -> bool:
-        return sum(p.phase != "confirm" for p in s.probes) < plan.max_probes
-
-    def at_ceiling(q: float) -> bool:
-        return plan.max_qps is not None and q >= plan.max_qps * (1 - 1e-9)
-
-    # bracketing: from the start, grow while VALID (no higher than the ceiling), shrink while INVALID
-    qps = plan.start_qps
-    if first is not None:  # its start-up and calibration are one-offs: only its LoadGen time is counted
-        result: ProbeResult | None = s.seen(qps, "bracket", first[0], first[1], plan.probe_s)
-    elif s.fits(qps, "bracket", qps):
-        result = s.run(qps, "bracket")
-    else:
-        result, why = None, "the budget does not hold one probe and the confirmation"
-    while result is not None:
-        if result.valid:
-            lo = qps
-            if hi is not None or at_ceiling(qps):  # at the ceiling: VALID there, nothing above to probe
-                break
-            qps = qps * plan.growth if plan.max_qps is None else min(qps * plan.growth, plan.max_qps)
-        else:
-            hi = qps
-            if lo is not None:
-                break
-            qps /= plan.growth
-            if qps < plan.lowest_qps * (1 - 1e-9):
-                return outcome(STATUS_UNBRACKETABLE, None, "no VALID load")
-        if not probes_left():
-            why = f"it used its {plan.max_probes} probes"
-            break
-        if not s.fits(qps, "bracket", lo if lo is not None else qps):
-            why = "the budget ran out"
-            break
-        result = s.run(qps, "bracket")
-    # bisection (geometric: capacities span orders of magnitude) until the bracket is within precision
-    while lo is not None and hi is not None and _wide(lo, hi, plan.precision):
-        mid = math.sqrt(lo * hi)
-        if not probes_left():
-            why = f"it used its {plan.max_probes} probes"
-            break
-        if not s.fits(mid, "bisect", max(lo, mid)):
-            why = "the budget ran out"
-            break
-        if s.run(mid, "bisect").valid:
-            lo = mid
-        else:
-            hi = mid
-    if lo is None:
-        return outcome(STATUS_UNCONFIRMED, None, why or "no probe was VALID")
+    s = _Search(probe, plan, clock, startup_s, clock() - (first[1] if first else 0.0))
+    if (unbracketable := s.bracket(first)) is not None:
+        return unbracketable
+    s.bisect("bisect")
+    if s.lo is None:
+        return s.outcome(STATUS_UNCONFIRMED, None, s.why or "no probe was VALID")
     if not plan.confirm:  # the highest VALID probe is the capacity (found unless the budget or the probes cut it)
-        return outcome(STATUS_BUDGET if why else STATUS_FOUND, lo, why)
-    # confirmation at full length; an INVALID one steps down (a short probe hides a slow overload)
-    step = 1 + plan.precision
-    for _ in range(plan.max_confirmations):
-        if not s.fits(lo, "confirm", None):
-            return outcome(STATUS_UNCONFIRMED, None, "the budget ran out before a confirmation at full length")
-        if s.run(lo, "confirm").valid:  # found unless the budget or the probes cut the bracket short
-            return refine(lo, hi, why)
-        hi, lo, step = lo, lo / step, step * step
-    return outcome(STATUS_UNCONFIRMED, None,
-                   f"{plan.max_confirmations} confirmations at full length were INVALID, down to {hi:.4g} QPS")
+        return s.outcome(STATUS_BUDGET if s.why else STATUS_FOUND, s.lo, s.why)
+    return s.confirm(s.lo)
 
 
 def capacity_of(record: Mapping[str, Any]) -> float | None:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import pytest_mlperf.contract as contract_pkg
-from pytest_mlperf import aggregate, cases, gate, logs, report, server_search
+from pytest_mlperf import aggregate, cases, gate, report, server_search
 from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.contract import loadgen_log, loadgen_results
 from pytest_mlperf.logs import Headline
 
 OLD_REGRESSION_METRICS = {
@@ -109,7 +110,7 @@ def test_capacity_metric_as_before():
 
 
 def test_scenarios_as_before():
-    assert logs._SCENARIOS == ("Offline", "Server", "SingleStream", "MultiStream")
+    assert loadgen_log._SCENARIOS == ("Offline", "Server", "SingleStream", "MultiStream")
     assert catalogue.SCENARIOS == tuple(catalogue.ROLES)
 
 
@@ -119,7 +120,7 @@ def _old_pct_key(pct: float, per_query: bool = False) -> str:
 
 def _old_headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str, object],
                    token_latencies: bool = False):
-    """logs._headlines as main had it, before the catalogue."""
+    """The headline choice (contract/loadgen_results.headlines) as main had it, before the catalogue."""
     def pick(keys: Iterable[str], unit: str, higher: bool):
         for k in keys:
             if metrics.get(k):
@@ -136,7 +137,7 @@ def _old_headlines(scenario: str, metrics: Mapping[str, float], settings: Mappin
         tokens = pick(["result_completed_tokens_per_second"], "tokens/s", True)
     elif scenario in ("SingleStream", "MultiStream"):
         multi = scenario == "MultiStream"
-        target = logs._num(settings.get("target_latency_percentile"))
+        target = loadgen_results.finite_number(settings.get("target_latency_percentile"))
         default = _old_pct_key(99.0 if multi else 90.0, multi)
         pct_keys = [_old_pct_key(target * 100, multi)] if target else []
         pct_keys += [default] + ([_old_pct_key(99.0)] if multi else [])
@@ -170,8 +171,8 @@ def test_headlines_as_before(scenario):
         metrics = {k: rng.choice([0.0, float(rng.randint(1, 10**6))]) for k in _HEADLINE_KEYS if rng.random() < 0.6}
         for settings, tok in itertools.product(({}, {"target_latency_percentile": 0.95},
                                                 {"target_latency_percentile": 0.9}), (False, True)):
-            assert logs._headlines(scenario, metrics, settings, tok) == _old_headlines(scenario, metrics, settings,
-                                                                                        tok)
+            now = loadgen_results.headlines(scenario, metrics, settings, tok)
+            assert now == _old_headlines(scenario, metrics, settings, tok)
 
 
 def test_every_metric_a_role_uses_has_a_unit_and_label():

@@ -1,5 +1,5 @@
 """The one catalogue of the LoadGen metrics pytest-mlperf reads: each metric's detail-log key, unit, direction and
-label, and per scenario the role each plays: the checker's headline (logs.py), the regression set a baseline
+label, and per scenario the role each plays: the checker's headline (loadgen_results.py), the regression set a baseline
 compares (cases.py), the set the overhead gate judges (gate.py), and the throughput and worst latency that
 `pytest-mlperf aggregate` merges across hosts (aggregate.py). Those modules derive their tables from here.
 
@@ -68,7 +68,7 @@ CATALOGUE: dict[str, MetricDef] = {m.key: m for m in (
 
 @dataclass(frozen=True)
 class HeadlineRule:
-    """How a run's checker headline is picked (logs.py): the first candidate logged non-zero wins.
+    """How a run's checker headline is picked (loadgen_results.py): the first candidate logged non-zero wins.
 
     Throughput scenarios (`percentile` None) try `keys`. Latency scenarios try the early-stopping `estimate`, then
     the percentile LoadGen's `target_latency_percentile` names, then the default `percentile` (per query in
