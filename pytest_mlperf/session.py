@@ -2,7 +2,8 @@
 
 `MlperfSession` lives in `config.stash`; it owns the runner pool of this process (the controller, or one xdist
 worker). Results and baselines to write travel to the controller on the test report (`user_properties`), and
-only the controller writes files."""
+only the controller writes files. The Server search and the capacity gate are `LoadGenDriver`'s through
+search_driver.py; what one run of a case is asked to do once its runner is up, case_spec.py resolves."""
 
 from __future__ import annotations
 
@@ -14,28 +15,28 @@ import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from .baseline_conditions import details_differ, duration_differs, option_values, options_differ
-from .baselines import (Baseline, BaselineError, CaseKey, Metric, compare, key_mismatch, load_baseline, noisy_metrics,
-                        unusable_metrics)
+from .baselines import (Baseline, BaselineError, CaseKey, Comparison, Metric, compare, key_mismatch, load_baseline,
+                        noisy_metrics, unusable_metrics)
+from .case_spec import CaseSpec, case_spec
 from .cases import CaseRun, rerun_expected_qps
 from .contract.test_request import TestRequest, user_conf_keys
 from .logs import Run
 from .metrics import compare_outputs
-from .progress import NORMAL, Sink, line, reporter, round_text, search_round_text
-from .runner.client import RunnerError, RunnerPool
+from .progress import NORMAL, Report, Sink, line, reporter, round_text
+from .runner.client import Runner, RunnerError, RunnerPool
 from .runner.protocol import LoadRequest, RunRequest
 from .runner.recipe import LaunchRecipe, interpreter_hint
 from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
 from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import PlacementError, gpu_state, gpus_for_case, leftover_notes
 from .placement import Placement
-from .capacity_gate import CapacityRounds, RoundSetup, longest_latency_s, round_probe_s, searches_record
 from .gate import GateError, GateOutcome, compare_outputs_gate, describe, gate_metrics, run_rounds
-from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
+from .search_driver import SearchDriving
 from .settings import GateSettings, Settings
 from .suts.base import whole_number
 from .system import SystemInfo, describe_system
@@ -67,7 +68,8 @@ class MlperfSession:
 
     @property
     def results_dir(self) -> Path:
-        return self.settings.results_dir if self.settings.results_dir.is_absolute() else self.rootdir / self.settings.results_dir
+        d = self.settings.results_dir
+        return d if d.is_absolute() else self.rootdir / d
 
     @property
     def baselines_dir(self) -> Path:
@@ -163,8 +165,29 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
                      option_sources=sources)
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a case, planned (`LoadGenDriver.execute`'s first step): its runner up, its request built."""
+
+    recipe: LaunchRecipe  # pinned to the case's GPUs and CPUs
+    gpus: tuple[str, ...]
+    notes: list[str]  # the case's notes so far; measuring adds to them
+    pool: RunnerPool
+    runner: Runner
+    report: Report | None
+    case_name: str  # the case in progress lines, with which run of it
+    began: float  # time.perf_counter() at the start, for the case's timings
+    runner_start_s: float
+    backend: dict[str, Any]
+    system: SystemInfo
+    key: CaseKey
+    spec: CaseSpec
+    request: RunRequest
+    target_source: str | None  # why a Server test has its target QPS (None: the calibration or mlperf.conf)
+
+
 @dataclass
-class LoadGenDriver:
+class LoadGenDriver(SearchDriving):
     """The `loadgen` fixture: runs one LoadGen test of this case in the SUT's runner."""
 
     session: MlperfSession
@@ -208,12 +231,6 @@ class LoadGenDriver:
             return None
         qps = baseline.settings.get("server_target_qps")
         return float(qps) if qps else None
-
-    def timeout_for(self, test: TestRequest) -> float:
-        if self.timeout_s is not None:
-            return self.timeout_s
-        duration_s = (test.min_duration_ms or 600_000) / 1000
-        return max(300.0, 4 * duration_s + 120)
 
     def run(self, sut: SUTHandle, scenario: str | None = None, mode: str | None = None,
             *, server_target_qps: float | None = None, log_suffix: str = "") -> CaseRun:
@@ -275,187 +292,6 @@ class LoadGenDriver:
                 f"before its min duration (a busy machine while calibrating?); this run expected {qps:,.1f}")
         return case
 
-    def search_run(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_suffix: str) -> CaseRun:
-        """--mlperf-server-search: the case's capacity (server_search.py). The first probe calibrates (its target is
-        the calibrated estimate, its latency bound then fixed for every run); probes are short, the confirmation is
-        full length. Returns the confirmation, carrying the search; a search that finds no capacity fails the case
-        with what it tried, its runs kept in results.json. With --mlperf-update-baselines the search is repeated
-        (from the capacity found) so that the baseline knows its noise."""
-        settings = self.session.settings
-        base = self.log_dir(log_suffix)
-        self._refuse_searching_a_fixed_target(sut, scenario)
-        full, probe = self._search_tests(sut, scenario, mode, base)
-        shutil.rmtree(base, ignore_errors=True)
-        outcome, case, fixed, ceiling = self._calibrated_search(sut, recipe, scenario, mode, base, full, probe)
-        self.keep(case)
-        for k in range(2, (settings.baseline_repeats if settings.update_baselines else 1) + 1):
-            again, _ = self._search(sut, recipe, scenario, mode, base.with_name(f"{base.name}-repeat{k}"), fixed,
-                                    full, outcome.capacity_qps or outcome.plan.start_qps, None, ceiling)
-            if again.capacity_qps:
-                case.repeats.append({CAPACITY_METRIC: again.capacity_qps})
-        return case
-
-    def _refuse_searching_a_fixed_target(self, sut: SUTHandle, scenario: str) -> None:
-        """A search varies the Server target QPS, which a user.conf's target_qps would pin (LoadGen keeps it)."""
-        conf = self.session.settings.user_conf
-        if conf and "target_qps" in user_conf_keys(conf, sut.spec.loadgen_model, scenario):
-            pytest.fail(f"--mlperf-server-search varies the Server target QPS, but --mlperf-user-conf {conf} sets "
-                        f"target_qps for {sut.spec.loadgen_model} Server, which LoadGen keeps: remove that line to "
-                        "search, or run without --mlperf-server-search at the user.conf's load", pytrace=False)
-
-    def _search_tests(self, sut: SUTHandle, scenario: str, mode: str, base: Path) -> tuple[TestRequest, TestRequest]:
-        """A search's full-length test (its confirmation) and its probe (a share of that length, few queries)."""
-        full = self.test_request(sut, scenario, mode, base, 0)
-        confirm_ms = full.min_duration_ms or OFFICIAL_DURATION_MS
-        probe = replace(full, min_duration_ms=max(PROBE_MIN_MS, int(confirm_ms * PROBE_FRACTION)),
-                        min_query_count=min(full.min_query_count or PROBE_QUERIES, PROBE_QUERIES))
-        return full, probe
-
-    def _calibrated_search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
-                           full: TestRequest, probe: TestRequest, *, label: str = "",
-                           failing: str = "") -> tuple[SearchOutcome, CaseRun, TestRequest, float | None]:
-        """A whole search whose first probe (`probe`, under `base`/search/01-bracket) calibrates: its target is the
-        calibrated estimate, and its test (the latency bound) is fixed for every later run. Returns the outcome,
-        the confirmation's run, that fixed test and the ceiling no probe goes above (see `_search`)."""
-        first, seconds = self._timed(lambda: self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket",
-                                                          fixed=probe, label=label))
-        fixed = TestRequest.from_dict(first.test)
-        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
-        ceiling = search_ceiling(first)
-        outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start, (first, seconds), ceiling,
-                                     label=label, failing=failing)
-        return outcome, case, fixed, ceiling
-
-    @staticmethod
-    def _timed(run: Callable[[], CaseRun]) -> tuple[CaseRun, float]:
-        began = time.monotonic()
-        case = run()
-        return case, time.monotonic() - began
-
-    def _prober(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, folder: Path,
-                fixed: TestRequest, full: TestRequest, runs: list[CaseRun], *, label: str = "",
-                in_round: bool = False) -> Callable[[float, str, float], ProbeResult]:
-        """A search's `probe(qps, phase, duration_s)`: one run of `fixed` at `qps` (the confirmation at `full`'s
-        length), logged under `folder`/NN-phase and appended to `runs`."""
-
-        def run_at(qps: float, phase: str, duration_s: float) -> ProbeResult:
-            test = replace(fixed, server_target_qps=qps)
-            if phase == "confirm":
-                test = replace(test, min_duration_ms=full.min_duration_ms, min_query_count=full.min_query_count)
-            else:  # long enough for a queue to show (SearchPlan.duration_s: a multiple of the query latency)
-                test = replace(test, min_duration_ms=max(1, round(duration_s * 1000)))
-            n = len(runs) + 1
-            case = self.execute(sut, recipe, scenario, mode, folder / f"{n:02d}-{phase}", fixed=test,
-                                calibrate=False, target_source="search", label=label, in_round=in_round)
-            runs.append(case)
-            return replace(probe_verdict(case.run), log_dir=case.log_dir)
-
-        return run_at
-
-    def _search(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, base: Path,
-                fixed: TestRequest, full: TestRequest, start: float,
-                first: tuple[CaseRun, float] | None, ceiling: float | None, *, label: str = "",
-                failing: str = "") -> tuple[SearchOutcome, CaseRun]:
-        """One capacity search from `start` QPS, no probe above `ceiling` QPS; its confirmation run (kept as the
-        case's) and its outcome. `first` is the calibrating run and its seconds, start-up included. Fails the case,
-        keeping its last run with the search, when no capacity is found (the message after `failing`, if given)."""
-        settings = self.session.settings
-        runs: list[CaseRun] = [first[0]] if first else []
-        run_at = self._prober(sut, recipe, scenario, mode, base / "search", fixed, full, runs, label=label)
-        plan = SearchPlan(
-            start_qps=start, budget_s=settings.server_search_budget_s,
-            probe_s=(fixed.min_duration_ms or PROBE_MIN_MS) / 1000, probe_queries=fixed.min_query_count or 1,
-            confirm_s=(full.min_duration_ms or OFFICIAL_DURATION_MS) / 1000, confirm_queries=full.min_query_count or 1,
-            max_qps=ceiling)
-        head, startup = None, 0.0
-        if first is not None:
-            # the budget counts the first run's LoadGen test (the runner's loadgen_s), not its runner start, engine
-            # start and calibration: one-offs, most of a 140 s first run for vLLM on a GPU (79 s of engine start)
-            loadgen_s = first[0].timings.get("loadgen_s")
-            counted = min(first[1], float(loadgen_s) if loadgen_s is not None else plan.predicted_s(start, "bracket"))
-            head = (replace(probe_verdict(first[0].run), log_dir=first[0].log_dir), counted)
-            startup = first[1] - counted
-        outcome = search(run_at, plan, first=head, startup_s=startup)
-        prefix = f"{failing}: " if failing else ""
-        if not runs:  # the budget held not one run (a repeat's search)
-            pytest.fail(f"{prefix}{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
-        at = outcome.capacity_probe
-        case = next((r for r in runs if at is not None and r.log_dir == at.result.log_dir), runs[-1])
-        case.search = outcome
-        if outcome.passed:
-            case.server_target = {"qps": outcome.capacity_qps, "source": "search",
-                                  "why": "the highest load the capacity search found VALID (--mlperf-server-search)"}
-            if outcome.status != "found":
-                case.notes.append(outcome.describe())
-            return outcome, case
-        self.keep(case)
-        pytest.fail(f"{prefix}{outcome.describe()}\nLoadGen logs: {base / 'search'}", pytrace=False)
-        raise AssertionError  # pragma: no cover - pytest.fail raises
-
-    def capacity_gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings,
-                          log_suffix: str) -> CaseRun:
-        """The overhead gate of a Server case under --mlperf-server-search: it judges capacity (capacity_gate.py).
-        Warm-up: the reference's full search (as search_run's), then the candidate's from the reference's
-        capacity; rounds: a small search per arm from its latest capacity, short probes only. Returns the
-        candidate's warm-up confirmation, carrying its search and the verdict, whose record keeps every search."""
-        self._refuse_searching_a_fixed_target(sut, scenario)
-        base = self.log_dir(log_suffix) / "gate"
-        shutil.rmtree(base, ignore_errors=True)
-        recipes = {"reference": self.session.reference, "candidate": gate.candidate}
-        full, probe = self._search_tests(sut, scenario, mode, base)
-        # the reference's first probe calibrates: its test (latency bound, lengths) is every later run's of both
-        # arms, and its ceiling both arms' ceiling
-        ref, _, fixed, ceiling = self._calibrated_search(
-            sut, recipes["reference"], scenario, mode, base / "warmup-reference", full, probe,
-            label="gate warm-up search, reference", failing="overhead gate: the reference's warm-up capacity search")
-        assert ref.capacity_qps is not None  # a search that passed has a capacity
-        # the candidate's first probe, at the reference's capacity, calibrates too, so that its runner warms up as
-        # the reference's did (gate_run's candidate warm-up; in smoke its bound may be relaxed to 8 times its own
-        # batch latency: one probe, which the confirmation at the fixed bound settles)
-        cfirst, cseconds = self._timed(lambda: self.execute(
-            sut, recipes["candidate"], scenario, mode, base / "warmup-candidate" / "search" / "01-bracket",
-            fixed=replace(fixed, server_target_qps=ref.capacity_qps), label="gate warm-up search, candidate",
-            target_source="search"))
-        cand, case = self._search(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed, full,
-                                  ref.capacity_qps, (cfirst, cseconds), ceiling,
-                                  label="gate warm-up search, candidate",
-                                  failing="overhead gate: the candidate's warm-up capacity search")
-        assert cand.capacity_qps is not None
-        setup = RoundSetup(
-            anchor_qps=ref.capacity_qps,
-            probe_s=round_probe_s((gate.round_ms or self.session.settings.profile.gate_round_ms) / 1000,
-                                  longest_latency_s(ref, cand), cand.plan.confirm_s),
-            probe_queries=fixed.min_query_count or 1, confirm_s=cand.plan.confirm_s,
-            confirm_queries=cand.plan.confirm_queries, ceiling=ceiling)
-        label = self.case_label(sut, scenario, mode)
-        said: set[int] = set()  # rounds whose line is out
-
-        def round_search(arm: str, i: int, plan: SearchPlan) -> SearchOutcome:
-            if i not in said and self.session.progress is not None:
-                said.add(i)
-                self.session.progress(line(label, search_round_text(i, gate.max_rounds, plan.max_probes,
-                                                                    setup.probe_s)), NORMAL)
-            run_at = self._prober(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed, full,
-                                  [], label=f"gate round {i + 1}, {arm}", in_round=True)
-            return search(run_at, plan)
-
-        rounds = CapacityRounds(setup, gate, round_search,
-                                latest={"reference": ref.capacity_qps, "candidate": cand.capacity_qps})
-        failure: str | None = None
-        try:
-            metrics = gate_metrics(scenario, {CAPACITY_METRIC: ref.capacity_qps}, searched=True)
-            outcome = run_rounds(rounds.measure, metrics, gate.plan())
-        except GateError as exc:
-            failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
-        if failure is not None:  # failed outside the except block: no chained traceback in the report
-            pytest.fail(failure, pytrace=False)
-        outcome.reference_recipe = recipes["reference"].describe()
-        outcome.candidate_recipe = recipes["candidate"].describe()
-        outcome.searches = searches_record({"reference": ref, "candidate": cand}, rounds)
-        case.gate = outcome
-        case.log_dir = str(base)
-        return case
-
     def keep(self, case: CaseRun) -> None:
         self.item.stash.setdefault(CASES_KEY, []).append(case)
         if ATTEMPT_KEY in self.item.stash:
@@ -474,7 +310,53 @@ class LoadGenDriver:
         """Runs one LoadGen test in the runner of `recipe`. `fixed` is a test request whose expectations (and
         duration) are kept, so that runs of a gate do identical work; `calibrate=False` skips the bare-loop
         measurement and warm-up (a runner's harness stays warm across its tests). Its phases are said on the
-        session's progress sink, naming the case and `label` (which run of it); those of a gate round only with -v."""
+        session's progress sink, naming the case and `label` (which run of it); those of a gate round only with -v.
+        Three steps: plan (runner up, request built), measure (the LoadGen test, its GPUs locked), judge (the
+        run's record)."""
+        plan = self._plan_run(sut, recipe, scenario, mode, log_dir, server_target_qps=server_target_qps, fixed=fixed,
+                              calibrate=calibrate, label=label, in_round=in_round, target_source=target_source)
+        result, gpu_records = self._measure_run(plan, scenario, mode, log_dir)
+        return self._judge_run(sut, plan, scenario, log_dir, result, gpu_records)
+
+    def _plan_run(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
+                  server_target_qps: float | None, fixed: TestRequest | None, calibrate: bool, label: str,
+                  in_round: bool, target_source: str | None) -> PlannedRun:
+        """A run's plan: its recipe pinned, its runner started (or reused), its case key, test and request."""
+        recipe, gpus, notes = self._pinned(sut, recipe)
+        pool = self.session.runners()
+        case_name = self.case_label(sut, scenario, mode, label)
+        report = reporter(self.session.progress, case_name, in_round=in_round)
+        began = time.perf_counter()
+        runner = self._start_runner(pool, recipe, sut, report)
+        runner_start_s = time.perf_counter() - began
+        device = str(runner.info["backend"]["device"])
+        backend = runner.info["backend"]
+        system = self.session.system(device, ",".join(gpus) if gpus else recipe.env.get("CUDA_VISIBLE_DEVICES"))
+        key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
+        self._attempt(key=dict(key.__dict__), backend=dict(backend), system={"key": system.key, **system.details},
+                      gpus=[self.session.placement.describe(u) for u in gpus], runner_pid=runner.info.get("pid"))
+        shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
+        test, target_source = self._test_for(sut, scenario, mode, log_dir, runner.info, key, fixed,
+                                             server_target_qps, target_source)
+        settings = self.session.settings
+        spec = case_spec(settings.profile, sut.spec, device=device, batch_size=sut.batch_size, streams=sut.streams,
+                         sut_calibrates=sut.calibrate, run_calibrates=calibrate,
+                         min_duration_ms=test.min_duration_ms, timeout_s=self.timeout_s,
+                         server_batch_wait_s=settings.server_batch_wait_s)
+        request = RunRequest(
+            test=test, batch_size=spec.batch_size, streams=spec.streams, calibrate=spec.calibrate,
+            calibrate_seconds=spec.calibrate_seconds, server_latency_floor_factor=spec.server_latency_floor_factor,
+            official_server_latency_ns=spec.official_server_latency_ns, expectation_margin=spec.expectation_margin,
+            server_batch_wait_s=spec.server_batch_wait_s,
+            timeout_s=spec.timeout_s,  # the runner refuses a test predicted to outlast it
+        )
+        return PlannedRun(recipe=recipe, gpus=gpus, notes=notes, pool=pool, runner=runner, report=report,
+                          case_name=case_name, began=began, runner_start_s=runner_start_s, backend=backend,
+                          system=system, key=key, spec=spec, request=request, target_source=target_source)
+
+    def _pinned(self, sut: SUTHandle, recipe: LaunchRecipe) -> tuple[LaunchRecipe, tuple[str, ...], list[str]]:
+        """`recipe` pinned to the case's GPUs and CPUs, those GPUs, and the notes the pinning and the backend
+        options leave."""
         gpus = self.case_gpus(sut)
         if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
             recipe = replace(recipe, gpus=gpus)
@@ -486,10 +368,11 @@ class LoadGenDriver:
             notes.append(affinity.note)
         notes.extend(f"sut option {k}={sut.load.options[k]!r} from {src}" for k, src in sut.option_sources.items()
                      if "over the marker" in src)  # the run deviates from what its benchmark declares
-        pool = self.session.runners()
-        case_name = self.case_label(sut, scenario, mode, label)
-        report = reporter(self.session.progress, case_name, in_round=in_round)
-        began = time.perf_counter()
+        return recipe, gpus, notes
+
+    def _start_runner(self, pool: RunnerPool, recipe: LaunchRecipe, sut: SUTHandle, report: Report | None) -> Runner:
+        """The runner of `recipe` hosting `sut` (started, or a live one reused); one that cannot start fails the
+        case."""
         try:
             runner = pool.get(recipe, sut.load, report)
         except (RunnerError, OSError) as exc:  # OSError: its log could not be written
@@ -499,84 +382,78 @@ class LoadGenDriver:
             hint = interpreter_hint(recipe, str(exc))
             failure += f"\n{hint}" if hint else ""
         else:
-            failure = None
-        if failure is not None:  # failed outside the except block: no chained traceback in the report
-            pytest.fail(failure, pytrace=False)
-        runner_start_s = time.perf_counter() - began
-        device = str(runner.info["backend"]["device"])
-        batch = sut.batch_size or (sut.spec.default_batch_size if device == "cuda" else 8)
-        # per workload, measured on an H100 (docs/performance.md): ResNet50 on ORT needs 3 to keep the GPU fed
-        streams = sut.streams or (sut.spec.cuda_streams if device == "cuda" else 1)
-        backend = runner.info["backend"]
-        system = self.session.system(device, ",".join(gpus) if gpus else recipe.env.get("CUDA_VISIBLE_DEVICES"))
-        key = CaseKey(sut.workload, scenario, mode, backend["backend"], backend["precision"], system.key)
-        self._attempt(key=dict(key.__dict__), backend=dict(backend), system={"key": system.key, **system.details},
-                      gpus=[self.session.placement.describe(u) for u in gpus], runner_pid=runner.info.get("pid"))
-        shutil.rmtree(log_dir, ignore_errors=True)  # logs of an earlier session must not mix with this run's
+            return runner
+        pytest.fail(failure, pytrace=False)  # outside the except block: no chained traceback in the report
+        raise AssertionError  # pragma: no cover - pytest.fail raises
+
+    def _test_for(self, sut: SUTHandle, scenario: str, mode: str, log_dir: Path, runner_info: dict[str, Any],
+                  key: CaseKey, fixed: TestRequest | None, server_target_qps: float | None,
+                  target_source: str | None) -> tuple[TestRequest, str | None]:
+        """The test a run makes, and why its Server target is what it is: `fixed` (a gate's or a search's) with this
+        run's log folder, else the case's own test at the target the caller gave or the baseline's."""
         if fixed is not None:
-            test = replace(fixed, log_dir=str(log_dir),
-                           total_sample_count=fixed.total_sample_count or int(runner.info["total_count"]))
-        else:
-            test = self.test_request(sut, scenario, mode, log_dir, int(runner.info["total_count"]))
-            if server_target_qps is not None:
-                target_source = target_source or "the benchmark (loadgen.run(server_target_qps=...))"
-            elif scenario == "Server":
-                server_target_qps = self.baseline_target_qps(key)
-                target_source = "baseline" if server_target_qps is not None else target_source
-            if server_target_qps is not None:
-                test = replace(test, server_target_qps=server_target_qps)
-        profile = self.session.settings.profile
-        timeout = self.timeout_for(test)
-        req = RunRequest(
-            test=test,
-            batch_size=batch,
-            streams=streams,
-            calibrate=profile.calibrate and sut.calibrate and calibrate,
-            calibrate_seconds=0.3 if profile.name == "smoke" else 1.0,
-            server_latency_floor_factor=profile.server_latency_floor_factor,
-            official_server_latency_ns=sut.spec.server_latency_ns,
-            expectation_margin=profile.expectation_margin,
-            server_batch_wait_s=self.session.settings.server_batch_wait_s,
-            timeout_s=timeout,  # the runner refuses a test predicted to outlast it
-        )
-        doing = f"{scenario} {mode} test {self.item.nodeid} ({recipe.name})"
-        gpu_records: list[dict[str, Any]] = []
+            total = fixed.total_sample_count or int(runner_info["total_count"])
+            return replace(fixed, log_dir=str(log_dir), total_sample_count=total), target_source
+        test = self.test_request(sut, scenario, mode, log_dir, int(runner_info["total_count"]))
+        if server_target_qps is not None:
+            target_source = target_source or "the benchmark (loadgen.run(server_target_qps=...))"
+        elif scenario == "Server":
+            server_target_qps = self.baseline_target_qps(key)
+            target_source = "baseline" if server_target_qps is not None else target_source
+        if server_target_qps is not None:
+            test = replace(test, server_target_qps=server_target_qps)
+        return test, target_source
+
+    def _measure_run(self, plan: PlannedRun, scenario: str, mode: str,
+                     log_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The run's LoadGen test, its GPUs locked against other sessions: the runner's result and the GPUs' state
+        before and after. A lock not had in time, or a runner that fails, fails the case."""
+        doing = f"{scenario} {mode} test {self.item.nodeid} ({plan.recipe.name})"
+        gpus, notes, runner = plan.gpus, plan.notes, plan.runner
+        failure: str | None = None
         try:
             with acquire_gpus(gpus, timeout_s=self.session.settings.gpu_lock_timeout_s,
-                              owner=f"{self.item.nodeid} ({recipe.name})",
-                              on_wait=lambda uuid, holder: self._waiting(case_name, notes, uuid, holder)):
-                for note in leftover_notes(gpus, pool.ended_pids()) if gpus else ():
+                              owner=f"{self.item.nodeid} ({plan.recipe.name})",
+                              on_wait=lambda uuid, holder: self._waiting(plan.case_name, notes, uuid, holder)):
+                for note in leftover_notes(gpus, plan.pool.ended_pids()) if gpus else ():
                     notes.append(note)  # in the results table's notes, and as a pytest warning
                     warnings.warn(pytest.PytestWarning(note), stacklevel=1)
                 start = {u: {**gpu_state(u), "time": time.time()} for u in gpus}
-                result = runner.run(req, timeout, doing, report)
+                result = runner.run(plan.request, plan.spec.timeout_s, doing, plan.report)
                 gpu_records = [{**self.session.placement.describe(u), "start": start[u],
                                 "end": {**gpu_state(u), "time": time.time()}} for u in gpus]
         except GpuLockTimeout as exc:
             failure = f"{exc} (--mlperf-gpu-lock-timeout)"
         except RunnerError as exc:
             if not runner.alive:  # a test refused before it started (too long) leaves its runner up for the next
-                pool.discard(runner)
+                plan.pool.discard(runner)
             failure = f"{exc}\nLoadGen logs: {log_dir}"
         if failure is not None:
             pytest.fail(failure, pytrace=False)
+        return result, gpu_records
+
+    def _judge_run(self, sut: SUTHandle, plan: PlannedRun, scenario: str, log_dir: Path, result: dict[str, Any],
+                   gpu_records: list[dict[str, Any]]) -> CaseRun:
+        """The run's record: its parsed LoadGen result, the Server target it ran at and why, and where it ran."""
         run = Run.from_dict(result["run"])
+        test, target_source = plan.request.test, plan.target_source
         server_target = None
         if scenario == "Server":
             given = test.server_target_qps is not None and target_source is None
             server_target = server_target_of(run, test, result.get("calibration"), sut.spec.loadgen_model,
                                              target_source or ("an earlier run of this case" if given else None))
+        profile, system, runner = self.session.settings.profile, plan.system, plan.runner
         return CaseRun(
-            nodeid=self.item.nodeid, key=key, run=run, log_dir=str(log_dir),
-            profile=profile.name, tolerated=profile.tolerated, backend=backend,
-            system={"key": system.key, **system.details}, recipe=recipe.describe(), test=result["test"],
+            nodeid=self.item.nodeid, key=plan.key, run=run, log_dir=str(log_dir),
+            profile=profile.name, tolerated=profile.tolerated, backend=plan.backend,
+            system={"key": system.key, **system.details}, recipe=plan.recipe.describe(), test=result["test"],
             calibration=result.get("calibration"), schedule=result.get("schedule"), accuracy=result.get("accuracy"),
             accuracy_targets=dict(sut.spec.accuracy_targets),
             real_data=sut.load.data.model_path is not None and sut.load.data.dataset_path is not None,
             stand_ins=stand_ins(sut),
-            notes=notes, gpus=gpu_records,
-            timings={"runner_start_s": runner_start_s, **result.get("timings", {}),
-                     "case_s": time.perf_counter() - began},
+            notes=plan.notes, gpus=gpu_records,
+            timings={"runner_start_s": plan.runner_start_s, **result.get("timings", {}),
+                     "case_s": time.perf_counter() - plan.began},
             runner_pid=runner.info.get("pid"), runner_cpus=runner.info.get("cpus"), server_target=server_target,
             sut_options=sut.options_record(),
         )
@@ -667,26 +544,6 @@ class LoadGenDriver:
         raise AssertionError  # pragma: no cover - pytest.fail raises
 
 
-# --mlperf-server-search: probes last at least this share of the case's min duration (at least PROBE_MIN_MS; longer
-# where queries are slow: SearchPlan.duration_s), with at most PROBE_QUERIES queries asked of them; the
-# confirmation runs the full length (official: mlperf.conf's 600 s)
-PROBE_FRACTION = 0.25
-PROBE_MIN_MS = 250
-PROBE_QUERIES = 16
-OFFICIAL_DURATION_MS = 600_000
-# --mlperf-server-search probes no load above the calibration's bare-loop throughput times this: a Server run
-# cannot complete more than the SUT does flat out, but the bare loop is short (about a second) and runs at one
-# batch size, where the Server run's batching may fill batches a little better; 20% covers that and the loop's
-# noise, while a load twice the throughput (a short probe can look VALID there) is never probed
-SEARCH_CEILING_MARGIN = 1.2
-
-
-def search_ceiling(first: CaseRun) -> float | None:
-    """The highest load a search probes: the calibrating run's bare-loop throughput times the margin (None: it did
-    not calibrate, no ceiling)."""
-    bare = ((first.calibration or {}).get("bare") or {}).get("samples_per_s")
-    return float(bare) * SEARCH_CEILING_MARGIN if bare else None
-
 CASES_KEY = pytest.StashKey[list]()
 ATTEMPT_KEY = pytest.StashKey[dict]()  # the case LoadGenDriver.run is measuring, until its CaseRun is kept
 
@@ -708,10 +565,27 @@ class BaselineCheck:
             return
         tol = self.tolerance if tolerance is None else tolerance
         path = self.path_for(case)
-        settings = self.session.settings
-        if settings.update_baselines:
+        if self.session.settings.update_baselines:
             self._record(case, path, tol)
             return
+        baseline = self._stored_baseline(case, path)
+        if baseline is None:
+            return
+        comparisons = compare(baseline, case.metrics, tol)
+        self.item.stash[COMPARISONS_KEY] = comparisons
+        regressions = self._regressions(case, baseline, comparisons)  # first: it sets case.outputs_match
+        unusable = self._unusable(case, baseline, comparisons)
+        sections = []
+        if regressions:
+            sections.append(f"regression against baseline {path}:\n  " + "\n  ".join(regressions))
+        if unusable:
+            sections.append(f"baseline {path} cannot judge this run:\n  " + "\n  ".join(unusable))
+        if sections:
+            pytest.fail("\n".join(sections) + f"\nLoadGen logs: {case.log_dir}", pytrace=False)
+
+    def _stored_baseline(self, case: CaseRun, path: Path) -> Baseline | None:
+        """The baseline stored for `case` at `path`; None where there is none (which --mlperf-require-baselines
+        fails). A corrupt one, or one naming another case, fails the case."""
         try:
             baseline = load_baseline(path)
         except BaselineError as exc:
@@ -724,19 +598,22 @@ class BaselineCheck:
             message = (
                 f"no baseline at {path} (record one on the reference system with --mlperf-update-baselines)"
             )
-            if settings.require_baselines:
+            if self.session.settings.require_baselines:
                 pytest.fail(message + " (--mlperf-require-baselines is set)", pytrace=False)
             case.missing_baseline = str(path)
-            return
+            return None
         case.baseline_path = str(path)
         other = key_mismatch(baseline, case.key)
         if other:
             pytest.fail(f"baseline {path} names another case: {other}. Move it to "
                         f"{baseline.key.path(self.session.baselines_dir)} or record this case's baseline with "
                         "--mlperf-update-baselines", pytrace=False)
-        comparisons = compare(baseline, case.metrics, tol)
-        self.item.stash[COMPARISONS_KEY] = comparisons
-        # conditions outside the case's key (as backend details are): said, so that a verdict across them is not silent
+        return baseline
+
+    def _regressions(self, case: CaseRun, baseline: Baseline, comparisons: list[Comparison]) -> list[str]:
+        """What regressed against `baseline`: metrics beyond the tolerance and outputs that differ. Conditions
+        outside the case's key (as backend details are) go to the case's notes, so that a verdict across them is
+        not silent; a run of another length than the baseline's is said with its regressions too."""
         differ = options_differ(baseline, case.sut_options)
         if differ:
             case.notes.append(differ)
@@ -746,25 +623,23 @@ class BaselineCheck:
         regressions = [c.describe() for c in comparisons if c.regressed]
         if regressions and length:
             regressions.append(length)
-        regressions += self._accuracy_problems(case, baseline)
+        return regressions + self._accuracy_problems(case, baseline)
+
+    def _unusable(self, case: CaseRun, baseline: Baseline, comparisons: list[Comparison]) -> list[str]:
+        """Why `baseline` cannot judge this run: metrics it cannot compare, nothing compared at all, and (under
+        --mlperf-require-baselines; else a note) comparisons whose noise hides the tolerance."""
         unusable = unusable_metrics(baseline, case.metrics)
         if not comparisons and case.outputs_match is None:  # neither a metric nor the outputs were compared
             unusable.insert(0, _compares_nothing(baseline, case))
         for c in comparisons:
             if not c.detects_tolerance:
-                if settings.require_baselines:
+                if self.session.settings.require_baselines:
                     unusable.append(c.undetectable() + " (--mlperf-require-baselines fails a comparison that "
                                                        "cannot detect the tolerance)")
                 else:
                     case.notes.append(c.undetectable() + " (noise excuses at most the tolerance; "
                                                          "--mlperf-require-baselines fails such a comparison)")
-        sections = []
-        if regressions:
-            sections.append(f"regression against baseline {path}:\n  " + "\n  ".join(regressions))
-        if unusable:
-            sections.append(f"baseline {path} cannot judge this run:\n  " + "\n  ".join(unusable))
-        if sections:
-            pytest.fail("\n".join(sections) + f"\nLoadGen logs: {case.log_dir}", pytrace=False)
+        return unusable
 
     def assert_gate(self, case: CaseRun) -> None:
         """Fails on FAIL and INCONCLUSIVE; the message carries overhead, interval, limit and rounds."""
