@@ -231,6 +231,15 @@ def is_settled(durations: Sequence[float]) -> bool:
     return len(durations) >= 2 and durations[-1] >= SETTLED_RATIO * durations[-2]
 
 
+def goes_on(durations: Sequence[float], minimum: int, deadline: float) -> bool:
+    """Whether a calibration loop that ran batches or requests of these `durations` runs another: fewer than
+    `minimum` ran, or `deadline` (a perf_counter time) is not yet reached, or they are still getting faster and fewer
+    than SETTLE_BATCHES ran."""
+    if len(durations) < minimum or time.perf_counter() < deadline:
+        return True
+    return len(durations) < SETTLE_BATCHES and not is_settled(durations)
+
+
 def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: int, streams: int,
                     seconds: float) -> GenerationMeasurement:
     """`generate_batch` on `streams` threads until `seconds` pass and each ran MIN_CALIBRATION_BATCHES batches and
@@ -248,11 +257,6 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
     start = time.perf_counter()
     deadline = start + seconds
 
-    def done(batches: list[tuple[float, float, int]]) -> bool:
-        if len(batches) < MIN_CALIBRATION_BATCHES or time.perf_counter() < deadline:
-            return False
-        return len(batches) >= SETTLE_BATCHES or is_settled([end - begin for begin, end, _ in batches])
-
     def loop(s: int) -> None:
         k = s
         try:
@@ -262,7 +266,7 @@ def measure_batches(backend: TokenBackend, indices: Sequence[int], batch_size: i
                 out = backend.generate_batch(rows)
                 runs[s].append((t0, time.perf_counter(), sum(len(o) for o in out)))
                 k += streams
-                if done(runs[s]):
+                if not goes_on([end - begin for begin, end, _ in runs[s]], MIN_CALIBRATION_BATCHES, deadline):
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
@@ -318,14 +322,8 @@ def measure_sequential_requests(request: Request, indices: Sequence[int], second
     the requests after the warm-up (`settled_from`); `settled` says whether they had stopped getting faster."""
     runs: list[tuple[float, float, int, float | None]] = []  # (start, latency, tokens, ttft)
     start = time.perf_counter()
-
-    def more() -> bool:
-        if len(runs) < min_requests or time.perf_counter() < start + seconds:
-            return True
-        return len(runs) < SETTLE_BATCHES and not is_settled([r[1] for r in runs])
-
     k = 0
-    while more():
+    while goes_on([r[1] for r in runs], min_requests, start + seconds):
         t0 = time.perf_counter()
         latency, count, ttft = request(indices[k % len(indices)])
         runs.append((t0, latency, count, ttft))
