@@ -16,7 +16,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .baselines import Metric
 from .contract import metrics as catalogue
-from .stats import GatePlan, Interval, Verdict, evaluate, look_confidence, round_order
+from .stats import (
+    GatePlan,
+    Interval,
+    Verdict,
+    estimator_for,
+    evaluate,
+    look_confidence,
+    round_order,
+)
 
 ARMS = ("reference", "candidate")
 
@@ -69,6 +77,7 @@ class MetricGate:
     candidate: list[float] = field(default_factory=list)
     verdict: Verdict | None = None
     interval: Interval | None = None
+    estimator: str = "paired"  # how its interval is read from the rounds (stats.estimator_for)
 
     def to_dict(self) -> dict[str, Any]:
         iv = self.interval
@@ -77,7 +86,7 @@ class MetricGate:
             "higher_is_better": self.metric.higher_is_better,
             "verdict": str(self.verdict) if self.verdict else None,
             "overhead": _num(iv.estimate) if iv else None, "ci_low": _num(iv.low) if iv else None,
-            "ci_high": _num(iv.high) if iv else None,
+            "ci_high": _num(iv.high) if iv else None, "estimator": self.estimator,
             "reference": list(self.reference), "candidate": list(self.candidate),
         }
 
@@ -127,7 +136,7 @@ class GateOutcome:
             head = d.to_dict()
             doc.update(metric=head["metric"], label=head["label"], unit=head["unit"], overhead=head["overhead"],
                        ci_low=head["ci_low"], ci_high=head["ci_high"], reference=head["reference"],
-                       candidate=head["candidate"])
+                       candidate=head["candidate"], estimator=head["estimator"])
             doc["metrics"] = [m.to_dict() for m in self.metrics]
         if self.outputs is not None:
             doc.update(metric="outputs", label="outputs", outputs=self.outputs)
@@ -162,7 +171,7 @@ def run_rounds(
 
     `measure(arm, round_index)` runs one short LoadGen test of `arm` ("reference" or "candidate") and returns its
     logged metrics. A metric is decided at the plan's looks (stats.evaluate) and stays decided."""
-    gates = [MetricGate(m) for m in metrics]
+    gates = [MetricGate(m, estimator=estimator_for(plan, m.higher_is_better)) for m in metrics]
     order = round_order(plan.max_rounds, plan.seed)
     start = clock()
     for i in range(plan.max_rounds):

@@ -89,6 +89,9 @@ _OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60)", {}, "string"),
     ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
      "string"),
+    ("gate-estimator", "how the gate reads a cost from its rounds: auto (default: on a GPU latency by the arms' "
+     "floors, the mean of each arm's best quarter of rounds, and throughput by paired rounds; on a CPU paired "
+     "rounds), paired or floor", {}, "string"),
     ("baseline-repeats", "runs recorded per performance baseline with --mlperf-update-baselines; their spread widens "
      "the regression check by what noise alone can do (default: 3)", {}, "string"),
     ("shared-cpu-baselines", "allow --mlperf-update-baselines with several pytest-xdist workers on the CPU, whose cases "
@@ -215,6 +218,7 @@ def build_gate(config: pytest.Config) -> S.GateSettings | None:
         min_rounds=get("gate-min-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-min-rounds"), 12),
         max_rounds=get("gate-max-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-max-rounds"), 60),
         budget_s=get("gate-budget", lambda v: S.parse_duration_s(v, option="--mlperf-gate-budget"), 1800.0),
+        estimator=get("gate-estimator", S.parse_gate_estimator, "auto"),
     )
     if not 3 <= gate.min_rounds <= gate.max_rounds:
         raise ValueError(f"the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got "

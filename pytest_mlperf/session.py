@@ -537,7 +537,7 @@ class LoadGenDriver(SearchDriving):
 
         try:
             metrics = gate_metrics(scenario, ref.run.metrics)
-            return run_rounds(measure, metrics, gate.plan())
+            return run_rounds(measure, metrics, gate.plan(str(ref.backend.get("device", "cpu"))))
         except GateError as exc:
             failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
         pytest.fail(failure, pytrace=False)

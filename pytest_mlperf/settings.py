@@ -81,6 +81,18 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+GATE_ESTIMATORS = ("auto", "paired", "floor")  # --mlperf-gate-estimator
+
+
+def parse_gate_estimator(text: str) -> str:
+    value = text.strip().lower()
+    if value not in GATE_ESTIMATORS:
+        raise ValueError(f"--mlperf-gate-estimator must be one of {', '.join(GATE_ESTIMATORS)}, got {text!r}: "
+                         "auto (the default) judges latency by the arms' floors on a GPU and by paired rounds "
+                         "on a CPU")
+    return value
+
+
 @dataclass(frozen=True)
 class GateSettings:
     """The overhead gate (gate.py): a candidate launch recipe measured against the reference in rounds."""
@@ -91,10 +103,16 @@ class GateSettings:
     min_rounds: int = 12
     max_rounds: int = 60
     budget_s: float = 1800.0  # per case, rounds only (warm-up runs are not counted)
+    estimator: str = "auto"  # auto, paired or floor (--mlperf-gate-estimator; stats.py)
 
-    def plan(self) -> GatePlan:
+    def plan(self, device: str = "cpu") -> GatePlan:
+        """The gate's plan for a case on `device`: `auto` judges latency by the arms' floors on a GPU, whose
+        latency noise is one-sided and lasts seconds (docs/gate-statistics.md), and by paired rounds elsewhere."""
+        estimator = self.estimator
+        if estimator == "auto":
+            estimator = "floor-latency" if device.startswith("cuda") else "paired"
         return GatePlan(min_rounds=self.min_rounds, max_rounds=self.max_rounds, max_seconds=self.budget_s,
-                        max_overhead=self.max_overhead)
+                        max_overhead=self.max_overhead, estimator=estimator)
 
 
 @dataclass(frozen=True)

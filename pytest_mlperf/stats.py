@@ -14,6 +14,11 @@ research code in :mod:`pytest_mlperf.gate_simulation`, which the plugin does not
   deviations from the estimate are widened by Hesterberg's small-sample factor
   ``sqrt(n/(n-1)) * t_{df}/z`` (df = n - 2g - 1, Yuen's trimmed-mean df), applied as a scale
   rather than as more extreme quantiles so that 2000 resamples suffice at per-look levels near 99%.
+* On a GPU the plugin judges latency metrics (``estimator="floor-latency"``) with the *floor* estimator instead: the ratio of
+  the arms' floors, each the mean of its best quarter of rounds, with the same bootstrap over whole rounds and the
+  same widening.  On the H200 a SingleStream round's p90 sits on a floor and moves only upwards, by 5-20%, in
+  slow states of one runner process that last several rounds (docs/performance.md, session 11); they are
+  independent between the arms, so pairing does not cancel them and a trimmed mean inherits them.
 * Looks happen only at ``looks(plan)`` (``n_looks`` planned round counts, plus at most one early
   look when the time budget runs out, replacing the next planned one); each look uses the
   Bonferroni level ``1 - (1 - confidence)/n_looks``, so the chance of any wrong one-sided
@@ -32,11 +37,22 @@ import numpy as np
 
 TRIM = 0.2  # fraction trimmed from each end of the per-round log ratios
 MIN_INTERVAL_ROUNDS = 3
+# The estimators a gate can judge with (docs/gate-statistics.md, "The floor estimator"): "paired", the trimmed mean
+# of the per-round log ratios; "floor", the ratio of the two arms' floors (the mean of each arm's best quarter of
+# rounds); "floor-latency", floor for latency metrics and paired for throughput (the plugin's choice on a GPU).
+ESTIMATORS = ("paired", "floor", "floor-latency")
+FLOOR_SHARE = 0.25
+
+
+def floor_df(n: int) -> int:
+    """Degrees of freedom of the floor interval's widening: one arm's best-share count less one (k - 1 kept both
+    error rates within 2.5% at a true 5% in the simulations; 2k - 2 let 4% through under lasting slow states)."""
+    return max(1, math.ceil(FLOOR_SHARE * n)) - 1
 
 __all__ = [
-    "DEFAULT_PLAN", "GateDecision", "GatePlan", "Interval", "Verdict", "decide", "evaluate",
-    "look_confidence", "looks", "overhead", "paired_overhead_interval", "percentile", "round_order",
-    "t_quantile", "trimmed_mean",
+    "DEFAULT_PLAN", "ESTIMATORS", "GateDecision", "GatePlan", "Interval", "Verdict", "decide", "estimator_for",
+    "evaluate", "floor_mean", "floor_overhead_interval", "look_confidence", "looks", "overhead",
+    "paired_overhead_interval", "percentile", "round_order", "t_quantile", "trimmed_mean",
 ]
 
 
@@ -93,6 +109,21 @@ def trimmed_mean(x: np.ndarray, trim: float = TRIM) -> np.ndarray:
     return s[..., g:n - g].mean(axis=-1)
 
 
+def floor_mean(y: np.ndarray, share: float = FLOOR_SHARE) -> np.ndarray:
+    """Mean of the lowest ``ceil(share*n)`` values along the last axis: an arm's floor, in cost units."""
+    n = y.shape[-1]
+    k = max(1, math.ceil(share * n))
+    return np.sort(y, axis=-1)[..., :k].mean(axis=-1)
+
+
+def _arm_costs(values: Sequence[float] | np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Each run's log value, oriented so that lower is better (the floor is then the best runs)."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim < 1 or not np.all(v > 0):
+        raise ValueError("measurements must be positive and finite")
+    return -np.log(v) if higher_is_better else np.log(v)
+
+
 def _t_cdf(t: float, df: int) -> float:
     """Student-t CDF for integer df (exact finite series, Abramowitz & Stegun 26.7.3-4)."""
     theta = math.atan(abs(t) / math.sqrt(df))
@@ -143,9 +174,10 @@ class Interval:
     confidence: float
 
 
-def _small_sample_factor(n: int, confidence: float) -> float:
+def _small_sample_factor(n: int, confidence: float, df: int | None = None) -> float:
+    """``sqrt(n/(n-1)) * t_df/z``; df defaults to Yuen's trimmed-mean df ``n - 2g - 1``."""
     g = int(math.floor(TRIM * n))
-    df = max(n - 2 * g - 1, 1)
+    df = max(n - 2 * g - 1, 1) if df is None else max(df, 1)
     p = 0.5 + confidence / 2.0
     return math.sqrt(n / (n - 1)) * t_quantile(p, df) / NormalDist().inv_cdf(p)
 
@@ -204,6 +236,60 @@ def paired_overhead_interval(
     )
 
 
+def _batch_floor_interval(yr: np.ndarray, yc: np.ndarray, confidence: float, n_boot: int,
+                          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Floor estimate ``floor(yc) - floor(yr)`` and widened percentile-bootstrap bounds, in log-cost units, per
+    row of the (rows, n) oriented log values; whole rounds are resampled (both arms' runs of a round together),
+    with the resamples and the small-sample widening of :func:`_batch_interval`."""
+    n_rows, n = yr.shape
+    if yc.shape != yr.shape:
+        raise ValueError(f"reference and candidate must be paired, got {yr.shape} and {yc.shape}")
+    if n < MIN_INTERVAL_ROUNDS:
+        raise ValueError(f"need at least {MIN_INTERVAL_ROUNDS} rounds, got {n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    est = floor_mean(yc) - floor_mean(yr)
+    alpha = 1.0 - confidence
+    q_lo = np.empty(n_rows)
+    q_hi = np.empty(n_rows)
+    chunk = max(1, 4_000_000 // (n_boot * n))
+    for start in range(0, n_rows, chunk):
+        boot = floor_mean(yc[start:start + chunk][:, idx]) - floor_mean(yr[start:start + chunk][:, idx])
+        q = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=-1)
+        q_lo[start:start + chunk], q_hi[start:start + chunk] = q[0], q[1]
+    k = _small_sample_factor(n, confidence, df=floor_df(n))
+    return est, est - k * np.maximum(est - q_lo, 0.0), est + k * np.maximum(q_hi - est, 0.0)
+
+
+def floor_overhead_interval(
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    higher_is_better: bool,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Overhead of ``candidate`` against ``reference`` from the arms' floors: the mean of each arm's best
+    ``FLOOR_SHARE`` of rounds (lowest latencies, highest throughputs), compared on the log scale.
+
+    For noise that only ever makes a run worse (another process on the CPU, a slow state of the host lasting
+    seconds in one arm), the floor is where both arms are undisturbed, so their ratio is the layer's cost;
+    the interval is the bootstrap over whole rounds of that ratio, widened as the paired one is."""
+    yr = _arm_costs(reference, higher_is_better)
+    yc = _arm_costs(candidate, higher_is_better)
+    if yr.shape != yc.shape or yr.ndim != 1:
+        raise ValueError(f"reference and candidate must be 1-D and paired, got {yr.shape} and {yc.shape}")
+    est, low, high = _batch_floor_interval(yr[None, :], yc[None, :], confidence, n_boot, seed)
+    return Interval(
+        estimate=float(_to_overhead(est[0], higher_is_better)),
+        low=float(_to_overhead(low[0], higher_is_better)),
+        high=float(_to_overhead(high[0], higher_is_better)),
+        confidence=confidence,
+    )
+
+
 # ----------------------------------------------------------------------------- decisions
 class Verdict(str, Enum):
     PASS = "PASS"
@@ -243,15 +329,26 @@ class GatePlan:
     n_looks: int = 5
     n_boot: int = 2000
     seed: int = 0
+    estimator: str = "paired"  # one of ESTIMATORS
 
     def __post_init__(self) -> None:
         if not MIN_INTERVAL_ROUNDS <= self.min_rounds <= self.max_rounds:
             raise ValueError(f"need {MIN_INTERVAL_ROUNDS} <= min_rounds <= max_rounds, got {self}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if not 0.0 < self.confidence < 1.0 or self.n_looks < 1 or self.n_boot < 100:
             raise ValueError(f"invalid plan {self}")
 
 
 DEFAULT_PLAN = GatePlan()
+
+
+def estimator_for(plan: GatePlan, higher_is_better: bool) -> str:
+    """The estimator a metric is judged with ("paired" or "floor"): the plan's, where "floor-latency" is floor
+    for latency (lower is better) and paired for throughput."""
+    if plan.estimator != "floor-latency":
+        return plan.estimator
+    return "paired" if higher_is_better else "floor"
 
 
 def looks(plan: GatePlan) -> list[int]:
@@ -298,7 +395,9 @@ def evaluate(
     if n < MIN_INTERVAL_ROUNDS:
         nan = float("nan")
         return GateDecision(Verdict.INCONCLUSIVE, Interval(nan, nan, nan, look_confidence(plan)), n) if final else None
-    interval = paired_overhead_interval(
+    interval_of = (floor_overhead_interval if estimator_for(plan, higher_is_better) == "floor"
+                   else paired_overhead_interval)
+    interval = interval_of(
         reference, candidate, higher_is_better=higher_is_better,
         confidence=look_confidence(plan), n_boot=plan.n_boot, seed=plan.seed,
     )

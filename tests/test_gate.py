@@ -255,3 +255,18 @@ def test_parse_cost() -> None:
     for bad in ("100%", "-1%", "x"):
         with pytest.raises(Exception, match="cost"):
             parse_cost(bad)
+
+
+def test_a_gpu_plan_reads_latency_by_the_floor_and_says_so_in_the_record() -> None:
+    """The H200 pattern (issue 14): each arm has stretches of slow rounds of its own; the floor reads the truth."""
+    def measure(arm: str, i: int) -> dict[str, float]:
+        slow = 1.12 if (arm == "candidate" and 4 <= i < 10) else 1.0
+        return {THROUGHPUT.name: 1000.0 / slow, P90.name: 7e5 * slow * (1 + 0.001 * (i % 3))}
+
+    out = run_rounds(measure, [THROUGHPUT, P90], GatePlan(estimator="floor-latency"))
+    record = out.to_record()
+    by_metric = {m["metric"]: m for m in record["metrics"]}
+    assert by_metric[P90.name]["estimator"] == "floor"
+    assert by_metric[THROUGHPUT.name]["estimator"] == "paired"
+    assert abs(by_metric[P90.name]["overhead"]) < 0.005
+    assert record["estimator"] in ("floor", "paired")

@@ -160,6 +160,8 @@ def test_a_crashing_candidate_fails_the_case_with_its_recipe(pytester: pytest.Py
      "*the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got 9 and 6*"),
     (["--mlperf-candidate-env", "A=1", "--mlperf-max-overhead=5"], "*--mlperf-max-overhead must be between*"),
     (["--mlperf-candidate-env", "A=1", "--mlperf-gate-budget=soon"], "*bad --mlperf-gate-budget 'soon'*"),
+    (["--mlperf-candidate-env", "A=1", "--mlperf-gate-estimator=median"],
+     "*--mlperf-gate-estimator must be one of auto, paired, floor, got 'median'*"),
 ])
 def test_bad_gate_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     bench(pytester)

@@ -12,8 +12,8 @@ from pytest_mlperf.settings import (
     PROFILES,
     SCENARIOS,
     Settings,
-    parse_device,
     check_marker,
+    parse_device,
     parse_duration_ms,
     parse_duration_s,
     parse_fraction,
@@ -433,3 +433,18 @@ def test_parse_wait_s_allows_zero_and_fractions_of_a_millisecond(value: str, sec
 def test_parse_wait_s_refuses_what_it_cannot_wait(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_wait_s(value)
+
+
+def test_the_gate_estimator_follows_the_device_under_auto():
+    from dataclasses import replace
+
+    from pytest_mlperf import settings as S
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+    gate = S.GateSettings(candidate=LaunchRecipe())
+    assert gate.plan("cuda").estimator == "floor-latency"  # latency noise on a GPU host is one-sided (issue 14)
+    assert gate.plan("cpu").estimator == "paired"
+    assert replace(gate, estimator="floor").plan("cpu").estimator == "floor"
+    assert replace(gate, estimator="paired").plan("cuda").estimator == "paired"
+    assert S.parse_gate_estimator(" Floor ") == "floor"
+    with pytest.raises(ValueError, match="must be one of auto, paired, floor"):
+        S.parse_gate_estimator("min")

@@ -176,3 +176,53 @@ def test_round_order_balanced_abba():
     assert all(a != b for a, b in zip(firsts, firsts[1:]))  # AB BA AB BA ...
     assert round_order(8, seed=3) == order
     assert {round_order(2, seed=s)[0] for s in range(20)} == {"reference", "candidate"}
+
+
+# ----------------------------------------------------------------------------- the floor estimator (issue 14)
+def test_floor_mean_is_the_mean_of_the_best_quarter():
+    from pytest_mlperf.stats import floor_mean
+    assert floor_mean(np.array([5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0])) == pytest.approx(1.5)  # 2 of 8
+    assert floor_mean(np.array([3.0, 1.0, 2.0])) == pytest.approx(1.0)  # at least one
+
+
+def test_the_floor_reads_through_one_arms_lasting_slow_state():
+    """The H200 pattern (session 11): both arms sit on the same floor, and one of them spends a stretch of rounds
+    10% slower. The trimmed mean of the paired ratios inherits the stretch; the floor does not."""
+    from pytest_mlperf.stats import floor_overhead_interval
+    rng = np.random.default_rng(5)
+    ref = 0.70 * np.exp(rng.normal(0, 0.003, 24))
+    cand = 0.70 * np.exp(rng.normal(0, 0.003, 24))
+    cand[8:15] *= 1.10  # seven rounds in a row: more than the trimmed mean's 20% drops
+    paired = paired_overhead_interval(ref, cand, higher_is_better=False)
+    floor = floor_overhead_interval(ref, cand, higher_is_better=False)
+    assert paired.estimate > 0.015
+    assert abs(floor.estimate) < 0.005
+    assert floor.low < 0 < floor.high
+
+
+def test_the_floor_of_a_constant_ratio_is_exact_for_either_direction():
+    from pytest_mlperf.stats import floor_overhead_interval
+    ref = [100.0, 104.0, 101.0, 107.0, 99.0, 102.0]
+    lat = floor_overhead_interval(ref, [v * 1.07 for v in ref], higher_is_better=False)
+    assert lat.estimate == pytest.approx(0.07) and lat.low == pytest.approx(0.07) and lat.high == pytest.approx(0.07)
+    thr = floor_overhead_interval(ref, [v * 0.93 for v in ref], higher_is_better=True)
+    assert thr.estimate == pytest.approx(0.07)
+
+
+def test_estimator_for_and_the_plan_check():
+    from pytest_mlperf.stats import estimator_for
+    plan = GatePlan(estimator="floor-latency")
+    assert estimator_for(plan, higher_is_better=False) == "floor"
+    assert estimator_for(plan, higher_is_better=True) == "paired"
+    assert estimator_for(GatePlan(), higher_is_better=False) == "paired"
+    with pytest.raises(ValueError, match="estimator must be one of paired, floor, floor-latency"):
+        GatePlan(estimator="median")
+
+
+def test_evaluate_uses_the_plans_estimator():
+    ref = [0.70] * 9 + [0.70 * 1.15] * 3
+    cand = [0.70 * 1.15] * 3 + [0.70] * 9  # each arm slow a quarter of the time, never together: no cost at the floor
+    paired = evaluate(GatePlan(), ref, cand, higher_is_better=False, elapsed_s=1.0)
+    floor = evaluate(GatePlan(estimator="floor"), ref, cand, higher_is_better=False, elapsed_s=1.0)
+    assert paired is None or paired.verdict is not Verdict.PASS  # half the paired ratios are +-15%
+    assert floor is not None and floor.verdict is Verdict.PASS and floor.interval.estimate == pytest.approx(0.0)
