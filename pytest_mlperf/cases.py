@@ -120,12 +120,28 @@ class CaseRun:
 
     @property
     def latency_overhead(self) -> float | None:
-        """SingleStream: LoadGen's p50 latency over the bare loop's batch-1 p50, minus one; None elsewhere."""
-        bare = (self.calibration or {}).get("bare", {}).get("batch_latency_p50_s")
-        p50 = self.run.latency_ns.p50
-        if not bare or p50 is None or self.run.scenario != "SingleStream":
+        """SingleStream/MultiStream: LoadGen's p50 latency (per query) over the bare loop's p50 at the same batch
+        (1, or MultiStream's samples per query), minus one; None elsewhere."""
+        return self._over_bare("p50", "batch_latency_p50_s")
+
+    @property
+    def latency_tail_overhead(self) -> float | None:
+        """SingleStream/MultiStream: LoadGen's p99 latency (per query) over the bare loop's p99, minus one; None
+        elsewhere, or where the calibration recorded no p99."""
+        return self._over_bare("p99", "batch_latency_p99_s")
+
+    def _over_bare(self, stat: str, bare_key: str) -> float | None:
+        bare = (self.calibration or {}).get("bare", {}).get(bare_key)
+        value = getattr(self.run.latency_ns, stat)
+        if not bare or value is None or self.run.scenario not in ("SingleStream", "MultiStream"):
             return None
-        return float(p50 / 1e9 / bare - 1.0)
+        return float(value / 1e9 / bare - 1.0)
+
+    def keep_calibration_of(self, first: CaseRun) -> None:
+        """A rerun measures without calibrating (session.rerun_if_short): it keeps the first run's bare-loop
+        figures, which its harness efficiency is read against, instead of having none."""
+        if self.calibration is None and first.calibration is not None:
+            self.calibration = first.calibration
 
     def _fail(self, message: str) -> None:
         pytest.fail(f"{message}\nLoadGen logs: {self.log_dir}", pytrace=False)
@@ -207,6 +223,7 @@ class CaseRun:
             "metrics": {n: m.value for n, m in self.metrics.items()},
             "harness_efficiency": self.harness_efficiency,
             "latency_overhead": self.latency_overhead,
+            "latency_tail_overhead": self.latency_tail_overhead,
             "calibration": self.calibration,
             "schedule": self.schedule,
             "test": self.test,

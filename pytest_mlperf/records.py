@@ -47,7 +47,7 @@ def failure_record(item: pytest.Item, attempt: dict[str, Any] | None, reason: st
         "nodeid": item.nodeid, "key": key, "recipe": known.get("recipe"), "profile": known.get("profile"),
         "log_dir": known.get("log_dir"), "backend": known.get("backend") or {"backend": key["backend"]},
         "system": known.get("system") or {}, "run": None, "metrics": {}, "harness_efficiency": None,
-        "latency_overhead": None, "calibration": None, "schedule": None, "test": None, "accuracy": None,
+        "latency_overhead": None, "latency_tail_overhead": None, "calibration": None, "schedule": None, "test": None, "accuracy": None,
         "notes": [], "missing_baseline": None, "baseline_path": None, "outputs_match": None, "gate": None,
         "gpus": known.get("gpus") or [], "repeats": [], "timings": {}, "runner_pid": known.get("runner_pid"),
         "runner_cpus": None, "sut_options": known.get("sut_options") or {}, "server_target": None,

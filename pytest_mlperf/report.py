@@ -171,6 +171,17 @@ def harness_line(nodeid: str, efficiency: float, bare: dict[str, Any]) -> str:
             "figure")
 
 
+def latency_line(nodeid: str, over: float, tail: float | None, bare: dict[str, Any]) -> str:
+    """SingleStream/MultiStream: LoadGen's p50 (and p99, where the calibration has the bare loop's) against the
+    bare loop's at the same batch (`bare`: the calibration's measurement)."""
+    batch = int(bare.get("batch_size") or 1)
+    line = (f"harness: {nodeid}: LoadGen p50 {over:+.1%} over the bare batch-{batch} p50 "
+            f"({bare['batch_latency_p50_s'] * 1e3:.3f} ms)")
+    if tail is not None and bare.get("batch_latency_p99_s"):
+        line += f", p99 {tail:+.1%} over its p99 ({bare['batch_latency_p99_s'] * 1e3:.3f} ms)"
+    return line
+
+
 def standin_lines(records: list[dict[str, Any]]) -> list[str]:
     """One line per workload that ran stand-ins in place of MLPerf's model or data: its figures follow the harness
     and backend, and are no MLPerf results."""
@@ -243,8 +254,7 @@ class ResultsCollector:
                 lines.append(harness_line(r["nodeid"], eff, r["calibration"]["bare"]))
             over = r.get("latency_overhead")
             if over is not None:
-                bare_ms = r["calibration"]["bare"]["batch_latency_p50_s"] * 1e3
-                lines.append(f"harness: {r['nodeid']}: LoadGen p50 {over:+.1%} over the bare batch-1 p50 ({bare_ms:.3f} ms)")
+                lines.append(latency_line(r["nodeid"], over, r.get("latency_tail_overhead"), r["calibration"]["bare"]))
         lines += standin_lines(self.records)
         sharing = sharing_note(self.records)
         if sharing:

@@ -59,7 +59,10 @@ class CaseRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     run: Annotated[dict[str, Any] | None, describe("LoadGen's result (logs.Run.to_dict); null if none")]
     metrics: Annotated[dict[str, float | None], describe("the case's metrics by LoadGen key")]
     harness_efficiency: Annotated[float | None, describe("LoadGen's throughput over the bare loop's")]
-    latency_overhead: Annotated[float | None, describe("LoadGen's p50 over the bare batch-1 p50, minus one")]
+    latency_overhead: Annotated[float | None, describe("SingleStream/MultiStream: LoadGen's p50 over the bare loop's "
+                                                       "p50 at the same batch, minus one")]
+    latency_tail_overhead: Annotated[float | None, describe("SingleStream/MultiStream: LoadGen's p99 over the bare "
+                                                            "loop's p99, minus one")] = None
     calibration: dict[str, Any] | None
     schedule: dict[str, Any] | None
     test: Annotated[dict[str, Any] | None, describe("the test request LoadGen ran (loadgen.TestRequest)")]

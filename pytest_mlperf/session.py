@@ -285,6 +285,7 @@ class LoadGenDriver(SearchDriving):
             fixed = replace(TestRequest.from_dict(case.test), offline_expected_qps=qps)
             case = self.execute(sut, recipe, scenario, mode, self.log_dir(log_suffix), fixed=fixed, calibrate=False,
                                 label=f"run {k + 1}, expecting {qps:,.1f} samples/s")
+            case.keep_calibration_of(first)
             told = first.test.get("offline_expected_qps")
             case.notes.append(
                 f"run {k + 1}: the first run did {first.run.metrics.get('result_samples_per_second', 0.0):,.1f} "

@@ -336,3 +336,32 @@ def test_to_record_is_json_safe_and_drops_predictions() -> None:
     assert "predictions" in case.accuracy  # the case keeps them
     record["notes"].append("x")
     assert case.notes == ["a note"]
+
+
+def test_a_rerun_keeps_the_first_runs_calibration() -> None:
+    """An Offline run that ran out of work runs again without calibrating (session.rerun_if_short); its harness
+    efficiency is still read against the first run's bare loop, not lost (seen under `pytest -n 2`)."""
+    first = make_case("01", calibration={"bare": {"samples_per_s": 50_000.0}})
+    rerun = make_case("01")
+    assert rerun.harness_efficiency is None
+    rerun.keep_calibration_of(first)
+    assert rerun.harness_efficiency == pytest.approx(45617.3 / 50_000.0)
+    own = make_case("01", calibration={"bare": {"samples_per_s": 40_000.0}})
+    own.keep_calibration_of(first)  # a run with its own calibration keeps it
+    assert own.calibration == {"bare": {"samples_per_s": 40_000.0}}
+
+
+def test_latency_overheads_against_the_bare_loop_for_single_and_multi_stream() -> None:
+    """Issue 14's goal 1 compares MultiStream's p99 per query with a bare batch-8 run's: the calibration records
+    the bare loop's p99, and a MultiStream case reads its p50 and p99 against it."""
+    for prefix in ("03", "04"):  # a SingleStream and a MultiStream submission's logs
+        run = run_of(prefix)
+        assert run.scenario in ("SingleStream", "MultiStream")
+        bare = {"batch_latency_p50_s": run.latency_ns.p50 / 1e9 / 1.1,
+                "batch_latency_p99_s": run.latency_ns.p99 / 1e9 / 1.2}
+        case = make_case(prefix, calibration={"bare": bare})
+        assert case.latency_overhead == pytest.approx(0.1)
+        assert case.latency_tail_overhead == pytest.approx(0.2)
+        assert make_case(prefix, calibration={"bare": {"batch_latency_p50_s": 1.0}}).latency_tail_overhead is None
+    offline = make_case("01", calibration={"bare": {"batch_latency_p50_s": 1.0, "batch_latency_p99_s": 1.0}})
+    assert offline.latency_overhead is None and offline.latency_tail_overhead is None

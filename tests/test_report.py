@@ -452,3 +452,12 @@ def test_a_case_without_a_loadgen_result_is_a_row_with_its_outcome_and_reason(tm
     doc = col.results_document(Settings())
     assert [c["outcome"] for c in doc["cases"]] == ["passed", "failed", "error"]
     assert doc["cases"][1]["reason"] == "runner was killed by SIGKILL\nlog tail"
+
+
+def test_the_latency_line_names_the_batch_and_the_tail_when_known() -> None:
+    from pytest_mlperf.report import latency_line
+    bare = {"batch_size": 8, "batch_latency_p50_s": 0.00148, "batch_latency_p99_s": 0.00155}
+    assert latency_line("t::ms", 0.012, 0.035, bare) == (
+        "harness: t::ms: LoadGen p50 +1.2% over the bare batch-8 p50 (1.480 ms), p99 +3.5% over its p99 (1.550 ms)")
+    assert latency_line("t::ss", -0.01, None, {"batch_size": 1, "batch_latency_p50_s": 0.0007}) == (
+        "harness: t::ss: LoadGen p50 -1.0% over the bare batch-1 p50 (0.700 ms)")
