@@ -75,7 +75,7 @@ def test_no_cost_passes_with_the_default_limit_and_writes_the_reports(pytester: 
     ])
     assert "(gate round 1, " not in result.stdout.str()  # a round's own phases need -v
     gate = gates(pytester)["Offline-performance"]
-    assert gate["verdict"] == "PASS" and gate["max_overhead"] == 0.05
+    assert gate["verdict"] == "PASS" and gate["max_overhead"] == 0.05 and gate["estimator"] == "paired"
     assert gate["ci_high"] < 0.05 and gate["rounds"] >= 12
     assert len(gate["reference"]) == len(gate["candidate"]) == gate["rounds"]
     assert gate["candidate_recipe"].endswith("pytest_mlperf.slowdown --cost 0% --")
@@ -143,6 +143,16 @@ def test_ini_twins_configure_the_gate(pytester: pytest.Pytester) -> None:
     run(pytester).assert_outcomes(passed=1)
     gate = gates(pytester)["Offline-performance"]
     assert gate["max_overhead"] == 0.25 and 3 <= gate["rounds"] <= 6
+
+
+def test_the_estimator_option_reaches_the_gate(pytester: pytest.Pytester) -> None:
+    """A CPU case reads paired rounds by default (the no-cost test above); --mlperf-gate-estimator=floor makes it
+    read the arms' floors, and the record says so. The verdict is not the point: at 3-6 rounds the floor's interval
+    is wide, and may leave the gate INCONCLUSIVE."""
+    bench(pytester)
+    run(pytester, *FAST, f"--mlperf-candidate-prefix={slowdown('0%')}", "--mlperf-gate-estimator=floor")
+    gate = gates(pytester)["Offline-performance"]
+    assert gate["estimator"] == "floor" and all(m["estimator"] == "floor" for m in gate["metrics"])
 
 
 def test_a_crashing_candidate_fails_the_case_with_its_recipe(pytester: pytest.Pytester) -> None:
