@@ -8,7 +8,7 @@ and cached. Responses are int32 token ids; LoadGen measures tokens/s, TTFT and T
 Accuracy: the generated ids are decoded with the model's tokenizer and scored with ROUGE as MLCommons'
 evaluation.py does (when rouge-score is installed). MLPerf's targets (99% of the reference ROUGE, gen_len
 within 10%) apply only with a real model and the real dataset; with the stand-in, accuracy means "the same
-token ids as the recorded baseline" (session.BaselineCheck compares `predictions`).
+token ids as the recorded baseline" (baseline_check.BaselineCheck compares `predictions`).
 """
 
 from __future__ import annotations
