@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from statistics import NormalDist
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -182,31 +182,39 @@ def _small_sample_factor(n: int, confidence: float, df: int | None = None) -> fl
     return math.sqrt(n / (n - 1)) * t_quantile(p, df) / NormalDist().inv_cdf(p)
 
 
-def _batch_interval(x: np.ndarray, confidence: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Trimmed-mean estimate and widened percentile-bootstrap bounds, in log-cost units, per row.
+def _bootstrap(stat: Callable[[slice, np.ndarray | None], np.ndarray], n_rows: int, n: int, confidence: float,
+               n_boot: int, seed: int, df: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A statistic's estimate and widened percentile-bootstrap bounds per row, in log-cost units.
 
-    The resample indices depend only on (n, n_boot, seed), so every row of ``x`` (and a single
-    call with the same n) sees identical resamples: batch and one-at-a-time results are equal.
-    """
-    n_rows, n = x.shape
+    `stat(rows, idx)` computes the statistic of those rows, on the rounds themselves (`idx` None) or on the
+    resamples `idx` (n_boot, n) of whole rounds. The resample indices depend only on (n, n_boot, seed), so every
+    row (and a single call with the same n) sees identical resamples: batch and one-at-a-time results are equal.
+    The deviations are widened by `_small_sample_factor(n, confidence, df)`."""
     if n < MIN_INTERVAL_ROUNDS:
         raise ValueError(f"need at least {MIN_INTERVAL_ROUNDS} rounds, got {n}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    est = trimmed_mean(x)
+    est = stat(slice(None), None)
     alpha = 1.0 - confidence
     q_lo = np.empty(n_rows)
     q_hi = np.empty(n_rows)
     chunk = max(1, 4_000_000 // (n_boot * n))  # bound memory of the (rows, n_boot, n) gather
     for start in range(0, n_rows, chunk):
-        boot = trimmed_mean(x[start:start + chunk][:, idx])
-        q = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=-1)
+        q = np.quantile(stat(slice(start, start + chunk), idx), [alpha / 2.0, 1.0 - alpha / 2.0], axis=-1)
         q_lo[start:start + chunk], q_hi[start:start + chunk] = q[0], q[1]
-    k = _small_sample_factor(n, confidence)
-    low = est - k * np.maximum(est - q_lo, 0.0)
-    high = est + k * np.maximum(q_hi - est, 0.0)
-    return est, low, high
+    k = _small_sample_factor(n, confidence, df)
+    return est, est - k * np.maximum(est - q_lo, 0.0), est + k * np.maximum(q_hi - est, 0.0)
+
+
+def _resampled(values: np.ndarray, rows: slice, idx: np.ndarray | None) -> np.ndarray:
+    return values[rows] if idx is None else values[rows][:, idx]
+
+
+def _batch_interval(x: np.ndarray, confidence: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trimmed-mean estimate and widened percentile-bootstrap bounds, in log-cost units, per row of ``x``."""
+    n_rows, n = x.shape
+    return _bootstrap(lambda rows, idx: trimmed_mean(_resampled(x, rows, idx)), n_rows, n, confidence, n_boot, seed)
 
 
 def paired_overhead_interval(
@@ -240,26 +248,15 @@ def _batch_floor_interval(yr: np.ndarray, yc: np.ndarray, confidence: float, n_b
                           seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Floor estimate ``floor(yc) - floor(yr)`` and widened percentile-bootstrap bounds, in log-cost units, per
     row of the (rows, n) oriented log values; whole rounds are resampled (both arms' runs of a round together),
-    with the resamples and the small-sample widening of :func:`_batch_interval`."""
+    widened with ``floor_df(n)``."""
     n_rows, n = yr.shape
     if yc.shape != yr.shape:
         raise ValueError(f"reference and candidate must be paired, got {yr.shape} and {yc.shape}")
-    if n < MIN_INTERVAL_ROUNDS:
-        raise ValueError(f"need at least {MIN_INTERVAL_ROUNDS} rounds, got {n}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    est = floor_mean(yc) - floor_mean(yr)
-    alpha = 1.0 - confidence
-    q_lo = np.empty(n_rows)
-    q_hi = np.empty(n_rows)
-    chunk = max(1, 4_000_000 // (n_boot * n))
-    for start in range(0, n_rows, chunk):
-        boot = floor_mean(yc[start:start + chunk][:, idx]) - floor_mean(yr[start:start + chunk][:, idx])
-        q = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=-1)
-        q_lo[start:start + chunk], q_hi[start:start + chunk] = q[0], q[1]
-    k = _small_sample_factor(n, confidence, df=floor_df(n))
-    return est, est - k * np.maximum(est - q_lo, 0.0), est + k * np.maximum(q_hi - est, 0.0)
+
+    def stat(rows: slice, idx: np.ndarray | None) -> np.ndarray:
+        return floor_mean(_resampled(yc, rows, idx)) - floor_mean(_resampled(yr, rows, idx))
+
+    return _bootstrap(stat, n_rows, n, confidence, n_boot, seed, df=floor_df(n))
 
 
 def floor_overhead_interval(
