@@ -14,27 +14,21 @@ from typing import Any, Generator
 
 import pytest
 
-from . import gate_report
 from . import settings as S
-from .contract.files import write_json_atomic, write_text_atomic
+from .controller import CLAIM_KEY, SCENARIO_SKIP, ControllerReporter
 from .gpus import PlacementError, auto_num_workers, discover
 from .interrupt import stop_on_sigterm
 from .options import OPTIONS, _parsed, _value, add_options, build_settings
 from .outputs import (
     SESSION_DIR_KEY,
-    Claim,
     OutputError,
     claim_outputs_of,
-    point_latest,
     refuse_shared_cpu_baselines,
 )
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .progress import shown
 from .records import report_properties
-from .report import ResultsCollector
 from .session import (
-    BASELINE_PROPERTY,
-    RECORD_PROPERTY,
     BaselineCheck,
     LoadGenDriver,
     MlperfSession,
@@ -44,10 +38,8 @@ from .session import (
 from .workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
-CLAIM_KEY = pytest.StashKey[Claim]()
 OUTPUT_PROBLEM = pytest.StashKey[str]()  # why the results folder cannot be written (raised once a case is found)
 OUTPUT_PROBLEM_KEY = "mlperf_output_problem"  # the same, in workerinput
-SCENARIO_SKIP = "--mlperf-scenario asked for"  # in the skip reason of a benchmark that declares none of them
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -386,84 +378,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(SESSION_KEY, None)
     if state is not None:
         state.close()  # stops this process's runners (controller or xdist worker)
-
-
-class ControllerReporter:
-    """Registered only in the controller (or a run without xdist): gathers every case's record from the reports,
-    writes requested baselines and the results JSON, and prints the table."""
-
-    def __init__(self, config: pytest.Config, state: MlperfSession) -> None:
-        self.config = config
-        self.state = state
-        self.collector = ResultsCollector(state.baselines_dir)
-        self.chart_problem: str | None = None
-        self.write_problem: str | None = None
-        self.unmeasured: list[str] = []  # skip reasons of cases whose benchmark declares no asked-for scenario
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.collector.add(report, RECORD_PROPERTY, BASELINE_PROPERTY)
-        if report.skipped and isinstance(report.longrepr, tuple) and SCENARIO_SKIP in str(report.longrepr[2]):
-            self.unmeasured.append(str(report.longrepr[2]).removeprefix("Skipped: "))
-
-    def unmeasured_lines(self) -> list[str]:
-        """What --mlperf-scenario left unmeasured: a CI job must not go green on benchmarks it never ran."""
-        if not self.unmeasured:
-            return []
-        lines = [f"not measured: {reason}" for reason in dict.fromkeys(self.unmeasured)]
-        if not self.records:
-            lines.append("error: nothing was measured: no benchmark declares the scenario(s) --mlperf-scenario asked "
-                         "for, so this session fails")
-        return lines
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.collector.records and not self.collector.written:
-            if self.unmeasured:
-                terminalreporter.write_sep("=", "MLPerf results")
-                for line in self.unmeasured_lines():
-                    terminalreporter.write_line(line, red=line.startswith("error"))
-            return
-        terminalreporter.write_sep("=", "MLPerf results")
-        lines = [*self.collector.table_lines(), *self.collector.note_lines(), *gate_report.terminal_lines(self.records),
-                 *self.unmeasured_lines()]
-        for line in lines:
-            terminalreporter.write_line(line)
-        results = self.state.results_dir / "results.json"
-        if self.write_problem:
-            terminalreporter.write_line(f"error: {self.write_problem}", red=True)
-        else:
-            terminalreporter.write_line(f"results: {results}   LoadGen logs: {results.parent / 'logs'}")
-        claim = self.config.stash.get(CLAIM_KEY, None)
-        if claim is not None and claim.note:
-            terminalreporter.write_line(f"note: {claim.note}")
-        if gate_report.gated(self.records):
-            chart = f"   chart: {results.parent / 'gate.png'}" if self.chart_problem is None else ""
-            terminalreporter.write_line(f"gate summary (Markdown, for a PR comment): {results.parent / 'gate.md'}{chart}")
-            if self.chart_problem:
-                terminalreporter.write_line(self.chart_problem)
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return self.collector.records
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.records:
-            if self.unmeasured and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            return
-        out = self.state.results_dir
-        try:
-            write_json_atomic(out / "results.json", self.collector.results_document(self.state.settings))
-            for stale in ("gate.md", "gate.png"):  # an earlier session's gate reports must not pass for this one's
-                (out / stale).unlink(missing_ok=True)
-            if gate_report.gated(self.records):
-                write_text_atomic(out / "gate.md", gate_report.markdown_summary(self.records))
-                self.chart_problem = gate_report.write_chart(self.records, out / "gate.png")
-            claim = self.config.stash.get(CLAIM_KEY, None)
-            if claim is not None:
-                point_latest(claim)
-        except OSError as exc:  # reported in the summary, which follows; never a traceback out of this hook
-            self.write_problem = f"results not written to {out}: {exc.strerror or exc} ({exc.filename or out})"
-        if self.write_problem or self.collector.problems:
-            if session.exitstatus == pytest.ExitCode.OK:  # measured, but what was measured is lost: not a pass
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -250,12 +250,12 @@ def test_json_that_cannot_be_serialized_keeps_the_old_file(existing: Path, make_
 
 
 def test_the_old_names_are_the_shared_functions() -> None:
-    from pytest_mlperf import baselines, gate_report, plugin
+    from pytest_mlperf import baselines, controller, gate_report
 
     assert baselines.write_json_atomic is files.write_json_atomic
     assert gate_report.write_bytes_atomic is files.write_bytes_atomic
-    assert plugin.write_json_atomic is files.write_json_atomic
-    assert plugin.write_text_atomic is files.write_text_atomic
+    assert controller.write_json_atomic is files.write_json_atomic
+    assert controller.write_text_atomic is files.write_text_atomic
 
 
 def test_no_other_module_writes_files_atomically_by_hand() -> None:
