@@ -85,15 +85,20 @@ def overhead(reference: float, candidate: float, higher_is_better: bool) -> floa
     return 1.0 - candidate / reference if higher_is_better else candidate / reference - 1.0
 
 
-def _log_costs(reference: Sequence[float], candidate: Sequence[float], higher_is_better: bool) -> np.ndarray:
+def _paired_arm_costs(reference: Sequence[float], candidate: Sequence[float],
+                      higher_is_better: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both arms' oriented log values (:func:`_arm_costs`), checked to be 1-D and paired."""
     r = np.asarray(reference, dtype=float)
     c = np.asarray(candidate, dtype=float)
     if r.shape != c.shape or r.ndim != 1:
         raise ValueError(f"reference and candidate must be 1-D and paired, got {r.shape} and {c.shape}")
-    if not (np.all(r > 0) and np.all(c > 0)):
-        raise ValueError("measurements must be positive and finite")
-    x = np.log(r) - np.log(c) if higher_is_better else np.log(c) - np.log(r)
-    return x
+    return _arm_costs(r, higher_is_better), _arm_costs(c, higher_is_better)
+
+
+def _log_costs(reference: Sequence[float], candidate: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    """The per-round log cost ratios: ``log(ref/cand)`` for throughput, ``log(cand/ref)`` for latency."""
+    yr, yc = _paired_arm_costs(reference, candidate, higher_is_better)
+    return yc - yr
 
 
 def _to_overhead(log_cost: np.ndarray | float, higher_is_better: bool) -> np.ndarray | float:
@@ -235,7 +240,13 @@ def paired_overhead_interval(
     a seed; a constant ratio gives a zero-width interval at that ratio.
     """
     x = _log_costs(reference, candidate, higher_is_better)
-    est, low, high = _batch_interval(x[None, :], confidence, n_boot, seed)
+    return _as_interval(_batch_interval(x[None, :], confidence, n_boot, seed), higher_is_better, confidence)
+
+
+def _as_interval(bounds: tuple[np.ndarray, np.ndarray, np.ndarray], higher_is_better: bool,
+                 confidence: float) -> Interval:
+    """The first row of a batch estimate and its bounds, in log-cost units, as an overhead-fraction Interval."""
+    est, low, high = bounds
     return Interval(
         estimate=float(_to_overhead(est[0], higher_is_better)),
         low=float(_to_overhead(low[0], higher_is_better)),
@@ -274,17 +285,9 @@ def floor_overhead_interval(
     For noise that only ever makes a run worse (another process on the CPU, a slow state of the host lasting
     seconds in one arm), the floor is where both arms are undisturbed, so their ratio is the layer's cost;
     the interval is the bootstrap over whole rounds of that ratio, widened as the paired one is."""
-    yr = _arm_costs(reference, higher_is_better)
-    yc = _arm_costs(candidate, higher_is_better)
-    if yr.shape != yc.shape or yr.ndim != 1:
-        raise ValueError(f"reference and candidate must be 1-D and paired, got {yr.shape} and {yc.shape}")
-    est, low, high = _batch_floor_interval(yr[None, :], yc[None, :], confidence, n_boot, seed)
-    return Interval(
-        estimate=float(_to_overhead(est[0], higher_is_better)),
-        low=float(_to_overhead(low[0], higher_is_better)),
-        high=float(_to_overhead(high[0], higher_is_better)),
-        confidence=confidence,
-    )
+    yr, yc = _paired_arm_costs(reference, candidate, higher_is_better)
+    return _as_interval(_batch_floor_interval(yr[None, :], yc[None, :], confidence, n_boot, seed), higher_is_better,
+                        confidence)
 
 
 # ----------------------------------------------------------------------------- decisions
