@@ -15,6 +15,7 @@ from typing import Any, Generator
 import pytest
 
 from . import settings as S
+from .baseline_check import BaselineCheck
 from .controller import CLAIM_KEY, SCENARIO_SKIP, ControllerReporter
 from .gpus import PlacementError, auto_num_workers, discover
 from .interrupt import stop_on_sigterm
@@ -29,7 +30,6 @@ from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .progress import shown
 from .records import report_properties
 from .session import (
-    BaselineCheck,
     LoadGenDriver,
     MlperfSession,
     SUTHandle,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from .session import (ATTEMPT_KEY, BASELINE_PROPERTY, CASES_KEY, COMPARISONS_KEY, PENDING_BASELINE_KEY,
-                      RECORD_PROPERTY)
+from .baseline_check import COMPARISONS_KEY, PENDING_BASELINE_KEY
+from .session import ATTEMPT_KEY, BASELINE_PROPERTY, CASES_KEY, RECORD_PROPERTY
 from .workloads import workload_spec
 
 REASON_LIMIT = 4000  # characters of a failure's message kept in its record (the terminal shows it whole)

@@ -17,12 +17,7 @@ from typing import Any
 
 import pytest
 
-from .baseline_check import (  # noqa: F401  (BaselineCheck for plugin.py, the stash keys for records.py)
-    COMPARISONS_KEY,
-    PENDING_BASELINE_KEY,
-    BaselineCheck,
-    _output,
-)
+from .baseline_check import _output
 from .baselines import BaselineError, CaseKey, key_mismatch, load_baseline
 from .case_spec import CaseSpec, case_spec
 from .cases import CaseRun, rerun_expected_qps

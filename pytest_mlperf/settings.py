@@ -110,7 +110,7 @@ class GateSettings:
         latency noise is one-sided and lasts seconds (docs/gate-statistics.md), and by paired rounds elsewhere."""
         estimator = self.estimator
         if estimator == "auto":
-            estimator = "floor-latency" if device.startswith("cuda") else "paired"
+            estimator = "floor-latency" if device == "cuda" else "paired"
         return GatePlan(min_rounds=self.min_rounds, max_rounds=self.max_rounds, max_seconds=self.budget_s,
                         max_overhead=self.max_overhead, estimator=estimator)
 
