@@ -1,6 +1,6 @@
 """The overhead gate on Server capacity: `--mlperf-server-search` under a candidate recipe (issue 13).
 
-Baselines of a searched Server case compare its capacity; so does the gate. session.py drives it
+Baselines of a searched Server case compare its capacity; so does the gate. search_driver.py drives it
 (`LoadGenDriver.capacity_gate_run`); this module is its planning and its `measure`, free of pytest and runners:
 
 * warm-up: the reference runs one full capacity search (as a case without the gate: its first probe calibrates,
@@ -110,7 +110,7 @@ def longest_latency_s(*outcomes: SearchOutcome) -> float | None:
 @dataclass
 class CapacityRounds:
     """The rounds of a capacity gate: `measure(arm, i)` is gate.run_rounds' callable. Each call searches `arm`'s
-    capacity from its latest one with `search(arm, i, plan)` (session.py runs the probes), keeps the search's record
+    capacity from its latest one with `search(arm, i, plan)` (search_driver.py runs the probes), keeps the search's record
     and returns the capacity; a search that finds no VALID load raises GateError."""
 
     setup: RoundSetup

@@ -4,12 +4,14 @@ a runner sends back; the fixtures in session.py build these and attach them to t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .baselines import CaseKey, Metric
 from .contract import metrics as catalogue
+from .contract.test_request import TestRequest, user_conf_keys
 from .gate import GateOutcome
 from .logs import Run
 from .server_search import CAPACITY_METRIC, SearchOutcome
@@ -243,3 +245,29 @@ class CaseRun:
             "server_target": self.server_target,
             "server_search": self.search.to_record() if self.search is not None else None,
         }
+
+
+TARGET_WHY = {
+    "baseline": "the load its stored baseline was recorded at, so that the two compare",
+    "search": "a run of the capacity search (--mlperf-server-search)",
+}
+
+
+def server_target_of(run: Run, test: TestRequest, calibration: dict[str, Any] | None, model: str,
+                     source: str | None) -> dict[str, Any]:
+    """The target QPS a Server run used (LoadGen's effective value) and why: a user.conf's target_qps wins over
+    everything (LoadGen keeps it), then what the caller said (baseline, search, an earlier run), then the
+    calibration's half of the bare loop's throughput, else mlperf.conf's value."""
+    qps = run.settings.get("target_qps") or test.server_target_qps
+    conf = test.user_conf
+    if conf and Path(conf).is_file() and "target_qps" in user_conf_keys(Path(conf), model, "Server"):
+        source, why = "user.conf", f"{conf} sets target_qps"
+    elif source is not None:
+        why = TARGET_WHY.get(source, source)
+    elif calibration is not None:
+        bare = (calibration.get("bare") or {}).get("samples_per_s")
+        measured = f" ({float(bare):,.1f} samples/s)" if bare else ""
+        source, why = "calibration", f"half the throughput the calibration's bare loop measured{measured}"
+    else:
+        source, why = "mlperf.conf", "mlperf.conf's target_qps for the model (this profile does not calibrate)"
+    return {"qps": float(qps) if qps else None, "source": source, "why": why}

@@ -2,7 +2,7 @@
 measured in interleaved rounds on the same GPU until the statistics of stats.py decide.
 
 This module is the loop and the verdict, free of pytest and of runners: `run_rounds` takes a `measure(arm, i)`
-callable, so the loop is tested with simulated measurements and driven for real by session.py: one short LoadGen
+callable, so the loop is tested with simulated measurements and driven for real by gate_driver.py: one short LoadGen
 run per arm and round, or under --mlperf-server-search one small capacity search per arm and round
 (capacity_gate.py), whose capacity is the metric judged.
 """

@@ -29,12 +29,8 @@ from .outputs import (
 from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .progress import shown
 from .records import report_properties
-from .session import (
-    LoadGenDriver,
-    MlperfSession,
-    SUTHandle,
-    make_sut,
-)
+from .session import LoadGenDriver, MlperfSession
+from .sut_handle import SUTHandle, make_sut
 from .workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()

@@ -23,8 +23,9 @@ from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPl
 
 if TYPE_CHECKING:
     from .runner.recipe import LaunchRecipe
-    from .session import MlperfSession, SUTHandle
+    from .session import MlperfSession
     from .settings import GateSettings
+    from .sut_handle import SUTHandle
 
 
 # --mlperf-server-search: probes last at least this share of the case's min duration (at least PROBE_MIN_MS; longer

@@ -2,8 +2,9 @@
 
 `MlperfSession` lives in `config.stash`; it owns the runner pool of this process (the controller, or one xdist
 worker). Results and baselines to write travel to the controller on the test report (`user_properties`), and
-only the controller writes files. The Server search and the capacity gate are `LoadGenDriver`'s through
-search_driver.py; what one run of a case is asked to do once its runner is up, case_spec.py resolves."""
+only the controller writes files. The overhead gate is `LoadGenDriver`'s through gate_driver.py, the Server search
+and the capacity gate through search_driver.py; what a case hosts is sut_handle.py's `SUTHandle`, where it runs
+case_placement.py's, and what one run of it is asked to do once its runner is up, case_spec.py resolves."""
 
 from __future__ import annotations
 
@@ -17,28 +18,24 @@ from typing import Any
 
 import pytest
 
-from .baseline_check import _output
 from .baselines import BaselineError, CaseKey, key_mismatch, load_baseline
+from .case_placement import case_cpus, case_gpus, waiting
 from .case_spec import CaseSpec, case_spec
-from .cases import CaseRun, rerun_expected_qps
+from .cases import CaseRun, rerun_expected_qps, server_target_of
 from .contract.test_request import TestRequest, user_conf_keys
-from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
-from .gate import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
+from .gate_driver import GateDriving
 from .gpulock import GpuLockTimeout, acquire_gpus
-from .gpus import PlacementError, gpu_state, gpus_for_case, leftover_notes
+from .gpus import gpu_state, leftover_notes
 from .logs import Run
-from .metrics import compare_outputs
 from .placement import Placement
-from .progress import NORMAL, Report, Sink, line, reporter, round_text
+from .progress import Report, Sink, reporter
 from .runner.client import Runner, RunnerError, RunnerPool
-from .runner.protocol import LoadRequest, RunRequest
+from .runner.protocol import RunRequest
 from .runner.recipe import LaunchRecipe, interpreter_hint
 from .search_driver import SearchDriving
-from .settings import GateSettings, Settings
-from .suts.base import whole_number
+from .settings import Settings
+from .sut_handle import SUTHandle, stand_ins
 from .system import SystemInfo, describe_system
-from .workloads import workload_spec
-from .workloads.base import DataRequest, WorkloadSpec
 
 RECORD_PROPERTY = "mlperf_case"  # user_properties name of a case's record (to the controller)
 BASELINE_PROPERTY = "mlperf_baseline"  # user_properties name of a baseline to write (on --mlperf-update-baselines)
@@ -92,77 +89,6 @@ class MlperfSession:
 
 
 @dataclass(frozen=True)
-class SUTHandle:
-    """What a runner hosts for a benchmark: workload data + model on a backend. The runner starts on first use
-    and is reused by every case of this process that asks for the same thing."""
-
-    spec: WorkloadSpec
-    load: LoadRequest
-    batch_size: int
-    streams: int
-    calibrate: bool = True
-    gpus: int = 1  # GPUs the case needs (tensor parallel); they are locked together while it measures
-    option_sources: dict[str, str] = field(default_factory=dict)  # load.options' keys -> where each was set
-
-    @property
-    def workload(self) -> str:
-        return self.spec.name
-
-    def options_record(self) -> dict[str, dict[str, Any]]:
-        """The backend options the runner was given, each with where it was set (for results.json)."""
-        return {k: {"value": v, "from": self.option_sources.get(k, "marker")} for k, v in self.load.options.items()}
-
-    def options_described(self) -> str:
-        return ", ".join(f"{k}={v!r} ({self.option_sources.get(k, 'marker')})" for k, v in self.load.options.items())
-
-
-# the option of a backend that says how many GPUs it spreads over: set for a run, it sets the case's GPU count
-GPU_COUNT_OPTIONS = {"vllm": "tensor_parallel_size"}
-
-
-def sut_options(session: MlperfSession, backend: str, marker_kwargs: dict[str, Any]
-                ) -> tuple[dict[str, Any], dict[str, str]]:
-    """A case's backend options and where each was set: the marker's sut_options, overridden key by key by
-    --mlperf-sut-option (or its ini twin) for this backend. A user's run-time choice beats the benchmark's default."""
-    marker = dict(marker_kwargs.get("sut_options") or {})
-    user = session.settings.sut_options.get(backend, {})
-    given = session.settings.sut_option_sources.get(backend, {})
-    sources = {k: "marker" for k in marker}
-    for k in user:
-        sources[k] = given.get(k, "--mlperf-sut-option") + (f", over the marker's {marker[k]!r}" if k in marker else "")
-    return {**marker, **user}, sources
-
-
-def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any]) -> SUTHandle:
-    s = session.settings
-    spec = workload_spec(workload)
-    backend = str(marker_kwargs.get("backend", spec.backends[0]))
-    model = s.models.get(workload)
-    dataset = s.datasets.get(workload)
-    options, sources = sut_options(session, backend, marker_kwargs)
-    data = DataRequest(
-        workload=workload,
-        model_path=str(model) if model else None,
-        dataset_path=str(dataset) if dataset else None,
-        total_count=marker_kwargs.get("total_count"),
-    )
-    load = LoadRequest(data=data, backend=backend, device=s.device, options=options)
-    batch = s.batch_size or int(marker_kwargs.get("batch_size", 0)) or 0
-    streams = s.streams or int(marker_kwargs.get("streams", 0)) or 0
-    calibrate = bool(marker_kwargs.get("calibrate", True))
-    gpus = int(marker_kwargs.get("gpus", 1))
-    if gpus < 1:
-        pytest.fail(f"mlperf marker: gpus must be at least 1, got {gpus}", pytrace=False)
-    count = GPU_COUNT_OPTIONS.get(backend)
-    if count in s.sut_options.get(backend, {}):  # e.g. vllm.tensor_parallel_size=2: the case takes 2 GPUs
-        value = whole_number(s.sut_options[backend][count])
-        if value is not None and value >= 1:  # anything else is the backend's to refuse, naming the option
-            gpus = value
-    return SUTHandle(spec=spec, load=load, batch_size=batch, streams=streams, calibrate=calibrate, gpus=gpus,
-                     option_sources=sources)
-
-
-@dataclass(frozen=True)
 class PlannedRun:
     """One run of a case, planned (`LoadGenDriver.execute`'s first step): its runner up, its request built."""
 
@@ -184,7 +110,7 @@ class PlannedRun:
 
 
 @dataclass
-class LoadGenDriver(SearchDriving):
+class LoadGenDriver(SearchDriving, GateDriving):
     """The `loadgen` fixture: runs one LoadGen test of this case in the SUT's runner."""
 
     session: MlperfSession
@@ -355,11 +281,11 @@ class LoadGenDriver(SearchDriving):
     def _pinned(self, sut: SUTHandle, recipe: LaunchRecipe) -> tuple[LaunchRecipe, tuple[str, ...], list[str]]:
         """`recipe` pinned to the case's GPUs and CPUs, those GPUs, and the notes the pinning and the backend
         options leave."""
-        gpus = self.case_gpus(sut)
+        gpus = case_gpus(self.session.placement, sut.gpus)
         if gpus:  # pinned before the runner starts; a runner per GPU set (the pool is keyed by recipe)
             recipe = replace(recipe, gpus=gpus)
         notes: list[str] = []
-        affinity = self.case_affinity(gpus)
+        affinity = case_cpus(self.session.settings.cpu_affinity, gpus, self.session.placement.visible)
         if affinity.cpus is not None:  # the same CPUs for reference and candidate (cpus.py)
             recipe = replace(recipe, cpus=affinity.cpus)
         if affinity.note:
@@ -412,7 +338,7 @@ class LoadGenDriver(SearchDriving):
         try:
             with acquire_gpus(gpus, timeout_s=self.session.settings.gpu_lock_timeout_s,
                               owner=f"{self.item.nodeid} ({plan.recipe.name})",
-                              on_wait=lambda uuid, holder: self._waiting(plan.case_name, notes, uuid, holder)):
+                              on_wait=lambda uuid, holder: waiting(self.session.progress, plan.case_name, notes, uuid, holder)):
                 for note in leftover_notes(gpus, plan.pool.ended_pids()) if gpus else ():
                     notes.append(note)  # in the results table's notes, and as a pytest warning
                     warnings.warn(pytest.PytestWarning(note), stacklevel=1)
@@ -460,121 +386,6 @@ class LoadGenDriver(SearchDriving):
         """The case in a progress line: 'resnet50 Offline performance', and which run of it."""
         return f"{sut.workload} {scenario} {mode}" + (f" ({label})" if label else "")
 
-    def _waiting(self, case: str, notes: list[str], uuid: str, holder: str) -> None:
-        notes.append(f"waited for GPU {uuid}, held by {holder}")
-        if self.session.progress is not None:
-            self.session.progress(line(case, f"waiting for GPU {uuid}, held by {holder} (--mlperf-gpu-lock-timeout)"),
-                                  NORMAL)
-
-    def case_affinity(self, gpus: tuple[str, ...]) -> Affinity:
-        """The CPUs this case's runners are pinned to (--mlperf-cpu-affinity); a list the process may no longer
-        use fails the case."""
-        try:
-            return case_affinity(self.session.settings.cpu_affinity, gpus, self.session.placement.visible,
-                                 allowed_cpus())
-        except AffinityError as exc:
-            message = str(exc)
-        pytest.fail(message, pytrace=False)
-        raise AssertionError  # pragma: no cover - pytest.fail raises
-
-    def case_gpus(self, sut: SUTHandle) -> tuple[str, ...]:
-        """The GPUs this case runs on: this worker's own, plus the next ones for a k-GPU case; () without a GPU.
-        A case that needs more GPUs than are visible is skipped, saying how many it needs."""
-        p = self.session.placement
-        if not p.visible:
-            if sut.gpus > 1:
-                pytest.skip(f"the case needs {sut.gpus} GPUs and none is visible")
-            return ()
-        try:
-            return gpus_for_case(p.home or p.visible[0], p.visible, sut.gpus)
-        except PlacementError as exc:
-            message = str(exc)
-        pytest.skip(message)
-        raise AssertionError  # pragma: no cover - pytest.skip raises
-
-    def gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, log_suffix: str) -> CaseRun:
-        """The overhead gate of this case: reference and candidate runners (alive together, measuring one at a
-        time) each do a warm-up run, then rounds of short runs in ABBA order until gate.run_rounds decides.
-        Returns the candidate's warm-up run, carrying the verdict; every run keeps its LoadGen logs."""
-        base = self.log_dir(log_suffix) / "gate"
-        shutil.rmtree(base, ignore_errors=True)
-        recipes = {"reference": self.session.reference, "candidate": gate.candidate}
-        round_ms = gate.round_ms or self.session.settings.profile.gate_round_ms
-        test = replace(self.test_request(sut, scenario, mode, base, 0), min_duration_ms=round_ms)
-        # the reference calibrates; both arms then run the very same test (expectations, Server load, duration)
-        ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test,
-                           label="gate warm-up, reference")
-        fixed = TestRequest.from_dict(ref.test)
-        cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed,
-                            label="gate warm-up, candidate")
-        outcome = self._judge(sut, scenario, mode, gate, base, recipes, ref, cand, fixed)
-        outcome.reference_recipe = recipes["reference"].describe()
-        outcome.candidate_recipe = recipes["candidate"].describe()
-        cand.gate = outcome
-        cand.log_dir = str(base)
-        return cand
-
-    def _judge(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, base: Path,
-               recipes: dict[str, LaunchRecipe], ref: CaseRun, cand: CaseRun, fixed: TestRequest) -> GateOutcome:
-        if mode == "accuracy":
-            expected = {int(i): _output(c) for i, c in (ref.accuracy or {}).get("predictions", [])}
-            actual = {int(i): _output(c) for i, c in (cand.accuracy or {}).get("predictions", [])}
-            return compare_outputs_gate(expected, actual, gate.max_overhead, compare_outputs(expected, actual))
-
-        said: set[int] = set()  # rounds whose line is out
-
-        def measure(arm: str, i: int) -> dict[str, float]:
-            if i not in said and self.session.progress is not None:
-                said.add(i)
-                round_s = (fixed.min_duration_ms or 0) / 1000
-                self.session.progress(line(self.case_label(sut, scenario, mode),
-                                           round_text(i, gate.max_rounds, round_s)), NORMAL)
-            case = self.execute(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed=fixed,
-                                calibrate=False, label=f"gate round {i + 1}, {arm}", in_round=True)
-            return {k: float(v) for k, v in case.run.metrics.items() if isinstance(v, (int, float))}
-
-        try:
-            metrics = gate_metrics(scenario, ref.run.metrics)
-            return run_rounds(measure, metrics, gate.plan(str(ref.backend.get("device", "cpu"))))
-        except GateError as exc:
-            failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
-        pytest.fail(failure, pytrace=False)
-        raise AssertionError  # pragma: no cover - pytest.fail raises
-
 
 CASES_KEY = pytest.StashKey[list]()
 ATTEMPT_KEY = pytest.StashKey[dict]()  # the case LoadGenDriver.run is measuring, until its CaseRun is kept
-
-
-TARGET_WHY = {
-    "baseline": "the load its stored baseline was recorded at, so that the two compare",
-    "search": "a run of the capacity search (--mlperf-server-search)",
-}
-
-
-def server_target_of(run: Run, test: TestRequest, calibration: dict[str, Any] | None, model: str,
-                     source: str | None) -> dict[str, Any]:
-    """The target QPS a Server run used (LoadGen's effective value) and why: a user.conf's target_qps wins over
-    everything (LoadGen keeps it), then what the caller said (baseline, search, an earlier run), then the
-    calibration's half of the bare loop's throughput, else mlperf.conf's value."""
-    qps = run.settings.get("target_qps") or test.server_target_qps
-    conf = test.user_conf
-    if conf and Path(conf).is_file() and "target_qps" in user_conf_keys(Path(conf), model, "Server"):
-        source, why = "user.conf", f"{conf} sets target_qps"
-    elif source is not None:
-        why = TARGET_WHY.get(source, source)
-    elif calibration is not None:
-        bare = (calibration.get("bare") or {}).get("samples_per_s")
-        measured = f" ({float(bare):,.1f} samples/s)" if bare else ""
-        source, why = "calibration", f"half the throughput the calibration's bare loop measured{measured}"
-    else:
-        source, why = "mlperf.conf", "mlperf.conf's target_qps for the model (this profile does not calibrate)"
-    return {"qps": float(qps) if qps else None, "source": source, "why": why}
-
-
-def stand_ins(sut: SUTHandle) -> list[str]:
-    """What runs in place of MLPerf's model and dataset for this SUT (none where both are given)."""
-    data, spec = sut.load.data, sut.spec
-    return [f"{what}: {text}" for what, given, text in (("model", data.model_path, spec.standin_model),
-                                                         ("dataset", data.dataset_path, spec.standin_data))
-            if given is None and text]

@@ -11,7 +11,8 @@ import pytest
 
 from pytest_mlperf.runner.client import RunnerPool
 from pytest_mlperf.runner.recipe import LaunchRecipe
-from pytest_mlperf.session import MlperfSession, make_sut
+from pytest_mlperf.session import MlperfSession
+from pytest_mlperf.sut_handle import make_sut
 from pytest_mlperf.settings import Settings, parse_sut_options
 from pytest_mlperf.suts.base import OPTION_NAMES
 

@@ -1,0 +1,95 @@
+"""The overhead gate, as `LoadGenDriver` drives it (`GateDriving`, which it inherits): the two arms' warm-up runs,
+then rounds of short runs in ABBA order, each a LoadGen run of the case (`LoadGenDriver.execute`). The rounds' loop
+and statistics are gate.py's and stats.py's; this module holds pytest's side (progress lines, logs, failures), as
+search_driver.py does for the Server search."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .baseline_check import _output
+from .cases import CaseRun
+from .contract.test_request import TestRequest
+from .gate import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
+from .metrics import compare_outputs
+from .progress import NORMAL, line, round_text
+
+if TYPE_CHECKING:
+    from .runner.recipe import LaunchRecipe
+    from .session import MlperfSession
+    from .settings import GateSettings
+    from .sut_handle import SUTHandle
+
+
+class GateDriving:
+    """The overhead gate of a `LoadGenDriver` (mixed into it): it needs the driver's `session` and its `execute`,
+    `test_request`, `log_dir` and `case_label`, declared here for the type checker only."""
+
+    if TYPE_CHECKING:  # LoadGenDriver's
+        session: MlperfSession
+
+        def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
+                    server_target_qps: float | None = None, fixed: TestRequest | None = None,
+                    calibrate: bool = True, label: str = "", in_round: bool = False,
+                    target_source: str | None = None) -> CaseRun: ...
+
+        def test_request(self, sut: SUTHandle, scenario: str, mode: str, log_dir: Path, total: int
+                         ) -> TestRequest: ...
+
+        def log_dir(self, suffix: str = "") -> Path: ...
+
+        def case_label(self, sut: SUTHandle, scenario: str, mode: str, label: str = "") -> str: ...
+
+    def gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, log_suffix: str) -> CaseRun:
+        """The overhead gate of this case: reference and candidate runners (alive together, measuring one at a
+        time) each do a warm-up run, then rounds of short runs in ABBA order until gate.run_rounds decides.
+        Returns the candidate's warm-up run, carrying the verdict; every run keeps its LoadGen logs."""
+        base = self.log_dir(log_suffix) / "gate"
+        shutil.rmtree(base, ignore_errors=True)
+        recipes = {"reference": self.session.reference, "candidate": gate.candidate}
+        round_ms = gate.round_ms or self.session.settings.profile.gate_round_ms
+        test = replace(self.test_request(sut, scenario, mode, base, 0), min_duration_ms=round_ms)
+        # the reference calibrates; both arms then run the very same test (expectations, Server load, duration)
+        ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test,
+                           label="gate warm-up, reference")
+        fixed = TestRequest.from_dict(ref.test)
+        cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed,
+                            label="gate warm-up, candidate")
+        outcome = self._judge(sut, scenario, mode, gate, base, recipes, ref, cand, fixed)
+        outcome.reference_recipe = recipes["reference"].describe()
+        outcome.candidate_recipe = recipes["candidate"].describe()
+        cand.gate = outcome
+        cand.log_dir = str(base)
+        return cand
+
+    def _judge(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, base: Path,
+               recipes: dict[str, LaunchRecipe], ref: CaseRun, cand: CaseRun, fixed: TestRequest) -> GateOutcome:
+        if mode == "accuracy":
+            expected = {int(i): _output(c) for i, c in (ref.accuracy or {}).get("predictions", [])}
+            actual = {int(i): _output(c) for i, c in (cand.accuracy or {}).get("predictions", [])}
+            return compare_outputs_gate(expected, actual, gate.max_overhead, compare_outputs(expected, actual))
+
+        said: set[int] = set()  # rounds whose line is out
+
+        def measure(arm: str, i: int) -> dict[str, float]:
+            if i not in said and self.session.progress is not None:
+                said.add(i)
+                round_s = (fixed.min_duration_ms or 0) / 1000
+                self.session.progress(line(self.case_label(sut, scenario, mode),
+                                           round_text(i, gate.max_rounds, round_s)), NORMAL)
+            case = self.execute(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed=fixed,
+                                calibrate=False, label=f"gate round {i + 1}, {arm}", in_round=True)
+            return {k: float(v) for k, v in case.run.metrics.items() if isinstance(v, (int, float))}
+
+        try:
+            metrics = gate_metrics(scenario, ref.run.metrics)
+            return run_rounds(measure, metrics, gate.plan(str(ref.backend.get("device", "cpu"))))
+        except GateError as exc:
+            failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
+        pytest.fail(failure, pytrace=False)
+        raise AssertionError  # pragma: no cover - pytest.fail raises
