@@ -1,5 +1,5 @@
 """The overhead gate: the same runner launched bare (reference) and under an isolation layer (candidate),
-measured in interleaved rounds on the same GPU until the statistics of stats.py decide.
+measured in interleaved rounds on the same GPU until the statistics of stats.py and stopping.py decide.
 
 This module is the loop and the verdict, free of pytest and of runners: `run_rounds` takes a `measure(arm, i)`
 callable, so the loop is tested with simulated measurements and driven for real by gate_driver.py: one short LoadGen
@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .baselines import Metric
 from .contract import metrics as catalogue
-from .stats import (
+from .stats import Interval
+from .stopping import (
     GatePlan,
-    Interval,
     Verdict,
     estimator_for,
     evaluate,
@@ -77,7 +77,7 @@ class MetricGate:
     candidate: list[float] = field(default_factory=list)
     verdict: Verdict | None = None
     interval: Interval | None = None
-    estimator: str = "paired"  # how its interval is read from the rounds (stats.estimator_for)
+    estimator: str = "paired"  # how its interval is read from the rounds (stopping.estimator_for)
 
     def to_dict(self) -> dict[str, Any]:
         iv = self.interval
@@ -170,7 +170,7 @@ def run_rounds(
     decided, one fails, or the plan's budget (rounds, seconds) is spent.
 
     `measure(arm, round_index)` runs one short LoadGen test of `arm` ("reference" or "candidate") and returns its
-    logged metrics. A metric is decided at the plan's looks (stats.evaluate) and stays decided."""
+    logged metrics. A metric is decided at the plan's looks (stopping.evaluate) and stays decided."""
     gates = [MetricGate(m, estimator=estimator_for(plan, m.higher_is_better)) for m in metrics]
     order = round_order(plan.max_rounds, plan.seed)
     start = clock()
@@ -202,7 +202,7 @@ def run_rounds(
                           else f"{plan.max_seconds:.0f} s")
             return GateOutcome(verdict, gates, i + 1, plan.max_overhead, look_confidence(plan), elapsed,
                                order[: 2 * (i + 1)], budget=budget)
-    raise AssertionError("stats.evaluate decides by max_rounds")  # pragma: no cover
+    raise AssertionError("stopping.evaluate decides by max_rounds")  # pragma: no cover
 
 
 def compare_outputs_gate(reference: Mapping[int, Any], candidate: Mapping[int, Any], max_overhead: float,

@@ -6,7 +6,7 @@ shared linear drift and random walk, outlier runs), runs the gate's stopping rul
 pytest_mlperf.gate_simulation`` prints the simulation table of that document; the simulation
 tests in ``tests/test_gate_simulation.py`` use :func:`error_rates` and :func:`simulate_gate`.
 
-Not imported by the plugin: the run-time statistics live in ``stats.py`` only
+Not imported by the plugin: the run-time statistics live in ``stats.py`` and ``stopping.py`` only
 (``tests/test_gate_simulation.py`` checks that no other module of the package imports this one).
 """
 
@@ -17,16 +17,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from .stats import (
-    DEFAULT_PLAN,
     MIN_INTERVAL_ROUNDS,
-    GateDecision,
-    GatePlan,
     _arm_costs,
     _batch_floor_interval,
     _batch_interval,
-    _is_look,
     _log_costs,
     _to_overhead,
+)
+from .stopping import (
+    DEFAULT_PLAN,
+    GateDecision,
+    GatePlan,
+    _is_look,
     estimator_for,
     evaluate,
     look_confidence,

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 
 from .contract import metrics as catalogue
 from .runner.recipe import LaunchRecipe
-from .stats import GatePlan
+from .stopping import GatePlan
 
 SCENARIOS: tuple[str, ...] = catalogue.SCENARIOS  # the contract's, one list for both processes
 MODES: tuple[str, ...] = ("performance", "accuracy")

@@ -15,7 +15,7 @@ from pytest_mlperf.runner.recipe import LaunchRecipe
 from pytest_mlperf.server_search import (CAPACITY_METRIC, STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE,
                                          Probe, ProbeResult, SearchOutcome, SearchPlan, search)
 from pytest_mlperf.settings import GateSettings
-from pytest_mlperf.stats import Verdict
+from pytest_mlperf.stopping import Verdict
 
 GATE = GateSettings(candidate=LaunchRecipe(name="candidate"), min_rounds=12, max_rounds=60, budget_s=1800.0)
 

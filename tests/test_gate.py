@@ -20,7 +20,7 @@ from pytest_mlperf.gate import (
     run_rounds,
 )
 from pytest_mlperf.slowdown import SlowedBackend, nap, parse_cost, spin
-from pytest_mlperf.stats import GatePlan, Verdict
+from pytest_mlperf.stopping import GatePlan, Verdict
 
 THROUGHPUT = Metric("result_samples_per_second", 1000.0, "samples/s", True)
 P90 = Metric("result_90.00_percentile_latency_ns", 2e6, "ns", False)

@@ -14,7 +14,7 @@ import pytest
 
 import pytest_mlperf
 from pytest_mlperf.gate_simulation import SLOW_STATES, error_rates, simulate_gate
-from pytest_mlperf.stats import DEFAULT_PLAN, Verdict
+from pytest_mlperf.stopping import DEFAULT_PLAN, Verdict
 
 # Noise model of the simulation tests: shared linear drift of 0.2% per round plus a random walk
 # (0.2% per run), 2% of runs 10-20% slow, on top of the per-run cv under test.

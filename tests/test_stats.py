@@ -8,21 +8,23 @@ import numpy as np
 import pytest
 
 from pytest_mlperf.stats import (
+    Interval,
+    overhead,
+    paired_overhead_interval,
+    percentile,
+    t_quantile,
+    trimmed_mean,
+)
+from pytest_mlperf.stopping import (
     DEFAULT_PLAN,
     GateDecision,
     GatePlan,
-    Interval,
     Verdict,
     decide,
     evaluate,
     look_confidence,
     looks,
-    overhead,
-    paired_overhead_interval,
-    percentile,
     round_order,
-    t_quantile,
-    trimmed_mean,
 )
 
 
@@ -210,7 +212,7 @@ def test_the_floor_of_a_constant_ratio_is_exact_for_either_direction():
 
 
 def test_estimator_for_and_the_plan_check():
-    from pytest_mlperf.stats import estimator_for
+    from pytest_mlperf.stopping import estimator_for
     plan = GatePlan(estimator="floor-latency")
     assert estimator_for(plan, higher_is_better=False) == "floor"
     assert estimator_for(plan, higher_is_better=True) == "paired"

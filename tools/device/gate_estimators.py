@@ -5,7 +5,7 @@ Hodges-Lehmann estimate, and the ratio of the two arms' medians, minima and lowe
     python tools/device/gate_estimators.py docs/measurements/h200-2026-12-02-server/latency/gate-*.json
     python tools/device/gate_estimators.py --replay docs/measurements/h200-2026-12-02-s11/latency-gate/*.json
 
-`--replay` runs the gate's own stopping rule (`stats.evaluate`, the default plan) on each recorded series, round by
+`--replay` runs the gate's own stopping rule (`stopping.evaluate`, the default plan) on each recorded series, round by
 round, once with the paired estimator and once with the floor, and says where each would have stopped; a replay
 that needs more rounds than were recorded is "undecided" (the run ended where the recorded gate decided).
 
@@ -44,7 +44,7 @@ def row(name: str, g: dict) -> str:
 def replay(name: str, g: dict) -> str:
     from dataclasses import replace
 
-    from pytest_mlperf.stats import DEFAULT_PLAN, evaluate
+    from pytest_mlperf.stopping import DEFAULT_PLAN, evaluate
 
     ref, cand = list(map(float, g["reference"])), list(map(float, g["candidate"]))
     higher = bool(g.get("higher_is_better", False))
