@@ -23,8 +23,9 @@ capacities are quantised alike, so an A/A gate compares like with like instead o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .gate import GateError
 from .server_search import CAPACITY_METRIC, SearchOutcome, SearchPlan

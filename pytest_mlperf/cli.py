@@ -133,8 +133,14 @@ def _add_summarize(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
     # imported here: aggregate renders with report.py, which pulls numpy in; summarize stays light without it
-    from pytest_mlperf.aggregate import (AggregateError, aggregate_document, load_results, merge, render_markdown,
-                                         terminal_lines)
+    from pytest_mlperf.aggregate import (
+        AggregateError,
+        aggregate_document,
+        load_results,
+        merge,
+        render_markdown,
+        terminal_lines,
+    )
     from pytest_mlperf.contract.files import write_json_atomic, write_text_atomic
 
     try:

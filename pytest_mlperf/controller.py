@@ -94,6 +94,6 @@ class ControllerReporter:
                 point_latest(claim)
         except OSError as exc:  # reported in the summary, which follows; never a traceback out of this hook
             self.write_problem = f"results not written to {out}: {exc.strerror or exc} ({exc.filename or out})"
-        if self.write_problem or self.collector.problems:
-            if session.exitstatus == pytest.ExitCode.OK:  # measured, but what was measured is lost: not a pass
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        lost = self.write_problem or self.collector.problems
+        if lost and session.exitstatus == pytest.ExitCode.OK:  # measured, but what was measured is lost: not a pass
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

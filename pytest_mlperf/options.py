@@ -7,8 +7,9 @@ before ini, through settings.py's parsers, and turns their `ValueError` into `py
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,8 @@ from .userconf import check_user_conf
 
 # name, help, argparse kwargs, ini type
 OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
-    ("scenario", "MLPerf scenario(s) to run: Offline, Server, SingleStream, MultiStream; repeat or comma-separate "
-     "(default: what each benchmark declares)", {"action": "append"}, "args"),
+    ("scenario", ("MLPerf scenario(s) to run: Offline, Server, SingleStream, MultiStream; repeat or comma-separate "
+     "(default: what each benchmark declares)"), {"action": "append"}, "args"),
     ("mode", "performance, accuracy or both (default: performance)", {}, "string"),
     ("profile", "smoke (seconds, CPU/CI), ci (short GPU runs), official (mlperf.conf: 600 s) (default: smoke)", {},
      "string"),
@@ -47,15 +48,15 @@ OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("streams", "concurrent inference streams (threads) for Offline and Server (default: 3 on CUDA, 1 on CPU)", {},
      "string"),
     ("timeout", "seconds a runner may take for one LoadGen test before it is killed", {}, "string"),
-    ("sut-option", "a backend option for this run, BACKEND.KEY=VALUE, e.g. vllm.max_model_len=4096 or "
+    ("sut-option", ("a backend option for this run, BACKEND.KEY=VALUE, e.g. vllm.max_model_len=4096 or "
      "onnxruntime.cuda_graph_max_batch=8 (repeatable; wins over the benchmark marker's sut_options for cases on "
-     "that backend; the ini's and the command line's are merged, the command line winning per key)",
+     "that backend; the ini's and the command line's are merged, the command line winning per key)"),
      {"action": "append"}, "args"),
     # the overhead gate (gate.py): reference = the plain runner, candidate = the same runner under the layer
-    ("candidate-prefix", "command line the candidate runner is launched under, e.g. 'gpu-proxy run --' "
-     "(turns the overhead gate on)", {}, "string"),
-    ("candidate-env", "NAME=VALUE set for the candidate runner, e.g. LD_PRELOAD=/opt/shim.so (repeatable; turns the "
-     "overhead gate on)", {"action": "append"}, "args"),
+    ("candidate-prefix", ("command line the candidate runner is launched under, e.g. 'gpu-proxy run --' "
+     "(turns the overhead gate on)"), {}, "string"),
+    ("candidate-env", ("NAME=VALUE set for the candidate runner, e.g. LD_PRELOAD=/opt/shim.so (repeatable; turns the "
+     "overhead gate on)"), {"action": "append"}, "args"),
     ("reference-prefix", "command line the reference (bare-metal) runner is launched under (default: none)", {},
      "string"),
     ("reference-env", "NAME=VALUE set for the reference runner (repeatable)", {"action": "append"}, "args"),
@@ -67,24 +68,24 @@ OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60)", {}, "string"),
     ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
      "string"),
-    ("gate-estimator", "how the gate reads a cost from its rounds: auto (default: on a GPU latency by the arms' "
+    ("gate-estimator", ("how the gate reads a cost from its rounds: auto (default: on a GPU latency by the arms' "
      "floors, the mean of each arm's best quarter of rounds, and throughput by paired rounds; on a CPU paired "
-     "rounds), paired or floor", {}, "string"),
-    ("baseline-repeats", "runs recorded per performance baseline with --mlperf-update-baselines; their spread widens "
-     "the regression check by what noise alone can do (default: 3)", {}, "string"),
-    ("shared-cpu-baselines", "allow --mlperf-update-baselines with several pytest-xdist workers on the CPU, whose cases "
-     "share the cores (refused without it)", {"action": "store_true", "default": None}, "bool"),
-    ("gpu-lock-timeout", "how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
-     "(default: 1h)", {}, "string"),
-    ("server-search", "Server cases find their capacity: the highest target QPS LoadGen judges VALID on the latency "
+     "rounds), paired or floor"), {}, "string"),
+    ("baseline-repeats", ("runs recorded per performance baseline with --mlperf-update-baselines; their spread widens "
+     "the regression check by what noise alone can do (default: 3)"), {}, "string"),
+    ("shared-cpu-baselines", ("allow --mlperf-update-baselines with several pytest-xdist workers on the CPU, whose cases "
+     "share the cores (refused without it)"), {"action": "store_true", "default": None}, "bool"),
+    ("gpu-lock-timeout", ("how long a case waits for its GPU(s) while another session measures on them, e.g. 30m "
+     "(default: 1h)"), {}, "string"),
+    ("server-search", ("Server cases find their capacity: the highest target QPS LoadGen judges VALID on the latency "
      "bound (short bracketing and bisection runs, one confirmation at full length); capacity is their headline and "
-     "what baselines compare", {"action": "store_true", "default": None}, "bool"),
+     "what baselines compare"), {"action": "store_true", "default": None}, "bool"),
     ("server-search-budget", "most time one case's capacity search may take, e.g. 10m (default: 30m)", {},
      "string"),
-    ("server-batch-wait", "Server: the longest a batch waits for more samples before it runs, e.g. 0 or 0.5ms "
-     "(default: a tenth of the latency bound, 1.5 ms for ResNet50)", {}, "string"),
-    ("cpu-affinity", "pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
-     "GPUs, split between GPUs that share them) or a list such as 0-7,16", {}, "string"),
+    ("server-batch-wait", ("Server: the longest a batch waits for more samples before it runs, e.g. 0 or 0.5ms "
+     "(default: a tenth of the latency bound, 1.5 ms for ResNet50)"), {}, "string"),
+    ("cpu-affinity", ("pin runners (and what they start) to CPUs: none (default), auto (the CPUs local to the case's "
+     "GPUs, split between GPUs that share them) or a list such as 0-7,16"), {}, "string"),
 ]
 
 

@@ -7,8 +7,9 @@ GPUs with CUDA_VISIBLE_DEVICES before they start (session.py), and hold the per-
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .gpus import assign_workers, gpu_ids, worker_index
 from .system import GPU

@@ -7,10 +7,11 @@ measure and attach records to their reports; the controller alone writes results
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 

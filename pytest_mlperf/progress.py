@@ -10,9 +10,10 @@ killed at its timeout is named with the phase it was in (`PhaseClock.during`).""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 
 class Phase(str, Enum):

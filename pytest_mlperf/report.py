@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .baselines import BaselineError, Baseline, CaseKey, load_baseline, write_baseline
+from .baselines import Baseline, BaselineError, CaseKey, load_baseline, write_baseline
 from .contract import metrics as catalogue
 from .results_format import RESULTS_FORMAT, RESULTS_VERSION, check_document
 from .settings import Settings

@@ -32,13 +32,14 @@ from __future__ import annotations
 import functools
 import re
 from collections import defaultdict
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
-    "ROUGE_TYPES",
-    "LLAMA3_1_8B_TARGETS",
-    "LLAMA3_1_8B_GEN_LEN_TOLERANCE",
     "LLAMA3_1_8B_EDGE_TARGETS",
+    "LLAMA3_1_8B_GEN_LEN_TOLERANCE",
+    "LLAMA3_1_8B_TARGETS",
+    "ROUGE_TYPES",
     "RougeCheck",
     "check_rouge",
     "compute_rouge",
@@ -99,7 +100,8 @@ def _nltk381_language_vars(punkt: Any) -> Any:
 
         @property
         def _re_non_word_chars(self) -> str:
-            return r"(?:[)\";}\]\*:@\'\({\[%s])" % re.escape("".join(set(self.sent_end_chars) - {"."}))
+            ends = re.escape("".join(set(self.sent_end_chars) - {"."}))
+            return r"(?:[)\";}\]\*:@\'\({\[" + ends + "])"
 
         def _word_tokenizer_re(self) -> re.Pattern[str]:
             return _compiled(self._word_tokenize_fmt % {"NonWord": self._re_non_word_chars,
@@ -113,7 +115,7 @@ def _nltk381_language_vars(punkt: Any) -> Any:
     return _Nltk381LanguageVars()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.UNICODE | re.VERBOSE)
 

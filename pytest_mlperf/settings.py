@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import TypeVar
 
 from .contract import metrics as catalogue
 from .runner.recipe import LaunchRecipe
@@ -207,7 +208,7 @@ def parse_duration_ms(value: str, *, option: str = "--mlperf-duration") -> int:
     ms = _duration_ms(value, option, "2s, 1500ms or 10m")
     if ms <= 0:
         raise ValueError(f"{option} must be positive, got {value!r}: write e.g. 2s, 1500ms or 10m")
-    return max(1, int(round(ms)))  # LoadGen counts whole milliseconds; a positive duration never becomes 0
+    return max(1, round(ms))  # LoadGen counts whole milliseconds; a positive duration never becomes 0
 
 
 def parse_duration_s(value: str, *, option: str) -> float:

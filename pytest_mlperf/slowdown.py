@@ -21,7 +21,8 @@ import argparse
 import runpy
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 WRAPPED_CALLS = ("infer", "generate_batch", "generate_stream")
 

@@ -29,9 +29,9 @@ research code in :mod:`pytest_mlperf.gate_simulation`, which the plugin does not
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def _to_overhead(log_cost: np.ndarray | float, higher_is_better: bool) -> np.nda
 def trimmed_mean(x: np.ndarray, trim: float = TRIM) -> np.ndarray:
     """Mean of the middle values along the last axis, dropping ``floor(trim*n)`` at each end."""
     n = x.shape[-1]
-    g = int(math.floor(trim * n))
+    g = math.floor(trim * n)
     s = np.sort(x, axis=-1)
     return s[..., g:n - g].mean(axis=-1)
 
@@ -180,7 +180,7 @@ class Interval:
 
 def _small_sample_factor(n: int, confidence: float, df: int | None = None) -> float:
     """``sqrt(n/(n-1)) * t_df/z``; df defaults to Yuen's trimmed-mean df ``n - 2g - 1``."""
-    g = int(math.floor(TRIM * n))
+    g = math.floor(TRIM * n)
     df = max(n - 2 * g - 1, 1) if df is None else max(df, 1)
     p = 0.5 + confidence / 2.0
     return math.sqrt(n / (n - 1)) * t_quantile(p, df) / NormalDist().inv_cdf(p)

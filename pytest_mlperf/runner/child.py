@@ -12,10 +12,11 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..cpus import allowed_cpus, format_cpu_list
 from ..loadgen import TestRequest, effective_test, loaded_sample_count, run_test
@@ -24,12 +25,20 @@ from ..progress import Notice, Phase
 from ..suts import create_backend
 from ..suts.base import Backend
 from ..suts.generation import GenerationHarness
-from ..suts.serving import ServingHarness
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
+from ..suts.serving import ServingHarness
 from ..workloads import workload_module
 from ..workloads.base import Dataset
-from .calibrate import (Measurement, available_memory, calibration_seconds, measure, predicted_duration,
-                        query_size_problem, warm_up, work_expectations)
+from .calibrate import (
+    Measurement,
+    available_memory,
+    calibration_seconds,
+    measure,
+    predicted_duration,
+    query_size_problem,
+    warm_up,
+    work_expectations,
+)
 from .lifetime import PARENT_PID_ENV, Watchdog
 from .protocol import LoadRequest, RunRequest, receive, send, send_phase
 from .serving import prepare_serving

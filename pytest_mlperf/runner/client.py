@@ -89,7 +89,9 @@ class Runner:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: ended with it, whatever happens
-                    preexec_fn=self.recipe.preexec(),  # CPUs; SIGTERM when this process dies (lifetime.py)
+                    # CPUs; SIGTERM when this process dies (lifetime.py): PR_SET_PDEATHSIG has no Popen argument, and
+                    # the function only calls sched_setaffinity and prctl between fork and exec
+                    preexec_fn=self.recipe.preexec(),  # noqa: PLW1509
                 )
             except (OSError, subprocess.SubprocessError) as exc:  # the latter: pinning to its CPUs failed
                 raise RunnerError(
@@ -159,7 +161,7 @@ class Runner:
                         return message
                     self.phases.enter(notice)
                     continue
-            except ValueError as exc:  # a message that is no JSON object, or a notice of an unknown phase
+            except (TypeError, ValueError) as exc:  # a message that is no JSON object, or a notice of an unknown phase
                 raise RunnerError(f"the {self.recipe.name} runner sent a bad message while {doing}: {exc}; "
                                   f"runner log {self.log_path}") from None
             except (EOFError, OSError):

@@ -79,5 +79,5 @@ def phase_of(message: dict[str, Any]) -> Notice | None:
 def receive(conn: Connection) -> dict[str, Any]:
     message = json.loads(conn.recv_bytes().decode())
     if not isinstance(message, dict):
-        raise ValueError(f"runner protocol: expected a JSON object, got {type(message).__name__}")
+        raise TypeError(f"runner protocol: expected a JSON object, got {type(message).__name__}")
     return message

@@ -8,9 +8,9 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from ..cpus import format_cpu_list
 from ..gpus import worker_gpu_env

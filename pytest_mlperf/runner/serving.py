@@ -13,8 +13,9 @@ The first call of each kind is a warm-up outside the clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from ..loadgen import TestRequest
 from ..progress import Notice, Phase
@@ -45,7 +46,7 @@ def calibrate_serving(backend: ServingBackend, stager: Stager, scenario: str, se
         if scenario == "Server":
             return measure_concurrent(backend, work)
         return measure_sequential(backend, staged[1:] + staged[:1], seconds)
-    except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
+    except Exception as exc:
         raise calibration_failed(exc) from exc
 
 

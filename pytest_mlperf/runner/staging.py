@@ -7,7 +7,8 @@ second for ResNet50's 1024 samples (docs/performance.md), which would dominate t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..workloads.base import Dataset
 

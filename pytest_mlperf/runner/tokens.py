@@ -16,8 +16,9 @@ The Server latency bound of an LLM is LoadGen's TTFT/TPOT pair from mlperf.conf 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from ..loadgen import TestRequest
 from ..suts.generation import (
@@ -65,7 +66,7 @@ def calibrate_generation(backend: TokenBackend, stager: Stager, scenario: str, b
             return measure_batches(backend, staged, batch, streams, seconds)
         backend.generate_stream(widest[0], lambda _: None)  # warm-up
         return measure_streams(backend, staged[1:] + staged[:1], seconds)
-    except Exception as exc:  # noqa: BLE001 - reported as the case's failure by the runner
+    except Exception as exc:
         raise calibration_failed(exc) from exc
 
 

@@ -12,7 +12,7 @@ from .base import OPTION_NAMES, Backend, BackendError
 BACKENDS = tuple(OPTION_NAMES)
 
 
-def create_backend(req: "LoadRequest", workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
+def create_backend(req: LoadRequest, workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
     if req.backend == "null":
         from .null import NullBackend
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx

@@ -26,7 +26,8 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 

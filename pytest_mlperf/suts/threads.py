@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 _Task = tuple[Callable[[], None], str, threading.Event]
 

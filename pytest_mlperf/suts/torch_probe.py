@@ -37,8 +37,10 @@ import contextlib
 import ctypes
 import queue
 import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -243,7 +245,7 @@ class TorchProbe:
                 stream.synchronize()
         return lane
 
-    def _context(self, lane: Lane) -> ContextManager[Any]:
+    def _context(self, lane: Lane) -> AbstractContextManager[Any]:
         return self._torch.cuda.stream(lane.stream) if lane.own_stream else contextlib.nullcontext()
 
     # --- ops --------------------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ max_new_tokens (default 128), threads (CPU intra-op threads).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class TransformersLLM:
         for i, sample in zip(indices, samples):
             ids = getattr(sample, "input_ids", None)
             if ids is None:
-                ids = self.tokenizer(getattr(sample, "input_text"))["input_ids"]
+                ids = self.tokenizer(sample.input_text)["input_ids"]
             prompts[int(i)] = [int(t) for t in ids]
         self._prompts = prompts
 

@@ -34,10 +34,11 @@ import itertools
 import json
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -264,7 +265,7 @@ class VllmLLM:
         for i, sample in zip(indices, samples):
             ids = getattr(sample, "input_ids", None)
             if ids is None:
-                ids = self._tokenize(str(getattr(sample, "input_text")))
+                ids = self._tokenize(str(sample.input_text))
             prompts[int(i)] = [int(t) for t in ids]
         self._prompts = prompts
 

@@ -28,8 +28,8 @@ from typing import Any
 
 __all__ = [
     "PROMPT_TEMPLATE",
-    "Sample",
     "DatasetError",
+    "Sample",
     "format_prompt",
     "load_mlcommons_dataset",
     "standin_corpus",

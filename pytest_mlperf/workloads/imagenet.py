@@ -7,10 +7,11 @@ The MLCommons layout is a folder of JPEGs plus ``val_map.txt`` whose lines read
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -317,7 +318,7 @@ def _upsample(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return both.reshape(*lead, size_out, size_out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _interp_matrix(size_out: int, size_in: int) -> np.ndarray:
     """[size_out, size_in] bilinear interpolation weights (half-pixel centres, clamped edges)."""
     position = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5

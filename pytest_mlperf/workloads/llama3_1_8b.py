@@ -14,8 +14,9 @@ token ids as the recorded baseline" (baseline_check.BaselineCheck compares `pred
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

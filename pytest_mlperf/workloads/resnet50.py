@@ -7,13 +7,13 @@ resnet50_v1.onnx) or the seeded stand-in of the real architecture, built once an
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..metrics import decode_classes, outputs_digest, top1
 from ..contract.metrics import SCENARIOS
+from ..metrics import decode_classes, outputs_digest, top1
 from .base import DataRequest, WorkloadSpec, require_path
 from .imagenet import preprocess_image, read_val_map, synthetic_images_at
 
