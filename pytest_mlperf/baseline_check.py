@@ -77,12 +77,11 @@ class BaselineCheck:
     def _stored_baseline(self, case: CaseRun, path: Path) -> Baseline | None:
         """The baseline stored for `case` at `path`; None where there is none (which --mlperf-require-baselines
         fails). A corrupt one, or one naming another case, fails the case."""
+        failure: str | None = None
         try:
             baseline = load_baseline(path)
         except BaselineError as exc:
             baseline, failure = None, f"corrupt baseline: {exc}"
-        else:
-            failure = None
         if failure is not None:
             pytest.fail(failure, pytrace=False)
         if baseline is None:

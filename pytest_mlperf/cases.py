@@ -11,6 +11,7 @@ import pytest
 
 from .baselines import CaseKey, Metric
 from .contract import metrics as catalogue
+from .contract.loadgen_results import finite_number
 from .contract.test_request import TestRequest, user_conf_keys
 from .gate import GateOutcome
 from .logs import Run
@@ -258,7 +259,7 @@ def server_target_of(run: Run, test: TestRequest, calibration: dict[str, Any] | 
     """The target QPS a Server run used (LoadGen's effective value) and why: a user.conf's target_qps wins over
     everything (LoadGen keeps it), then what the caller said (baseline, search, an earlier run), then the
     calibration's half of the bare loop's throughput, else mlperf.conf's value."""
-    qps = run.settings.get("target_qps") or test.server_target_qps
+    qps = finite_number(run.settings.get("target_qps")) or test.server_target_qps
     conf = test.user_conf
     if conf and Path(conf).is_file() and "target_qps" in user_conf_keys(Path(conf), model, "Server"):
         source, why = "user.conf", f"{conf} sets target_qps"

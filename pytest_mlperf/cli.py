@@ -58,7 +58,7 @@ def format_summary(run: Run, path: Path | None = None) -> str:
         lines.append("Headline     (none logged)")
     if run.early_stopping:
         lines.append("Early stop   " + ", ".join(
-            f"{k} {_fmt(v)}" + (f" ({label})" if (label := estimate_label(run, k)) else "")
+            f"{k} {_fmt(v)}" + (f" ({estimate})" if (estimate := estimate_label(run, k)) else "")
             for k, v in run.early_stopping.items()))
     if run.query_count is not None:
         lines.append(f"Queries      {run.query_count}")

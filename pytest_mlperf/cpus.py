@@ -139,7 +139,7 @@ def case_affinity(setting: str, case_gpus: Sequence[str], visible: Sequence[str]
         return Affinity(cpus)
     if not case_gpus:
         return Affinity(None, "a CPU case is not pinned by --mlperf-cpu-affinity=auto")
-    found = {u: cpus for u in visible if (cpus := local(u)) is not None}
+    found = {u: near for u in visible if (near := local(u)) is not None}
     missing = [u for u in case_gpus if u not in found]
     if missing:
         return Affinity(None, f"NVML names no local CPUs for GPU {', '.join(missing)}: runners not pinned")

@@ -17,6 +17,7 @@ import pytest
 
 from .capacity_gate import CapacityRounds, RoundSetup, longest_latency_s, round_probe_s, searches_record
 from .cases import CaseRun
+from .contract.loadgen_results import finite_number
 from .contract.test_request import TestRequest, user_conf_keys
 from .gate import GateError, gate_metrics, run_rounds
 from .progress import NORMAL, line, search_round_text
@@ -116,7 +117,7 @@ class SearchDriving:
         first, seconds = self._timed(lambda: self.execute(sut, recipe, scenario, mode, base / "search" / "01-bracket",
                                                           fixed=probe, label=label))
         fixed = TestRequest.from_dict(first.test)
-        start = float(first.run.settings.get("target_qps") or fixed.server_target_qps or 0.0)
+        start = finite_number(first.run.settings.get("target_qps")) or fixed.server_target_qps or 0.0
         ceiling = search_ceiling(first)
         outcome, case = self._search(sut, recipe, scenario, mode, base, fixed, full, start, (first, seconds), ceiling,
                                      label=label, failing=failing)

@@ -84,7 +84,7 @@ def overhead(reference: float, candidate: float, higher_is_better: bool) -> floa
     return 1.0 - candidate / reference if higher_is_better else candidate / reference - 1.0
 
 
-def _paired_arm_costs(reference: Sequence[float], candidate: Sequence[float],
+def _paired_arm_costs(reference: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray,
                       higher_is_better: bool) -> tuple[np.ndarray, np.ndarray]:
     """Both arms' oriented log values (:func:`_arm_costs`), checked to be 1-D and paired."""
     r = np.asarray(reference, dtype=float)
@@ -94,7 +94,8 @@ def _paired_arm_costs(reference: Sequence[float], candidate: Sequence[float],
     return _arm_costs(r, higher_is_better), _arm_costs(c, higher_is_better)
 
 
-def _log_costs(reference: Sequence[float], candidate: Sequence[float], higher_is_better: bool) -> np.ndarray:
+def _log_costs(reference: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray,
+               higher_is_better: bool) -> np.ndarray:
     """The per-round log cost ratios: ``log(ref/cand)`` for throughput, ``log(cand/ref)`` for latency."""
     yr, yc = _paired_arm_costs(reference, candidate, higher_is_better)
     return yc - yr
@@ -222,8 +223,8 @@ def _batch_interval(x: np.ndarray, confidence: float, n_boot: int, seed: int) ->
 
 
 def paired_overhead_interval(
-    reference: Sequence[float],
-    candidate: Sequence[float],
+    reference: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
     *,
     higher_is_better: bool,
     confidence: float = 0.95,
@@ -270,8 +271,8 @@ def _batch_floor_interval(yr: np.ndarray, yc: np.ndarray, confidence: float, n_b
 
 
 def floor_overhead_interval(
-    reference: Sequence[float],
-    candidate: Sequence[float],
+    reference: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
     *,
     higher_is_better: bool,
     confidence: float = 0.95,

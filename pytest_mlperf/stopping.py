@@ -108,8 +108,8 @@ def _is_look(plan: GatePlan, n: int, elapsed_s: float) -> tuple[bool, bool]:
 
 def evaluate(
     plan: GatePlan,
-    reference: Sequence[float],
-    candidate: Sequence[float],
+    reference: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
     *,
     higher_is_better: bool,
     elapsed_s: float,

@@ -81,7 +81,7 @@ def make_sut(session: MlperfSession, workload: str, marker_kwargs: dict[str, Any
     if gpus < 1:
         pytest.fail(f"mlperf marker: gpus must be at least 1, got {gpus}", pytrace=False)
     count = GPU_COUNT_OPTIONS.get(backend)
-    if count in s.sut_options.get(backend, {}):  # e.g. vllm.tensor_parallel_size=2: the case takes 2 GPUs
+    if count is not None and count in s.sut_options.get(backend, {}):  # e.g. vllm.tensor_parallel_size=2: the case takes 2 GPUs
         value = whole_number(s.sut_options[backend][count])
         if value is not None and value >= 1:  # anything else is the backend's to refuse, naming the option
             gpus = value

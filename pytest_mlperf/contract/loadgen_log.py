@@ -222,8 +222,8 @@ def parse_summary(text: str) -> dict[str, Any]:
             stat = m.group(1).lower()
             key = f"result_{stat}_query_latency_ns" if per_query else f"result_{stat}_latency_ns"
             out[key] = _scalar(value)
-        elif (key := _SUMMARY_KEYS.get(label.lower())) is not None:
-            out[key] = _scalar(value)
+        elif (summary_key := _SUMMARY_KEYS.get(label.lower())) is not None:
+            out[summary_key] = _scalar(value)
     return out
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import metrics as catalogue
@@ -82,13 +82,13 @@ def headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str
                 return Headline(k, metrics[k], unit, higher)
         return None
 
-    def pick_tokens() -> Headline | None:
+    def pick_tokens(tokens: Sequence[str]) -> Headline | None:
         # LLM latency scenarios: tokens over the whole run; result_token_throughput is not tokens/s (LoadGen 6.0
         # divides by nanoseconds there)
-        if not rule.tokens:
+        if not tokens:
             return None
-        m = catalogue.metric(rule.tokens[0])
-        return pick(rule.tokens, m.unit, m.higher_is_better)
+        m = catalogue.metric(tokens[0])
+        return pick(tokens, m.unit, m.higher_is_better)
 
     rule = catalogue.headline_rule(scenario)
     if rule is None:
@@ -96,7 +96,7 @@ def headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str
     if rule.percentile is None:
         m = catalogue.metric(rule.keys[0])
         head = reported = pick(rule.keys, m.unit, m.higher_is_better)
-        return head, reported, pick_tokens()
+        return head, reported, pick_tokens(rule.tokens)
     target = finite_number(settings.get("target_latency_percentile"))
     default = _pct_key(rule.percentile, rule.per_query)
     pct_keys = [_pct_key(target * 100, rule.per_query)] if target else []
@@ -107,7 +107,7 @@ def headlines(scenario: str, metrics: Mapping[str, float], settings: Mapping[str
         head = pick([default] + pct_keys, unit, False)
     else:
         head = pick(([rule.estimate] if rule.estimate else []) + pct_keys, unit, False)
-    return head, reported, pick_tokens() if token_latencies else None
+    return head, reported, pick_tokens(rule.tokens) if token_latencies else None
 
 
 def estimate_label(run: Run, key: str) -> str | None:

@@ -140,8 +140,8 @@ def predicted_duration(t: TestRequest) -> tuple[float, str] | None:
         count = t.min_query_count
         what = "queries"
     floor = (t.min_duration_ms or 0) / 1000
-    if t.mode == "performance" and (t.min_duration_ms is None or count is None):
-        return None
+    if count is None or (t.mode == "performance" and t.min_duration_ms is None):
+        return None  # (an accuracy test always has a count: its samples)
     if t.scenario == "Server" and t.server_target_qps:
         seconds, how = count / t.server_target_qps, f"{count:g} {what} at {t.server_target_qps:.3g} QPS"
     elif t.scenario == "SingleStream" and t.single_stream_expected_latency_ns:

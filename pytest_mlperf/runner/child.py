@@ -164,19 +164,20 @@ class RunnerState:
         if self.token_latencies:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
+        calibration: dict[str, Any] | None  # the bare loop's figures (None: the run did not calibrate)
         if getattr(backend, "serves_concurrently", False):  # serving engines (vLLM): runner/serving.py
-            test, harness, calibration, schedule = prepare_serving(req, backend, stager,  # type: ignore[arg-type]
+            test, serving, calibration, schedule = prepare_serving(req, backend, stager,  # type: ignore[arg-type]
                                                                    self.notify)
-            return self._finish(test, harness, calibration, schedule, started)
+            return self._finish(test, serving, calibration, schedule, started)
         if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
             if req.calibrate:  # a generation's length varies too much to predict the bare loop's
                 self.notify(Notice(Phase.CALIBRATE))
-            test, harness, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]
-            return self._finish(test, harness, calibration, schedule, started)
+            test, generation, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]
+            return self._finish(test, generation, calibration, schedule, started)
         batch, streams = scenario_batch(req, self.samples_per_query)
         test = req.test
         max_wait = 0.002
-        calibration: dict[str, Any] | None = None
+        calibration = None
         staged: list[int] = []
         # GPUs pay a first-run cost per batch shape: pad Offline/Server batches to a few shapes, warmed up below
         dynamic = test.scenario in ("Offline", "Server") and backend.info.device == "cuda"
@@ -197,7 +198,7 @@ class RunnerState:
         elif test.scenario == "Server":
             max_wait = batcher_wait_s(req, server_bound_ns(req, test))
         harness = self.batching_harness(ScheduleConfig(test.scenario, batch, streams, max_wait, buckets),
-                                        staged if req.calibrate else ())
+                                        staged if req.calibrate else [])
         schedule = {"batch_size": batch, "streams": streams, "max_wait_s": max_wait, "buckets": list(buckets)}
         return self._finish(test, harness, calibration, schedule, started)
 

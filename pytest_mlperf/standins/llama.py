@@ -123,7 +123,7 @@ def llama_config(config: str = "tiny", vocab_size: int | None = None) -> Any:
         num_attention_heads=c.num_attention_heads,
         num_key_value_heads=c.num_key_value_heads,
         max_position_embeddings=c.max_position_embeddings,
-        rope_theta=c.rope_theta,
+        rope_theta=c.rope_theta,  # transformers 4.x's keyword, which 5.x maps into rope_parameters
         rms_norm_eps=1e-5,
         hidden_act="silu",
         tie_word_embeddings=c.tie_word_embeddings,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -209,7 +210,7 @@ class _GraphWriter:
         ))
         return out
 
-    def op(self, op_type: str, inputs: list[str], out: str, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], out: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 

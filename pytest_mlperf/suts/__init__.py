@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import importlib.util
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .base import OPTION_NAMES, Backend, BackendError
+
+if TYPE_CHECKING:  # only for the annotation: importing runner/ here at run time would make an import cycle
+    from ..runner.protocol import LoadRequest
 
 BACKENDS = tuple(OPTION_NAMES)
 
 
-def create_backend(req: LoadRequest, workload: ModuleType) -> Backend:  # noqa: F821 - avoids an import cycle
+def create_backend(req: LoadRequest, workload: ModuleType) -> Backend:
     if req.backend == "null":
         from .null import NullBackend
 

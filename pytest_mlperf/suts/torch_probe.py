@@ -169,8 +169,8 @@ class DriverMemory:
     def _check(self, result: int, call: str) -> None:
         if result != 0:
             name = ctypes.c_char_p()
-            known = self._error_name(result, ctypes.byref(name)) == 0 and name.value
-            raise RuntimeError(f"{call} failed: {name.value.decode() if known else 'CUresult'} ({result})")
+            text = name.value if self._error_name(result, ctypes.byref(name)) == 0 else None
+            raise RuntimeError(f"{call} failed: {text.decode() if text else 'CUresult'} ({result})")
 
     def alloc_free(self, nbytes: int) -> None:
         if not getattr(self._thread, "bound", False):

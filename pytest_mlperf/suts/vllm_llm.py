@@ -259,7 +259,7 @@ class VllmLLM:
         )
 
     # --- prompts ---------------------------------------------------------------------------------------------
-    def stage(self, indices: Sequence[int], samples: Sequence[object]) -> None:
+    def stage(self, indices: Sequence[int], samples: Sequence[Any]) -> None:  # the dataset's records
         """Token ids of the prompts (LoadGen's untimed load); MLCommons' file brings Llama 3.1 ids already."""
         prompts: dict[int, list[int]] = {}
         for i, sample in zip(indices, samples):
