@@ -429,7 +429,12 @@ def test_a_server_baseline_keeps_the_target_qps_loadgen_ran_and_the_next_run_rep
         f"--mlperf-user-conf={conf}").assert_outcomes(passed=1)
     (path,) = baseline_files(pytester)
     assert json.loads(path.read_text())["settings"]["server_target_qps"] == pytest.approx(123.5)
-    run(pytester, "--mlperf-tolerance=99%").assert_outcomes(passed=1)  # a 0.5 s p99 is noise; the target is not
+    again = run(pytester, "--mlperf-tolerance=99%")
+    # a 0.5 s run's p99 is noise (under pytest -n 2 it once doubled): only a latency regression may fail it
+    if again.ret != 0:
+        again.assert_outcomes(failed=1)
+        assert "regression against baseline" in again.stdout.str()
+        assert "percentile_latency_ns: measured" in again.stdout.str()
     (case,) = json.loads((pytester.path / "mlperf-results" / "results.json").read_text())["cases"]
     assert case["server_target"]["source"] == "baseline"
     assert case["run"]["settings"]["target_qps"] == pytest.approx(123.5)
