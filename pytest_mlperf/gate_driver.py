@@ -15,35 +15,20 @@ import pytest
 from .baseline_check import _output
 from .cases import CaseRun
 from .contract.test_request import TestRequest
+from .driver_surface import DriverSurface
 from .gate import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
 from .metrics import compare_outputs
 from .progress import NORMAL, line, round_text
 
 if TYPE_CHECKING:
     from .runner.recipe import LaunchRecipe
-    from .session import MlperfSession
     from .settings import GateSettings
     from .sut_handle import SUTHandle
 
 
-class GateDriving:
+class GateDriving(DriverSurface):
     """The overhead gate of a `LoadGenDriver` (mixed into it): it needs the driver's `session` and its `execute`,
-    `test_request`, `log_dir` and `case_label`, declared here for the type checker only."""
-
-    if TYPE_CHECKING:  # LoadGenDriver's
-        session: MlperfSession
-
-        def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
-                    server_target_qps: float | None = None, fixed: TestRequest | None = None,
-                    calibrate: bool = True, label: str = "", in_round: bool = False,
-                    target_source: str | None = None) -> CaseRun: ...
-
-        def test_request(self, sut: SUTHandle, scenario: str, mode: str, log_dir: Path, total: int
-                         ) -> TestRequest: ...
-
-        def log_dir(self, suffix: str = "") -> Path: ...
-
-        def case_label(self, sut: SUTHandle, scenario: str, mode: str, label: str = "") -> str: ...
+    `test_request`, `log_dir` and `case_label` (driver_surface.py declares them)."""
 
     def gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, log_suffix: str) -> CaseRun:
         """The overhead gate of this case: reference and candidate runners (alive together, measuring one at a

@@ -19,13 +19,13 @@ from .capacity_gate import CapacityRounds, RoundSetup, longest_latency_s, round_
 from .cases import CaseRun
 from .contract.loadgen_results import finite_number
 from .contract.test_request import TestRequest, user_conf_keys
+from .driver_surface import DriverSurface
 from .gate import GateError, gate_metrics, run_rounds
 from .progress import NORMAL, line, search_round_text
 from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
 
 if TYPE_CHECKING:
     from .runner.recipe import LaunchRecipe
-    from .session import MlperfSession
     from .settings import GateSettings
     from .sut_handle import SUTHandle
 
@@ -51,26 +51,9 @@ def search_ceiling(first: CaseRun) -> float | None:
     return float(bare) * SEARCH_CEILING_MARGIN if bare else None
 
 
-class SearchDriving:
+class SearchDriving(DriverSurface):
     """The search and capacity-gate runs of a `LoadGenDriver` (mixed into it): they need its `session` and its
-    `execute`, `test_request`, `log_dir`, `keep` and `case_label`, declared here for the type checker only."""
-
-    if TYPE_CHECKING:  # LoadGenDriver's
-        session: MlperfSession
-
-        def execute(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
-                    server_target_qps: float | None = None, fixed: TestRequest | None = None,
-                    calibrate: bool = True, label: str = "", in_round: bool = False,
-                    target_source: str | None = None) -> CaseRun: ...
-
-        def test_request(self, sut: SUTHandle, scenario: str, mode: str, log_dir: Path, total: int
-                         ) -> TestRequest: ...
-
-        def log_dir(self, suffix: str = "") -> Path: ...
-
-        def keep(self, case: CaseRun) -> None: ...
-
-        def case_label(self, sut: SUTHandle, scenario: str, mode: str, label: str = "") -> str: ...
+    `execute`, `test_request`, `log_dir`, `keep` and `case_label` (driver_surface.py declares them)."""
 
     def search_run(self, sut: SUTHandle, recipe: LaunchRecipe, scenario: str, mode: str, log_suffix: str) -> CaseRun:
         """--mlperf-server-search: the case's capacity (server_search.py). The first probe calibrates (its target is

@@ -18,7 +18,8 @@ HOST_ONLY = ("pytest", "_pytest", "pytest_mlperf.plugin", "pytest_mlperf.session
              "pytest_mlperf.runner.recipe", "pytest_mlperf.case_spec", "pytest_mlperf.search_driver",
              "pytest_mlperf.options", "pytest_mlperf.baseline_check", "pytest_mlperf.aggregate_input",
              "pytest_mlperf.controller", "pytest_mlperf.sut_handle", "pytest_mlperf.gate_driver",
-             "pytest_mlperf.case_placement", "pytest_mlperf.stopping")
+             "pytest_mlperf.case_placement", "pytest_mlperf.stopping",
+             "pytest_mlperf.driver_surface")
 # modules of the runner only (LoadGen, the backends and their frameworks)
 RUNNER_ONLY = ("mlperf_loadgen", "pytest_mlperf.loadgen", "pytest_mlperf.runner.child", "onnxruntime", "torch",
                "transformers", "vllm", "pytest_mlperf.suts.onnxruntime", "pytest_mlperf.suts.vllm_llm",
