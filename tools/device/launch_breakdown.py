@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from thread_stats import _cpu_from_stat  # a sibling in tools/device: scripts here import each other
 
 
-def last_cpu() -> int:
-    """The CPU this thread last ran on: field 39 of /proc/thread-self/stat."""
-    stat = Path("/proc/thread-self/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[36])
+def last_cpu() -> int | None:
+    """The CPU this thread last ran on: field 39 of /proc/thread-self/stat, read as thread_stats.py reads it."""
+    return _cpu_from_stat(Path("/proc/thread-self/stat").read_text())
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     corr = {f"op_p90 vs {k}": correlation(cols["op_p90_us"], cols[k]) for k in keys[1:]}
     spread = {k: round(float(cols[k].max() / cols[k].min()), 3) for k in keys}
     result = {"kernels": args.kernels, "window_s": args.window, "windows": windows, "correlation": corr,
-              "max_over_min": spread, "cpus_seen": sorted({w["cpu"] for w in windows})}
+              "max_over_min": spread, "cpus_seen": sorted({w["cpu"] for w in windows if w["cpu"] is not None})}
     Path(args.out).write_text(json.dumps(result, indent=1))
     for w in windows:
         print(json.dumps(w))

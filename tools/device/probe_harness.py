@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.calibrate import measure
 from pytest_mlperf.slowdown import SlowedBackend
 from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
@@ -37,14 +37,15 @@ SAMPLES = 1024
 
 
 def _summary(log_dir: str) -> dict[str, float]:
-    text = (Path(log_dir) / "mlperf_log_summary.txt").read_text()
+    """A SingleStream run's p50, p90 and min latency in µs, from its logs (the plugin's own reader)."""
+    metrics = read_run(log_dir).metrics
 
-    def ns(key: str) -> float:
-        m = re.search(rf"{re.escape(key)} \(ns\)\s*:\s*(\d+)", text)
-        return float(m.group(1)) / 1e3 if m else float("nan")
+    def us(key: str) -> float:
+        value = metrics.get(key)
+        return float(value) / 1e3 if isinstance(value, (int, float)) else float("nan")
 
-    return {"p50_us": ns("50.00 percentile latency"), "p90_us": ns("90.00 percentile latency"),
-            "min_us": ns("Min latency")}
+    return {"p50_us": us("result_50.00_percentile_latency_ns"), "p90_us": us("result_90.00_percentile_latency_ns"),
+            "min_us": us("result_min_latency_ns")}
 
 
 def _request(seconds: float, expected_us: float) -> TestRequest:
