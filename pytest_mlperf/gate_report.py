@@ -61,8 +61,8 @@ def markdown_summary(records: list[dict[str, Any]]) -> str:
         f"## Overhead gate: {VERDICT_MARK[overall]}",
         "",
         (f"{verdicts.count('PASS')} of {len(rows)} case(s) pass: the candidate costs less than {limit} against the "
-        f"reference with {conf:.0%} confidence. "
-        f"Failed: {verdicts.count('FAIL')}; undecided: {verdicts.count('INCONCLUSIVE')}."),
+         f"reference with {conf:.0%} confidence. "
+         f"Failed: {verdicts.count('FAIL')}; undecided: {verdicts.count('INCONCLUSIVE')}."),
         "",
         f"- reference: `{first.get('reference_recipe') or '(plain)'}`",
         f"- candidate: `{first.get('candidate_recipe') or '(plain)'}`",
@@ -80,11 +80,11 @@ def markdown_summary(records: list[dict[str, Any]]) -> str:
     lines += [
         "",
         ("Overhead is the candidate's cost against the reference: `1 - candidate/reference` for throughput, "
-        "`candidate/reference - 1` for latency; reference and candidate show medians over the rounds. Each round "
-        f"runs both, back to back on the same GPU in alternating order; the interval is a {conf:.0%} bootstrap "
-        "interval over rounds. PASS: the whole interval is below the limit; FAIL: the whole interval is above it; "
-        "INCONCLUSIVE: the budget ran out first. Decide it with more rounds (`--mlperf-gate-max-rounds`, "
-        "`--mlperf-gate-budget`) or a steadier GPU (locked clocks, nothing else running on it)."),
+         "`candidate/reference - 1` for latency; reference and candidate show medians over the rounds. Each round "
+         f"runs both, back to back on the same GPU in alternating order; the interval is a {conf:.0%} bootstrap "
+         "interval over rounds. PASS: the whole interval is below the limit; FAIL: the whole interval is above it; "
+         "INCONCLUSIVE: the budget ran out first. Decide it with more rounds (`--mlperf-gate-max-rounds`, "
+         "`--mlperf-gate-budget`) or a steadier GPU (locked clocks, nothing else running on it)."),
     ]
     return "\n".join(lines) + "\n"
 
