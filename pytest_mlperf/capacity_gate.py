@@ -87,7 +87,7 @@ def round_plan(start_qps: float, setup: RoundSetup, gate: GateSettings) -> Searc
         start = min(start, setup.ceiling)
     lowest = start / (1 + setup.step) ** (setup.probes - 1)
     longest = max(setup.probe_s, setup.probe_queries / lowest)  # a probe's min duration, or its min queries
-    budget = max(ROUND_SLACK * setup.probes * longest, gate.budget_s / (2 * gate.min_rounds))
+    budget = max(ROUND_SLACK * setup.probes * longest, gate.budget_s / (2 * gate.plan().min_rounds))
     return SearchPlan(
         start_qps=start, budget_s=budget, probe_s=setup.probe_s, probe_queries=setup.probe_queries,
         confirm_s=setup.confirm_s, confirm_queries=setup.confirm_queries, precision=setup.step,

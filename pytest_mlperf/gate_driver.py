@@ -23,6 +23,7 @@ from .progress import NORMAL, line, round_text
 if TYPE_CHECKING:
     from .runner.recipe import LaunchRecipe
     from .settings import GateSettings
+    from .stopping import GatePlan
     from .sut_handle import SUTHandle
 
 
@@ -37,27 +38,29 @@ class GateDriving(DriverSurface):
         base = self.log_dir(log_suffix) / "gate"
         shutil.rmtree(base, ignore_errors=True)
         recipes = {"reference": self.session.reference, "candidate": gate.candidate}
-        round_ms = gate.round_ms or self.session.settings.profile.gate_round_ms
-        test = replace(self.test_request(sut, scenario, mode, base, 0), min_duration_ms=round_ms)
+        profile = self.session.settings.profile
+        warmup_ms = gate.round_ms or profile.gate_round_ms  # the runner has not said its device yet
+        test = replace(self.test_request(sut, scenario, mode, base, 0), min_duration_ms=warmup_ms)
         # the reference calibrates; both arms then run the very same test (expectations, Server load, duration)
         ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test,
                            label="gate warm-up, reference")
-        fixed = TestRequest.from_dict(ref.test)
+        device = str(ref.backend.get("device", "cpu"))
+        fixed = replace(TestRequest.from_dict(ref.test), min_duration_ms=gate.round_ms_for(profile, device, scenario))
         cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed,
                             label="gate warm-up, candidate")
-        outcome = self._judge(sut, scenario, mode, gate, base, recipes, ref, cand, fixed)
+        outcome = self._judge(sut, scenario, mode, gate.plan(device, scenario), base, recipes, ref, cand, fixed)
         outcome.reference_recipe = recipes["reference"].describe()
         outcome.candidate_recipe = recipes["candidate"].describe()
         cand.gate = outcome
         cand.log_dir = str(base)
         return cand
 
-    def _judge(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, base: Path,
+    def _judge(self, sut: SUTHandle, scenario: str, mode: str, plan: GatePlan, base: Path,
                recipes: dict[str, LaunchRecipe], ref: CaseRun, cand: CaseRun, fixed: TestRequest) -> GateOutcome:
         if mode == "accuracy":
             expected = {int(i): _output(c) for i, c in (ref.accuracy or {}).get("predictions", [])}
             actual = {int(i): _output(c) for i, c in (cand.accuracy or {}).get("predictions", [])}
-            return compare_outputs_gate(expected, actual, gate.max_overhead, compare_outputs(expected, actual))
+            return compare_outputs_gate(expected, actual, plan.max_overhead, compare_outputs(expected, actual))
 
         said: set[int] = set()  # rounds whose line is out
 
@@ -66,14 +69,14 @@ class GateDriving(DriverSurface):
                 said.add(i)
                 round_s = (fixed.min_duration_ms or 0) / 1000
                 self.session.progress(line(self.case_label(sut, scenario, mode),
-                                           round_text(i, gate.max_rounds, round_s)), NORMAL)
+                                           round_text(i, plan.max_rounds, round_s)), NORMAL)
             case = self.execute(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed=fixed,
                                 calibrate=False, label=f"gate round {i + 1}, {arm}", in_round=True)
             return {k: float(v) for k, v in case.run.metrics.items() if isinstance(v, (int, float))}
 
         try:
             metrics = gate_metrics(scenario, ref.run.metrics)
-            return run_rounds(measure, metrics, gate.plan(str(ref.backend.get("device", "cpu"))))
+            return run_rounds(measure, metrics, plan)
         except GateError as exc:
             failure = f"overhead gate: {exc}\nLoadGen logs: {base}"
         pytest.fail(failure, pytrace=False)

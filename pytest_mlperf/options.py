@@ -62,10 +62,13 @@ OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("reference-env", "NAME=VALUE set for the reference runner (repeatable)", {"action": "append"}, "args"),
     ("max-overhead", "the gate's limit: the candidate must cost less than this against the reference (default: 5%)",
      {}, "string"),
-    ("gate-round", "length of one gate round's LoadGen run, e.g. 1s (default: smoke 0.5s, ci 1s, official 10s)", {},
+    ("gate-round", ("length of one gate round's LoadGen run, e.g. 1s (default: smoke 0.5s, ci 1s, official 10s; "
+     "SingleStream on a GPU 250ms in smoke and ci)"), {},
      "string"),
-    ("gate-min-rounds", "rounds before the gate first looks at its interval (default: 12)", {}, "string"),
-    ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60)", {}, "string"),
+    ("gate-min-rounds", ("rounds before the gate first looks at its interval (default: 12; 36 where the arms' floors "
+     "judge: latency on a GPU)"), {}, "string"),
+    ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60; floors: 72)", {},
+     "string"),
     ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
      "string"),
     ("gate-estimator", ("how the gate reads a cost from its rounds: auto (default: on a GPU latency by the arms' "
@@ -195,14 +198,15 @@ def build_gate(config: pytest.Config) -> S.GateSettings | None:
         candidate=LaunchRecipe.from_strings("candidate", prefix, env) if prefix or env else LaunchRecipe(),
         max_overhead=get("max-overhead", lambda v: S.parse_fraction(v, option="--mlperf-max-overhead"), 0.05),
         round_ms=get("gate-round", lambda v: S.parse_duration_ms(v, option="--mlperf-gate-round"), None),
-        min_rounds=get("gate-min-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-min-rounds"), 12),
-        max_rounds=get("gate-max-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-max-rounds"), 60),
+        min_rounds=get("gate-min-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-min-rounds"), None),
+        max_rounds=get("gate-max-rounds", lambda v: S.parse_positive_int(v, option="--mlperf-gate-max-rounds"), None),
         budget_s=get("gate-budget", lambda v: S.parse_duration_s(v, option="--mlperf-gate-budget"), 1800.0),
         estimator=get("gate-estimator", S.parse_gate_estimator, "auto"),
     )
-    if not 3 <= gate.min_rounds <= gate.max_rounds:
+    lowest, highest = gate.min_rounds or gate.max_rounds or 3, gate.max_rounds or gate.min_rounds or 3
+    if not 3 <= lowest <= highest:
         raise ValueError(f"the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got "
-                         f"{gate.min_rounds} and {gate.max_rounds}")
+                         f"{gate.min_rounds or 'the default'} and {gate.max_rounds or 'the default'}")
     if not prefix and not env:
         return None
     if _value(config, "update-baselines"):

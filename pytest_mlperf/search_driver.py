@@ -244,7 +244,7 @@ class SearchDriving(DriverSurface):
         def round_search(arm: str, i: int, plan: SearchPlan) -> SearchOutcome:
             if i not in said and self.session.progress is not None:
                 said.add(i)
-                self.session.progress(line(label, search_round_text(i, gate.max_rounds, plan.max_probes,
+                self.session.progress(line(label, search_round_text(i, gate.plan().max_rounds, plan.max_probes,
                                                                     setup.probe_s)), NORMAL)
             run_at = self._prober(sut, recipes[arm], scenario, mode, base / f"round{i + 1:02d}-{arm}", fixed, full,
                                   [], label=f"gate round {i + 1}, {arm}", in_round=True)

@@ -168,6 +168,8 @@ def test_a_crashing_candidate_fails_the_case_with_its_recipe(pytester: pytest.Py
      "*--mlperf-update-baselines records bare-metal baselines: run it without a candidate*"),
     (["--mlperf-candidate-env", "A=1", "--mlperf-gate-min-rounds=9", "--mlperf-gate-max-rounds=6"],
      "*the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got 9 and 6*"),
+    (["--mlperf-candidate-env", "A=1", "--mlperf-gate-max-rounds=2"],
+     "*the gate needs 3 <= --mlperf-gate-min-rounds <= --mlperf-gate-max-rounds, got the default and 2*"),
     (["--mlperf-candidate-env", "A=1", "--mlperf-max-overhead=5"], "*--mlperf-max-overhead must be between*"),
     (["--mlperf-candidate-env", "A=1", "--mlperf-gate-budget=soon"], "*bad --mlperf-gate-budget 'soon'*"),
     (["--mlperf-candidate-env", "A=1", "--mlperf-gate-estimator=median"],

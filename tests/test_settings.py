@@ -448,3 +448,39 @@ def test_the_gate_estimator_follows_the_device_under_auto():
     assert S.parse_gate_estimator(" Floor ") == "floor"
     with pytest.raises(ValueError, match="must be one of auto, paired, floor"):
         S.parse_gate_estimator("min")
+
+
+@pytest.mark.parametrize(("device", "scenario", "given", "rounds"), [
+    ("cuda", "SingleStream", {}, (36, 72)),  # the floor judges p90 latency: more rounds (issue 14)
+    ("cuda", "MultiStream", {}, (36, 72)),
+    ("cuda", "Offline", {}, (12, 60)),  # throughput: paired rounds
+    ("cuda", "Server", {}, (36, 72)),  # p99 latency at a fixed load, by the floor too
+    ("cpu", "SingleStream", {}, (12, 60)),
+    ("cpu", "SingleStream", {"estimator": "floor"}, (36, 72)),
+    ("cuda", "SingleStream", {"estimator": "paired"}, (12, 60)),
+    ("cuda", "SingleStream", {"min_rounds": 3, "max_rounds": 6}, (3, 6)),  # the options win
+    ("cuda", "SingleStream", {"max_rounds": 6}, (6, 6)),  # the default first look never passes the last round
+    ("cuda", "SingleStream", {"min_rounds": 80}, (80, 80)),  # nor the default last round the first look
+    ("cpu", "Offline", {"min_rounds": 4}, (4, 60)),
+])
+def test_the_gate_rounds_follow_the_estimator_that_judges(device: str, scenario: str, given: dict, rounds: tuple) -> None:
+    from pytest_mlperf import settings as S
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+    plan = S.GateSettings(candidate=LaunchRecipe(), **given).plan(device, scenario)
+    assert (plan.min_rounds, plan.max_rounds) == rounds
+
+
+@pytest.mark.parametrize(("profile", "device", "scenario", "round_ms", "expected"), [
+    ("ci", "cuda", "SingleStream", None, 250),  # shorter rounds: the vCPU's slow states (issue 14)
+    ("smoke", "cuda", "SingleStream", None, 250),
+    ("ci", "cuda", "MultiStream", None, 1000),
+    ("ci", "cpu", "SingleStream", None, 1000),
+    ("smoke", "cpu", "Offline", None, 500),
+    ("official", "cuda", "SingleStream", None, 10_000),
+    ("ci", "cuda", "SingleStream", 800, 800),  # --mlperf-gate-round wins
+])
+def test_a_gate_rounds_length(profile: str, device: str, scenario: str, round_ms: int | None, expected: int) -> None:
+    from pytest_mlperf import settings as S
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+    gate = S.GateSettings(candidate=LaunchRecipe(), round_ms=round_ms)
+    assert gate.round_ms_for(S.PROFILES[profile], device, scenario) == expected
