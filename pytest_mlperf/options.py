@@ -22,7 +22,7 @@ from .cpus import (
     parse_affinity,
 )
 from .runner.recipe import LaunchRecipe
-from .suts.base import OPTION_NAMES
+from .suts.registry import OPTION_NAMES
 from .userconf import check_user_conf
 
 # name, help, argparse kwargs, ini type

@@ -25,6 +25,7 @@ from ..progress import Notice, Phase
 from ..suts import create_backend
 from ..suts.base import Backend
 from ..suts.generation import GenerationHarness
+from ..suts.registry import Kind, backend_entry
 from ..suts.scheduling import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
 from ..suts.serving import ServingHarness
 from ..workloads import workload_module
@@ -131,6 +132,7 @@ class RunnerState:
         self.harness: BatchingHarness | None = None
         self.samples_per_query = 8
         self.token_latencies = False  # the workload is judged on TTFT/TPOT and tokens/s (LLMs)
+        self.kind = Kind.BATCHING  # how its backend is served: the backend's registry entry says
         self.deadline: float | None = None  # perf_counter time at which the parent kills this run
         self.notify: Callable[[Notice], None] = lambda notice: None  # tells the parent of a phase entered
 
@@ -140,6 +142,7 @@ class RunnerState:
         module = workload_module(req.data.workload)
         self.dataset = module.open_dataset(req.data)
         self.backend = create_backend(req, module)
+        self.kind = backend_entry(req.backend).kind
         self.stager = Stager(self.backend, self.dataset)
         self.samples_per_query = module.SPEC.multistream_samples_per_query
         self.token_latencies = module.SPEC.token_latencies
@@ -165,11 +168,11 @@ class RunnerState:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
         calibration: dict[str, Any] | None  # the bare loop's figures (None: the run did not calibrate)
-        if getattr(backend, "serves_concurrently", False):  # serving engines (vLLM): runner/serving.py
+        if self.kind is Kind.SERVING:  # serving engines (vLLM): runner/serving.py
             test, serving, calibration, schedule = prepare_serving(req, backend, stager,  # type: ignore[arg-type]
                                                                    self.notify)
             return self._finish(test, serving, calibration, schedule, started)
-        if getattr(backend, "streams_tokens", False):  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
+        if self.kind is Kind.GENERATION:  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
             if req.calibrate:  # a generation's length varies too much to predict the bare loop's
                 self.notify(Notice(Phase.CALIBRATE))
             test, generation, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]

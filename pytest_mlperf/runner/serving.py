@@ -1,5 +1,5 @@
-"""The runner's setup of one LoadGen test for a serving engine (`serves_concurrently`: vLLM), like runner/tokens.py
-for one-call-at-a-time generators.
+"""The runner's setup of one LoadGen test for a serving engine (a backend of suts/registry.py's kind "serving":
+vLLM), like runner/tokens.py for one-call-at-a-time generators.
 
 First the engine the scenario needs is started (`backend.start`), before anything is measured. Calibration is then a
 bare run of the same engine calls, without LoadGen:

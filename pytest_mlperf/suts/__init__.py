@@ -1,57 +1,44 @@
-"""Backends by name. The names and their options (base.OPTION_NAMES) are cheap to import, and the plugin checks
---mlperf-sut-option against them; a backend's own module is imported only in a runner process, by create_backend
-(backends may initialise CUDA)."""
+"""Backends by name: `create_backend` builds the one a runner's load request names, from its entry in
+registry.py (standard library only, so the plugin checks --mlperf-sut-option against it). A backend's own module is
+imported only here, in a runner process (backends may initialise CUDA)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .base import OPTION_NAMES, Backend, BackendError
+from .base import Backend, BackendError
+from .registry import BACKENDS as REGISTRY
+from .registry import backend_entry
 
 if TYPE_CHECKING:  # only for the annotation: importing runner/ here at run time would make an import cycle
     from ..runner.protocol import LoadRequest
 
-BACKENDS = tuple(OPTION_NAMES)
+BACKENDS = tuple(REGISTRY)
 
 
 def create_backend(req: LoadRequest, workload: ModuleType) -> Backend:
-    if req.backend == "null":
-        from .null import NullBackend
-
-        return NullBackend(req.options)
-    if req.backend == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise BackendError(
-                "onnxruntime is not installed: pip install 'pytest-mlperf[cpu]' (CPU) or 'pytest-mlperf[gpu]' (CUDA)"
-            ) from None
-        from .onnxruntime import OrtClassifier
-
-        return OrtClassifier(workload.model_file(req.data), req.device, req.options)
-    if req.backend == "transformers":
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-            raise BackendError(
-                "torch and transformers are not installed: pip install 'pytest-mlperf[llm]' "
-                "(on a GPU machine install a CUDA build of torch first)"
-            )
-        from .transformers_llm import TransformersLLM
-
-        return TransformersLLM(workload.model_dir(req.data), req.device, req.options)  # type: ignore[return-value]
-    if req.backend == "vllm":
-        from .vllm_llm import VllmLLM, vllm_missing
-
-        missing = vllm_missing()
-        if missing:
-            raise BackendError(missing)
-        return VllmLLM(workload.model_dir(req.data), req.device, req.options)  # type: ignore[return-value]
-    if req.backend == "torch-probe":
-        if importlib.util.find_spec("torch") is None:
-            raise BackendError("the torch-probe backend needs torch: pip install torch "
-                               "(on a GPU machine a CUDA build: https://pytorch.org/get-started/locally/)")
-        from .torch_probe import TorchProbe
-
-        return TorchProbe(req.device, req.options)
-    raise BackendError(f"unknown backend {req.backend!r}: known backends are {', '.join(BACKENDS)}")
+    """The backend `req` names, built from what its registry entry says (its model file or directory from
+    `workload`, the device, the options); BackendError when it is unknown or what it needs is not installed."""
+    try:
+        entry = backend_entry(req.backend)
+    except ValueError as exc:
+        raise BackendError(str(exc)) from None
+    if any(importlib.util.find_spec(name) is None for name in entry.needs):
+        raise BackendError(entry.missing)
+    module_name, class_name = entry.factory.split(":")
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ImportError as exc:  # installed, but it (or a library under it) does not import
+        raise BackendError(f"{entry.missing or f'the {entry.name} backend does not import'} ({exc})") from exc
+    supply: dict[str, Callable[[], Any]] = {
+        "model_file": lambda: workload.model_file(req.data),
+        "model_dir": lambda: workload.model_dir(req.data),
+        "device": lambda: req.device,
+        "options": lambda: req.options,
+    }
+    backend: Backend = getattr(module, class_name)(*(supply[arg]() for arg in entry.args))
+    return backend

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+from . import registry
+
 
 @dataclass(frozen=True)
 class BackendInfo:
@@ -44,18 +46,9 @@ def parse_flag(value: object) -> bool:
     return text in ("true", "1")
 
 
-# The options each backend accepts, by backend name: a benchmark marker's `sut_options` and --mlperf-sut-option
-# BACKEND.KEY=VALUE name these keys. Cheap to import, so the plugin checks the command line against it before a
-# runner starts; each backend rejects any other key itself (check_option_names), so the two cannot drift apart.
-# Values from the command line or ini arrive as strings: every backend converts what it is given.
-OPTION_NAMES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("intra_op_threads", "allow_spinning", "session_per_shape", "cuda_graph_max_batch", "prefer_nhwc"),
-    "transformers": ("max_new_tokens", "threads"),
-    "vllm": ("max_new_tokens", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "tensor_parallel_size",
-             "enforce_eager", "enable_prefix_caching", "dtype", "seed"),
-    "null": ("delay_ms", "per_sample_ms", "raise_after", "crash_after", "hang_after"),
-    "torch-probe": ("op", "bytes", "kernels"),
-}
+# The options each backend accepts, by backend name (registry.py, one entry per backend). Values from the command
+# line or ini arrive as strings: every backend converts what it is given.
+OPTION_NAMES = registry.OPTION_NAMES
 
 
 def check_option_names(backend: str, options: Collection[str], known: Collection[str] | None = None) -> None:

@@ -39,7 +39,6 @@ class TokenBackend(Protocol):
     """A model that generates token ids for the prompts (QSL indices) it has staged."""
 
     info: BackendInfo
-    streams_tokens: bool  # True: the runner serves it with GenerationHarness and token latencies
 
     def stage(self, indices: Sequence[int], samples: Sequence[object]) -> None:
         """Keep these prompts ready (tokenized) for generation; replaces what was staged."""

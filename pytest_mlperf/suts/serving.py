@@ -44,8 +44,6 @@ class ServingBackend(Protocol):
     """A serving engine over prompts (QSL indices) it has staged."""
 
     info: BackendInfo
-    streams_tokens: bool
-    serves_concurrently: bool  # True: the runner serves it with ServingHarness (runner/serving.py)
 
     def stage(self, indices: Sequence[int], samples: Sequence[object]) -> None:
         """Keep these prompts ready (tokenized) for generation; replaces what was staged."""

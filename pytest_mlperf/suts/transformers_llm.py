@@ -76,7 +76,7 @@ def _streamer_class() -> type:
 
 
 class TransformersLLM:
-    streams_tokens = True
+    """A Hugging Face causal LM served by the token harness (registry kind "generation": runner/tokens.py)."""
 
     def __init__(self, model_dir: Path, device: str, options: Mapping[str, object]) -> None:
         try:

@@ -44,10 +44,11 @@ import numpy as np
 
 from . import threads
 from .base import BackendError, BackendInfo, check_option_names, parse_flag
+from .registry import VLLM_INSTALL_HINT
 from .serving import ErrorCallback, TokensCallback
 
 MIN_NEW_TOKENS = 2  # LoadGen's TPOT divides by n_tokens - 1
-INSTALL_HINT = "pip install 'pytest-mlperf[vllm]' on a Linux machine with a CUDA GPU (vllm has no CPU wheel)"
+INSTALL_HINT = VLLM_INSTALL_HINT
 
 
 def vllm_missing() -> str | None:
@@ -215,8 +216,7 @@ class _AsyncEngine:
 
 
 class VllmLLM:
-    streams_tokens = True
-    serves_concurrently = True  # runner/serving.py serves it with suts/serving.ServingHarness
+    """A vLLM engine served by the serving harness (registry kind "serving": runner/serving.py)."""
 
     def __init__(self, model_dir: Path, device: str, options: Mapping[str, object], *,
                  api: VllmApi | None = None, env: Mapping[str, str] | None = None) -> None:
