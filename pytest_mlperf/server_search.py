@@ -24,8 +24,7 @@ keeps time for the confirmation. The budget counts LoadGen's time only: the firs
 and calibration are one-offs, recorded apart (`startup_s`).
 
 A plan with `confirm=False` (the overhead gate's rounds, capacity_gate.py) ends at the bisection: no confirmation at
-full length, its capacity the highest load a short probe found VALID.
-"""
+full length, its capacity the highest load a short probe found VALID."""
 
 from __future__ import annotations
 
