@@ -1,4 +1,4 @@
-"""`case_spec.case_spec`, row by row of its docstring's table: each default a run of a case resolves once its runner
+"""`host.case.case_spec`, row by row of its docstring's table: each default a run of a case resolves once its runner
 has said its device (batch size and streams per device, calibration, the profiles' knobs, the timeout), so that a
 default that changes fails here, naming the row."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlperf.case_spec import CaseSpec, case_spec
+from pytest_mlperf.host.case import CaseSpec, case_spec
 from pytest_mlperf.runner.protocol import RunRequest
 from pytest_mlperf.settings import PROFILES
 
@@ -96,7 +96,7 @@ def test_a_spec_is_frozen_and_each_knob_has_its_run_request_field() -> None:
 
 
 def test_case_spec_imports_neither_pytest_nor_the_runner() -> None:
-    code = "import json, sys; import pytest_mlperf.case_spec; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys; import pytest_mlperf.host.case; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     modules = json.loads(out.stdout.strip().splitlines()[-1])
     crossed = [m for m in modules if m in ("pytest", "_pytest") or m.startswith(("pytest_mlperf.runner",

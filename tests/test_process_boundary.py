@@ -15,7 +15,7 @@ HOST_ONLY = ("pytest", "_pytest", "pytest_mlperf.plugin", "pytest_mlperf.session
              "pytest_mlperf.gate", "pytest_mlperf.gate_report", "pytest_mlperf.server_search",
              "pytest_mlperf.capacity_gate", "pytest_mlperf.aggregate", "pytest_mlperf.outputs", "pytest_mlperf.userconf",
              "pytest_mlperf.placement", "pytest_mlperf.gpulock", "pytest_mlperf.runner.client",
-             "pytest_mlperf.runner.recipe", "pytest_mlperf.case_spec", "pytest_mlperf.search_driver",
+             "pytest_mlperf.runner.recipe", "pytest_mlperf.host.case", "pytest_mlperf.search_driver",
              "pytest_mlperf.options", "pytest_mlperf.baseline_check", "pytest_mlperf.aggregate_input",
              "pytest_mlperf.controller", "pytest_mlperf.sut_handle", "pytest_mlperf.gate_driver",
              "pytest_mlperf.case_placement", "pytest_mlperf.stopping",

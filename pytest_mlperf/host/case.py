@@ -6,7 +6,8 @@ Pure and typed: no pytest, no runner, no settings import (the profile and the wo
 protocols below), so the table in `case_spec`'s docstring can be tested value by value (tests/test_case_spec.py).
 What is resolved before this point stays where it is: the option-or-marker batch size, streams and calibrate flag
 (`session.make_sut`, into `SUTHandle`), the option-or-marker timeout (`plugin.loadgen`), the test request's lengths
-and counts (`LoadGenDriver.test_request`) and the Server target (`LoadGenDriver` from a baseline or a search)."""
+and counts (`LoadGenDriver.test_request`), the Server target (`LoadGenDriver` from a baseline or a search) and a
+gate's plan and round length (`settings.GateSettings.plan` and `round_ms_for`)."""
 
 from __future__ import annotations
 
