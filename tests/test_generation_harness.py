@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.loadgen import Responder, TestRequest, run_test  # noqa: E402
+from pytest_mlperf.runner.loadgen import Responder, TestRequest, run_test  # noqa: E402
 from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.calibrate import CalibrationError  # noqa: E402
 from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402

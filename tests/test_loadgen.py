@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.loadgen against the real mlperf_loadgen module (no GPU, no model)."""
+"""Tests for pytest_mlperf.runner.loadgen against the real mlperf_loadgen module (no GPU, no model)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 lg = pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.loadgen import (  # noqa: E402
+from pytest_mlperf.runner.loadgen import (  # noqa: E402
     LoadGenError,
     Responder,
     TestRequest,
@@ -356,7 +356,7 @@ def test_run_test_refuses_a_log_dir_that_is_a_file(tmp_path: Path) -> None:
 def test_issued_query_count_rounds_to_whole_passes_only_where_samples_are_concatenated(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from pytest_mlperf.loadgen import issued_query_count
+    from pytest_mlperf.runner.loadgen import issued_query_count
 
     ss = TestRequest("llama3_1-8b", "SingleStream", "performance", str(tmp_path), 256)
     assert issued_query_count(ss, 100, True) == 256
@@ -386,7 +386,7 @@ def test_offline_samples_per_query_is_what_loadgen_issues_for_an_llm(tmp_path: P
     """The H200's vllm Offline case planned 586 samples and LoadGen generated 768 (3 passes over 256 loaded), and
     the transformers case planned 9 and ran 256 (88 s where 10 s were predicted): for llama3_1-8b, LoadGen rounds
     its Offline query up to whole passes over the loaded samples."""
-    from pytest_mlperf.loadgen import offline_samples_per_query
+    from pytest_mlperf.runner.loadgen import offline_samples_per_query
 
     req = TestRequest("llama3_1-8b", "Offline", "performance", str(tmp_path / "logs"), 64,
                       performance_sample_count=loaded, min_duration_ms=100, min_query_count=1,

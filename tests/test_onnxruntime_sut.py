@@ -169,7 +169,7 @@ def test_server_buckets_step_finely_above_eight() -> None:
 
 
 def test_padded_batches_answer_only_their_own_samples() -> None:
-    from pytest_mlperf.loadgen import Responder
+    from pytest_mlperf.runner.loadgen import Responder
     from pytest_mlperf.suts.null import NullBackend
     from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
     from pytest_mlperf.runner.staging import Stager

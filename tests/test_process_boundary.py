@@ -21,7 +21,7 @@ HOST_ONLY = ("pytest", "_pytest", "pytest_mlperf.plugin", "pytest_mlperf.session
              "pytest_mlperf.case_placement", "pytest_mlperf.stopping",
              "pytest_mlperf.driver_surface")
 # modules of the runner only (LoadGen, the backends and their frameworks)
-RUNNER_ONLY = ("mlperf_loadgen", "pytest_mlperf.loadgen", "pytest_mlperf.runner.child", "onnxruntime", "torch",
+RUNNER_ONLY = ("mlperf_loadgen", "pytest_mlperf.runner.loadgen", "pytest_mlperf.runner.child", "onnxruntime", "torch",
                "transformers", "vllm", "pytest_mlperf.suts.onnxruntime", "pytest_mlperf.suts.vllm_llm",
                "pytest_mlperf.suts.transformers_llm")
 # the runner's entry module and the backend modules it loads when a case asks for them

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.loadgen import Responder  # noqa: E402
+from pytest_mlperf.runner.loadgen import Responder  # noqa: E402
 from pytest_mlperf.suts import threads  # noqa: E402
 from pytest_mlperf.suts.base import BackendInfo  # noqa: E402
 from pytest_mlperf.suts.generation import GenerationConfig, GenerationHarness  # noqa: E402
@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent('''
     # Offline tests whose samples are completed, 7 at a time, by 4 workers per query that are then done: with
     # plain threads that exit this crashes LoadGen within a few tests (SIGSEGV in TlsLogger::SwapBuffers)
     import sys, numpy as np, mlperf_loadgen as lg
-    from pytest_mlperf.loadgen import TestRequest, run_test
+    from pytest_mlperf.runner.loadgen import TestRequest, run_test
     from pytest_mlperf.suts import threads
 
     answer = np.zeros(4, dtype=np.int32)

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.loadgen import TestRequest, run_test  # noqa: E402
+from pytest_mlperf.runner.loadgen import TestRequest, run_test  # noqa: E402
 from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.serving import calibration_requests, prepare_serving  # noqa: E402

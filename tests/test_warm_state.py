@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.loadgen import TestRequest
+from pytest_mlperf.runner.loadgen import TestRequest
 from pytest_mlperf.runner.child import RunnerState
 from pytest_mlperf.runner.protocol import RunRequest
 from pytest_mlperf.runner.staging import Stager

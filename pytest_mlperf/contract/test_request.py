@@ -1,6 +1,6 @@
 """The test request that crosses the process boundary (pytest process -> runner), and what can be read from it
 without LoadGen: the keys a user.conf sets, and how many samples LoadGen will load and issue. Standard library
-only, so that the pytest process reads requests without importing `mlperf_loadgen`; loadgen.py builds LoadGen's
+only, so that the pytest process reads requests without importing `mlperf_loadgen`; runner/loadgen.py builds LoadGen's
 TestSettings from them (and fills in mlperf.conf's values: `effective_test`)."""
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..loadgen import TestRequest, offline_samples_per_query
 from ..suts.base import Backend
+from .loadgen import TestRequest, offline_samples_per_query
 
 
 class CalibrationError(RuntimeError):

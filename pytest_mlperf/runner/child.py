@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..cpus import allowed_cpus, format_cpu_list
-from ..loadgen import TestRequest, effective_test, loaded_sample_count, run_test
 from ..logs import read_accuracy_log, read_run
 from ..progress import Notice, Phase
 from ..suts import create_backend
@@ -41,6 +40,7 @@ from .calibrate import (
     work_expectations,
 )
 from .lifetime import PARENT_PID_ENV, Watchdog
+from .loadgen import TestRequest, effective_test, loaded_sample_count, run_test
 from .protocol import LoadRequest, RunRequest, receive, send, send_phase
 from .serving import prepare_serving
 from .staging import Stager

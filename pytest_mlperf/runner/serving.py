@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..loadgen import TestRequest
 from ..progress import Notice, Phase
 from ..suts.generation import GenerationMeasurement
 from ..suts.serving import ServingBackend, ServingHarness, measure_all, measure_concurrent, measure_sequential
 from .calibrate import calibration_failed
+from .loadgen import TestRequest
 from .protocol import RunRequest
 from .staging import Stager
 from .tokens import generation_expectations

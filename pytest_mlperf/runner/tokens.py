@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..loadgen import TestRequest
 from ..suts.generation import (
     GenerationConfig,
     GenerationHarness,
@@ -30,6 +29,7 @@ from ..suts.generation import (
     measure_streams,
 )
 from .calibrate import calibration_failed, work_expectations
+from .loadgen import TestRequest
 from .protocol import RunRequest
 from .staging import Stager
 

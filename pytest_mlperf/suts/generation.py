@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..loadgen import Responder
+from ..runner.loadgen import Responder
 from . import threads
 from .base import BackendInfo
 

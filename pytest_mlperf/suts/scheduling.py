@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..loadgen import Responder
+from ..runner.loadgen import Responder
 from . import threads
 from .base import Backend
 

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..loadgen import Responder
+from ..runner.loadgen import Responder
 from . import threads
 from .base import BackendInfo
 from .generation import BatchAnswerError, GenerationMeasurement, answer_batch, measure_sequential_requests

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_path_probe as gp
 import thread_stats
 
-from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.calibrate import warm_up
 from pytest_mlperf.runner.staging import Stager

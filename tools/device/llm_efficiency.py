@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.standins.llama import ensure_llama_standin

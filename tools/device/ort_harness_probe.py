@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.calibrate import measure, warm_up
 from pytest_mlperf.runner.staging import Stager

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_mlperf.loadgen import TestRequest, run_test
+from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.calibrate import measure
 from pytest_mlperf.slowdown import SlowedBackend

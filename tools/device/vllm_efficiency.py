@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_mlperf.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
+from pytest_mlperf.runner.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.lifetime import end_tree
 from pytest_mlperf.runner.protocol import RunRequest
