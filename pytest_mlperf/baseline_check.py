@@ -32,7 +32,7 @@ from .baselines import (
     unusable_metrics,
 )
 from .cases import CaseRun
-from .gate import describe
+from .host.gate.loop import describe
 from .metrics import compare_outputs
 
 if TYPE_CHECKING:

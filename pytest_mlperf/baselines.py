@@ -19,7 +19,7 @@ from . import baseline_format
 
 # write_json_atomic: tests/test_baselines.py and test_report.py import it from here too
 from .contract.files import write_json_atomic
-from .stats import t_quantile
+from .host.gate.stats import t_quantile
 
 FORMAT = baseline_format.BASELINE_FORMAT
 VERSION = baseline_format.BASELINE_VERSION

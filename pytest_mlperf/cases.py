@@ -13,7 +13,7 @@ from .baselines import CaseKey, Metric
 from .contract import metrics as catalogue
 from .contract.loadgen_results import finite_number
 from .contract.test_request import TestRequest, user_conf_keys
-from .gate import GateOutcome
+from .host.gate.loop import GateOutcome
 from .logs import Run
 from .server_search import CAPACITY_METRIC, SearchOutcome
 

@@ -52,7 +52,7 @@ OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "onnxruntime.cuda_graph_max_batch=8 (repeatable; wins over the benchmark marker's sut_options for cases on "
      "that backend; the ini's and the command line's are merged, the command line winning per key)"),
      {"action": "append"}, "args"),
-    # the overhead gate (gate.py): reference = the plain runner, candidate = the same runner under the layer
+    # the overhead gate (host/gate/loop.py): reference = the plain runner, candidate = the same runner under the layer
     ("candidate-prefix", ("command line the candidate runner is launched under, e.g. 'gpu-proxy run --' "
      "(turns the overhead gate on)"), {}, "string"),
     ("candidate-env", ("NAME=VALUE set for the candidate runner, e.g. LD_PRELOAD=/opt/shim.so (repeatable; turns the "

@@ -1,6 +1,6 @@
 """The Server capacity search and the capacity gate, as `LoadGenDriver` drives them (`SearchDriving`, which it
 inherits): which runs a search makes and how they are logged, kept and failed. The search's loop and verdicts are
-server_search.py's, the capacity gate's round plans and `measure` capacity_gate.py's; this module turns their probes
+server_search.py's, the capacity gate's round plans and `measure` host/gate/capacity.py's; this module turns their probes
 into LoadGen runs of the case (`LoadGenDriver.execute`), so it holds pytest's side of both, and session.py the rest
 of the driver."""
 
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .capacity_gate import CapacityRounds, RoundSetup, longest_latency_s, round_probe_s, searches_record
 from .cases import CaseRun
 from .contract.loadgen_results import finite_number
 from .contract.test_request import TestRequest, user_conf_keys
 from .driver_surface import DriverSurface
-from .gate import GateError, gate_metrics, run_rounds
+from .host.gate.capacity import CapacityRounds, RoundSetup, longest_latency_s, round_probe_s, searches_record
+from .host.gate.loop import GateError, gate_metrics, run_rounds
 from .progress import NORMAL, line, search_round_text
 from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
 
@@ -174,7 +174,7 @@ class SearchDriving(DriverSurface):
 
     def capacity_gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings,
                           log_suffix: str) -> CaseRun:
-        """The overhead gate of a Server case under --mlperf-server-search: it judges capacity (capacity_gate.py).
+        """The overhead gate of a Server case under --mlperf-server-search: it judges capacity (host/gate/capacity.py).
         Warm-up: the reference's full search (as search_run's), then the candidate's from the reference's
         capacity; rounds: a small search per arm from its latest capacity, short probes only. Returns the
         candidate's warm-up confirmation, carrying its search and the verdict, whose record keeps every search."""

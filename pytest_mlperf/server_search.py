@@ -23,7 +23,7 @@ verdict, log folder, seconds). The search ends within its budget: before each pr
 keeps time for the confirmation. The budget counts LoadGen's time only: the first probe's runner start, engine start
 and calibration are one-offs, recorded apart (`startup_s`).
 
-A plan with `confirm=False` (the overhead gate's rounds, capacity_gate.py) ends at the bisection: no confirmation at
+A plan with `confirm=False` (the overhead gate's rounds, host/gate/capacity.py) ends at the bisection: no confirmation at
 full length, its capacity the highest load a short probe found VALID."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class SearchPlan:
     # the rest is slack for the last query's latency exceeding the run's p99 and for LoadGen's timing
     keep_up: float = 0.9
     # False: no confirmation at full length; the search ends at the bisection and its capacity is the highest VALID
-    # probe (the overhead gate's rounds: capacity_gate.py); no time is kept back for a confirmation
+    # probe (the overhead gate's rounds: host/gate/capacity.py); no time is kept back for a confirmation
     confirm: bool = True
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 `MlperfSession` lives in `config.stash`; it owns the runner pool of this process (the controller, or one xdist
 worker). Results and baselines to write travel to the controller on the test report (`user_properties`), and
-only the controller writes files. The overhead gate is `LoadGenDriver`'s through gate_driver.py, the Server search
+only the controller writes files. The overhead gate is `LoadGenDriver`'s through host/gate/driver.py, the Server search
 and the capacity gate through search_driver.py; what a case hosts is sut_handle.py's `SUTHandle`, where it runs
 case_placement.py's, and what one run of it is asked to do once its runner is up, host/case.py resolves."""
 
@@ -22,10 +22,10 @@ from .baselines import BaselineError, CaseKey, key_mismatch, load_baseline
 from .case_placement import case_cpus, case_gpus, waiting
 from .cases import CaseRun, rerun_expected_qps, server_target_of
 from .contract.test_request import TestRequest, user_conf_keys
-from .gate_driver import GateDriving
 from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import gpu_state, leftover_notes
 from .host.case import CaseSpec, case_spec
+from .host.gate.driver import GateDriving
 from .logs import Run
 from .placement import Placement
 from .progress import Report, Sink, reporter
@@ -172,7 +172,7 @@ class LoadGenDriver(SearchDriving, GateDriving):
         }
         searched = settings.server_search and scenario == "Server" and mode == "performance"
         if gate is not None and self.recipe is None:
-            if searched:  # the gate judges capacity: a search per arm per round (capacity_gate.py)
+            if searched:  # the gate judges capacity: a search per arm per round (host/gate/capacity.py)
                 case = self.capacity_gate_run(sut, scenario, mode, gate, log_suffix)
             else:
                 case = self.gate_run(sut, scenario, mode, gate, log_suffix)

@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from .contract import metrics as catalogue
+from .host.gate.stopping import GatePlan
 from .runner.recipe import LaunchRecipe
-from .stopping import GatePlan
 
 SCENARIOS: tuple[str, ...] = catalogue.SCENARIOS  # the contract's, one list for both processes
 MODES: tuple[str, ...] = ("performance", "accuracy")
@@ -109,7 +109,7 @@ FLOOR_ROUNDS = (36, 72)
 
 @dataclass(frozen=True)
 class GateSettings:
-    """The overhead gate (gate.py): a candidate launch recipe measured against the reference in rounds."""
+    """The overhead gate (host/gate/loop.py): a candidate launch recipe measured against the reference in rounds."""
 
     candidate: LaunchRecipe
     max_overhead: float = 0.05
@@ -117,7 +117,7 @@ class GateSettings:
     min_rounds: int | None = None  # None: the estimator's (plan)
     max_rounds: int | None = None
     budget_s: float = 1800.0  # per case, rounds only (warm-up runs are not counted)
-    estimator: str = "auto"  # auto, paired or floor (--mlperf-gate-estimator; stats.py)
+    estimator: str = "auto"  # auto, paired or floor (--mlperf-gate-estimator; host/gate/stats.py)
 
     def plan(self, device: str = "cpu", scenario: str = "Offline") -> GatePlan:
         """The gate's plan for a `scenario` case on `device`:

@@ -1,4 +1,4 @@
-"""The overhead gate on Server capacity (capacity_gate.py) without LoadGen: the rounds' search plan from the gate
+"""The overhead gate on Server capacity (host/gate/capacity.py) without LoadGen: the rounds' search plan from the gate
 settings, a round's search on simulated SUTs, and gate.run_rounds judging the capacities it returns."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from pytest_mlperf.capacity_gate import (ROUND_PROBES, ROUND_SLACK, ROUND_STEP, CapacityRounds, RoundSetup,
+from pytest_mlperf.host.gate.capacity import (ROUND_PROBES, ROUND_SLACK, ROUND_STEP, CapacityRounds, RoundSetup,
                                          longest_latency_s, on_grid, round_plan, round_probe_s, searches_record)
-from pytest_mlperf.gate import GateError, describe, gate_metrics, run_rounds
+from pytest_mlperf.host.gate.loop import GateError, describe, gate_metrics, run_rounds
 from pytest_mlperf.runner.recipe import LaunchRecipe
 from pytest_mlperf.server_search import (CAPACITY_METRIC, STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE,
                                          Probe, ProbeResult, SearchOutcome, SearchPlan, search)
 from pytest_mlperf.settings import GateSettings
-from pytest_mlperf.stopping import Verdict
+from pytest_mlperf.host.gate.stopping import Verdict
 
 GATE = GateSettings(candidate=LaunchRecipe(name="candidate"), min_rounds=12, max_rounds=60, budget_s=1800.0)
 

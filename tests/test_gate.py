@@ -1,4 +1,4 @@
-"""The overhead gate's loop, verdicts and reports, on simulated rounds (no runner): gate.py, gate_report.py,
+"""The overhead gate's loop, verdicts and reports, on simulated rounds (no runner): host/gate/loop.py, host/gate/report.py,
 and the synthetic layer of slowdown.py."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_mlperf import gate_report
+from pytest_mlperf.host.gate import report as gate_report
 from pytest_mlperf.baselines import Metric
-from pytest_mlperf.gate import (
+from pytest_mlperf.host.gate.loop import (
     GateError,
     compare_outputs_gate,
     describe,
@@ -20,7 +20,7 @@ from pytest_mlperf.gate import (
     run_rounds,
 )
 from pytest_mlperf.slowdown import SlowedBackend, nap, parse_cost, spin
-from pytest_mlperf.stopping import GatePlan, Verdict
+from pytest_mlperf.host.gate.stopping import GatePlan, Verdict
 
 THROUGHPUT = Metric("result_samples_per_second", 1000.0, "samples/s", True)
 P90 = Metric("result_90.00_percentile_latency_ns", 2e6, "ns", False)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_mlperf.contract.test_request import TestRequest
-from pytest_mlperf.gate_driver import GateDriving
+from pytest_mlperf.host.gate.driver import GateDriving
 from pytest_mlperf.runner.recipe import LaunchRecipe
 from pytest_mlperf.settings import PROFILES, GateSettings
 

@@ -1,4 +1,4 @@
-"""Simulation tests of the overhead gate (pytest_mlperf.gate_simulation, the research code behind
+"""Simulation tests of the overhead gate (pytest_mlperf.host.gate.simulation, the research code behind
 docs/gate-statistics.md), and a check that the plugin's run-time modules never import it."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import pytest_mlperf
-from pytest_mlperf.gate_simulation import SLOW_STATES, error_rates, simulate_gate
-from pytest_mlperf.stopping import DEFAULT_PLAN, Verdict
+from pytest_mlperf.host.gate.simulation import SLOW_STATES, error_rates, simulate_gate
+from pytest_mlperf.host.gate.stopping import DEFAULT_PLAN, Verdict
 
 # Noise model of the simulation tests: shared linear drift of 0.2% per round plus a random walk
 # (0.2% per run), 2% of runs 10-20% slow, on top of the per-run cv under test.
@@ -67,7 +67,7 @@ def test_gate_error_control_at_the_limit():
 
 # ----------------------------------------------------------------------------- isolation
 def _imports_gate_simulation(path: Path) -> list[int]:
-    """Line numbers in ``path`` that import pytest_mlperf.gate_simulation (absolute or relative)."""
+    """Line numbers in ``path`` that import pytest_mlperf.host.gate.simulation (absolute or relative)."""
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     hits = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -81,7 +81,7 @@ def _imports_gate_simulation(path: Path) -> list[int]:
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
-        if any(n == "pytest_mlperf.gate_simulation" or n.startswith("pytest_mlperf.gate_simulation.") for n in names):
+        if any(n == "pytest_mlperf.host.gate.simulation" or n.startswith("pytest_mlperf.host.gate.simulation.") for n in names):
             hits.append(node.lineno)
     return hits
 
@@ -90,14 +90,14 @@ def test_no_package_module_imports_the_simulation():
     offenders = {
         str(p.relative_to(PACKAGE.parent)): lines
         for p in sorted(PACKAGE.rglob("*.py"))
-        if p.name != "gate_simulation.py" and (lines := _imports_gate_simulation(p))
+        if p.name != "host/gate/simulation.py" and (lines := _imports_gate_simulation(p))
     }
     assert offenders == {}, "the simulation is research code: the plugin must not import it"
 
 
 def test_plugin_runtime_does_not_load_the_simulation():
-    code = ("import sys, pytest_mlperf.plugin, pytest_mlperf.gate, pytest_mlperf.stats; "
-            "sys.exit('pytest_mlperf.gate_simulation' in sys.modules)")
+    code = ("import sys, pytest_mlperf.plugin, pytest_mlperf.host.gate.loop, pytest_mlperf.host.gate.stats; "
+            "sys.exit('pytest_mlperf.host.gate.simulation' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
 
 

@@ -1,5 +1,5 @@
 """The overhead gate under --mlperf-server-search through real pytest sessions (pytester) on the null SUT, whose
-service time is fixed: a Server case's gate judges its capacity (capacity_gate.py), an A/A candidate passes, a
+service time is fixed: a Server case's gate judges its capacity (host/gate/capacity.py), an A/A candidate passes, a
 candidate 20% slower fails, and every search (warm-up and rounds) is in results.json."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unit tests of pytest_mlperf.stats against hand-computed values (simulation tests: test_gate_simulation.py)."""
+"""Unit tests of pytest_mlperf.host.gate.stats against hand-computed values (simulation tests: test_gate_simulation.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_mlperf.stats import (
+from pytest_mlperf.host.gate.stats import (
     Interval,
     overhead,
     paired_overhead_interval,
@@ -15,7 +15,7 @@ from pytest_mlperf.stats import (
     t_quantile,
     trimmed_mean,
 )
-from pytest_mlperf.stopping import (
+from pytest_mlperf.host.gate.stopping import (
     DEFAULT_PLAN,
     GateDecision,
     GatePlan,
@@ -182,7 +182,7 @@ def test_round_order_balanced_abba():
 
 # ----------------------------------------------------------------------------- the floor estimator (issue 14)
 def test_floor_mean_is_the_mean_of_the_best_quarter():
-    from pytest_mlperf.stats import floor_mean
+    from pytest_mlperf.host.gate.stats import floor_mean
     assert floor_mean(np.array([5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0])) == pytest.approx(1.5)  # 2 of 8
     assert floor_mean(np.array([3.0, 1.0, 2.0])) == pytest.approx(1.0)  # at least one
 
@@ -190,7 +190,7 @@ def test_floor_mean_is_the_mean_of_the_best_quarter():
 def test_the_floor_reads_through_one_arms_lasting_slow_state():
     """The H200 pattern (session 11): both arms sit on the same floor, and one of them spends a stretch of rounds
     10% slower. The trimmed mean of the paired ratios inherits the stretch; the floor does not."""
-    from pytest_mlperf.stats import floor_overhead_interval
+    from pytest_mlperf.host.gate.stats import floor_overhead_interval
     rng = np.random.default_rng(5)
     ref = 0.70 * np.exp(rng.normal(0, 0.003, 24))
     cand = 0.70 * np.exp(rng.normal(0, 0.003, 24))
@@ -203,7 +203,7 @@ def test_the_floor_reads_through_one_arms_lasting_slow_state():
 
 
 def test_the_floor_of_a_constant_ratio_is_exact_for_either_direction():
-    from pytest_mlperf.stats import floor_overhead_interval
+    from pytest_mlperf.host.gate.stats import floor_overhead_interval
     ref = [100.0, 104.0, 101.0, 107.0, 99.0, 102.0]
     lat = floor_overhead_interval(ref, [v * 1.07 for v in ref], higher_is_better=False)
     assert lat.estimate == pytest.approx(0.07) and lat.low == pytest.approx(0.07) and lat.high == pytest.approx(0.07)
@@ -212,7 +212,7 @@ def test_the_floor_of_a_constant_ratio_is_exact_for_either_direction():
 
 
 def test_estimator_for_and_the_plan_check():
-    from pytest_mlperf.stopping import estimator_for
+    from pytest_mlperf.host.gate.stopping import estimator_for
     plan = GatePlan(estimator="floor-latency")
     assert estimator_for(plan, higher_is_better=False) == "floor"
     assert estimator_for(plan, higher_is_better=True) == "paired"

@@ -1,6 +1,6 @@
 """The one catalogue of the LoadGen metrics pytest-mlperf reads: each metric's detail-log key, unit, direction and
 label, and per scenario the role each plays: the checker's headline (loadgen_results.py), the regression set a baseline
-compares (cases.py), the set the overhead gate judges (gate.py), and the throughput and worst latency that
+compares (cases.py), the set the overhead gate judges (host/gate/loop.py), and the throughput and worst latency that
 `pytest-mlperf aggregate` merges across hosts (aggregate.py). Those modules derive their tables from here.
 
 Latencies are in nanoseconds whatever the key's name says (LoadGen's `early_stopping_latency_ms` is ns too).
@@ -89,7 +89,7 @@ class HeadlineRule:
 class ScenarioRoles:
     """What each metric does in one scenario. `regression`, `gate`: every one logged non-zero is compared (one
     only, the first, where `gate_one_of`: Offline's two throughputs say the same thing for an LLM). `gate_searched`:
-    what the gate judges instead under --mlperf-server-search (capacity_gate.py), where the scenario has it.
+    what the gate judges instead under --mlperf-server-search (host/gate/capacity.py), where the scenario has it.
     `throughput`, `worst_latency`: candidates for aggregate, the first one a case has wins."""
 
     headline: HeadlineRule

@@ -44,7 +44,7 @@ def row(name: str, g: dict) -> str:
 def replay(name: str, g: dict) -> str:
     from dataclasses import replace
 
-    from pytest_mlperf.stopping import DEFAULT_PLAN, evaluate
+    from pytest_mlperf.host.gate.stopping import DEFAULT_PLAN, evaluate
 
     ref, cand = list(map(float, g["reference"])), list(map(float, g["candidate"]))
     higher = bool(g.get("higher_is_better", False))

@@ -1,6 +1,6 @@
 """The overhead gate's stopping rule: its plan (budget, error rates, estimator), the looks at which it may decide,
-and the verdict at each look, read from stats.py's intervals; and the ABBA order of the arms' runs. The method and
-its simulation are in docs/gate-statistics.md; gate.py runs the rounds this module judges."""
+and the verdict at each look, read from host/gate/stats.py's intervals; and the ABBA order of the arms' runs. The method and
+its simulation are in docs/gate-statistics.md; host/gate/loop.py runs the rounds this module judges."""
 
 from __future__ import annotations
 

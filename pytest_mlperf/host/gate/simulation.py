@@ -2,11 +2,11 @@
 
 Simulates paired reference/candidate measurements under a noise model (per-run lognormal noise,
 shared linear drift and random walk, outlier runs), runs the gate's stopping rule of
-:mod:`pytest_mlperf.stats` on them and tabulates its error rates.  ``python -m
-pytest_mlperf.gate_simulation`` prints the simulation table of that document; the simulation
+:mod:`pytest_mlperf.host.gate.stats` on them and tabulates its error rates.  ``python -m
+pytest_mlperf.host.gate.simulation`` prints the simulation table of that document; the simulation
 tests in ``tests/test_gate_simulation.py`` use :func:`error_rates` and :func:`simulate_gate`.
 
-Not imported by the plugin: the run-time statistics live in ``stats.py`` and ``stopping.py`` only
+Not imported by the plugin: the run-time statistics live in ``host/gate/stats.py`` and ``host/gate/stopping.py`` only
 (``tests/test_gate_simulation.py`` checks that no other module of the package imports this one).
 """
 
@@ -158,10 +158,10 @@ def error_rates(
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
-    """Print the simulation table of docs/gate-statistics.md: ``python -m pytest_mlperf.gate_simulation``."""
+    """Print the simulation table of docs/gate-statistics.md: ``python -m pytest_mlperf.host.gate.simulation``."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pytest_mlperf.gate_simulation", description=_main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m pytest_mlperf.host.gate.simulation", description=_main.__doc__)
     ap.add_argument("--repeats", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=20_000)
     ap.add_argument("--floor", action="store_true", help="the floor estimator's table instead (latency, 1 s rounds, "
@@ -189,7 +189,7 @@ SLOW_STATES = {"drift_per_round": 0.0, "walk_sd": 0.0, "outlier_rate": 0.02, "sl
 
 
 def _floor_table(repeats: int, seed: int) -> None:
-    """The floor estimator's table in docs/gate-statistics.md: ``python -m pytest_mlperf.gate_simulation --floor``."""
+    """The floor estimator's table in docs/gate-statistics.md: ``python -m pytest_mlperf.host.gate.simulation --floor``."""
     from dataclasses import replace
 
     standard = {"drift_per_round": 0.002, "walk_sd": 0.002, "outlier_rate": 0.02}

@@ -1,8 +1,8 @@
 """Statistics of the overhead gate: paired rounds and the floor, robust bootstrap intervals (the group-sequential
-stopping rule that reads them is stopping.py's).
+stopping rule that reads them is host/gate/stopping.py's).
 
 Method (details and simulation evidence in ``docs/gate-statistics.md``; the simulation itself is
-research code in :mod:`pytest_mlperf.gate_simulation`, which the plugin does not import):
+research code in :mod:`pytest_mlperf.host.gate.simulation`, which the plugin does not import):
 
 * Each round ``i`` measures the reference and the candidate back to back (ABBA order, see
   :func:`round_order`).  The per-round *log cost ratio* ``x_i`` (``log(ref/cand)`` for throughput,

@@ -1,6 +1,6 @@
 """The overhead gate, as `LoadGenDriver` drives it (`GateDriving`, which it inherits): the two arms' warm-up runs,
 then rounds of short runs in ABBA order, each a LoadGen run of the case (`LoadGenDriver.execute`). The rounds' loop
-and statistics are gate.py's and stats.py's; this module holds pytest's side (progress lines, logs, failures), as
+and statistics are host/gate/loop.py's and host/gate/stats.py's; this module holds pytest's side (progress lines, logs, failures), as
 search_driver.py does for the Server search."""
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .baseline_check import _output
-from .cases import CaseRun
-from .contract.test_request import TestRequest
-from .driver_surface import DriverSurface
-from .gate import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
-from .metrics import compare_outputs
-from .progress import NORMAL, line, round_text
+from ...baseline_check import _output
+from ...cases import CaseRun
+from ...contract.test_request import TestRequest
+from ...driver_surface import DriverSurface
+from ...metrics import compare_outputs
+from ...progress import NORMAL, line, round_text
+from .loop import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
 
 if TYPE_CHECKING:
-    from .runner.recipe import LaunchRecipe
-    from .settings import GateSettings
+    from ...runner.recipe import LaunchRecipe
+    from ...settings import GateSettings
+    from ...sut_handle import SUTHandle
     from .stopping import GatePlan
-    from .sut_handle import SUTHandle
 
 
 class GateDriving(DriverSurface):

@@ -1,10 +1,10 @@
 """The overhead gate: the same runner launched bare (reference) and under an isolation layer (candidate),
-measured in interleaved rounds on the same GPU until the statistics of stats.py and stopping.py decide.
+measured in interleaved rounds on the same GPU until the statistics of host/gate/stats.py and host/gate/stopping.py decide.
 
 This module is the loop and the verdict, free of pytest and of runners: `run_rounds` takes a `measure(arm, i)`
-callable, so the loop is tested with simulated measurements and driven for real by gate_driver.py: one short LoadGen
+callable, so the loop is tested with simulated measurements and driven for real by host/gate/driver.py: one short LoadGen
 run per arm and round, or under --mlperf-server-search one small capacity search per arm and round
-(capacity_gate.py), whose capacity is the metric judged.
+(host/gate/capacity.py), whose capacity is the metric judged.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .baselines import Metric
-from .contract import metrics as catalogue
+from ...baselines import Metric
+from ...contract import metrics as catalogue
 from .stats import Interval
 from .stopping import (
     GatePlan,
@@ -36,7 +36,7 @@ GATE_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     scenario: tuple((m.key, m.unit, m.higher_is_better) for m in catalogue.gate_set(scenario))
     for scenario in catalogue.SCENARIOS
 }
-# under --mlperf-server-search (capacity_gate.py): Server's capacity, each round's searches' (not a LoadGen key)
+# under --mlperf-server-search (host/gate/capacity.py): Server's capacity, each round's searches' (not a LoadGen key)
 SEARCHED_GATE_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     scenario: tuple((m.key, m.unit, m.higher_is_better) for m in catalogue.gate_set(scenario, searched=True))
     for scenario in catalogue.SCENARIOS if catalogue.gate_set(scenario, searched=True)
@@ -111,7 +111,7 @@ class GateOutcome:
     candidate_recipe: str = ""
     budget: str = ""  # what ended an INCONCLUSIVE gate (rounds or seconds), for the advice
     outputs: dict[str, Any] | None = None  # accuracy mode: output comparison instead of rounds
-    # a capacity gate (capacity_gate.py): each arm's searches, {"warmup": {arm: search}, "rounds": [{arm: search}]}
+    # a capacity gate (host/gate/capacity.py): each arm's searches, {"warmup": {arm: search}, "rounds": [{arm: search}]}
     searches: dict[str, Any] | None = None
 
     @property
