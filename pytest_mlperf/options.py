@@ -63,11 +63,11 @@ OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("max-overhead", "the gate's limit: the candidate must cost less than this against the reference (default: 5%)",
      {}, "string"),
     ("gate-round", ("length of one gate round's LoadGen run, e.g. 1s (default: smoke 0.5s, ci 1s, official 10s; "
-     "SingleStream on a GPU 250ms in smoke and ci)"), {},
+     "SingleStream on a GPU 100ms in smoke and ci)"), {},
      "string"),
     ("gate-min-rounds", ("rounds before the gate first looks at its interval (default: 12; 36 where the arms' floors "
-     "judge: latency on a GPU)"), {}, "string"),
-    ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60; floors: 72)", {},
+     "judge: latency on a GPU; 60 for floors of rounds up to 150ms)"), {}, "string"),
+    ("gate-max-rounds", "most rounds per case before the gate says INCONCLUSIVE (default: 60; floors: 72, or 160 of rounds up to 150ms)", {},
      "string"),
     ("gate-budget", "most time one case's rounds may take before INCONCLUSIVE, e.g. 10m (default: 30m)", {},
      "string"),

@@ -43,9 +43,9 @@ class Profile:
     # the overhead gate: length of one round's LoadGen run (measured on an H100: docs/performance.md) ...
     gate_round_ms: int = 1000
     # ... and of a SingleStream round on a GPU (None: gate_round_ms). A round's p90 there moves up by 5-20% while
-    # the host's vCPU runs slow; four times as many, shorter rounds let both arms' floors find its fast state
-    # (issue 14, measured on the H200: docs/performance.md)
-    gpu_singlestream_gate_round_ms: int | None = 250
+    # the host's vCPU runs slow; many short rounds let both arms' floors find its fast state (issue 14, measured
+    # on the H200: docs/performance.md)
+    gpu_singlestream_gate_round_ms: int | None = 100
 
 
 PROFILES: dict[str, Profile] = {
@@ -102,9 +102,13 @@ def parse_gate_estimator(text: str) -> str:
 # A gate's rounds when neither --mlperf-gate-min-rounds nor --mlperf-gate-max-rounds says (first look, last round):
 # judged by paired rounds (simulation: docs/gate-statistics.md) or by the arms' floors, the mean of each arm's best
 # quarter of rounds, which needs more of them: on the H200 a SingleStream floor of 12 rounds erred by over 1.5
-# points in 27% of gates, of 36 in 3% (issue 14, docs/performance.md)
+# points in 27% of gates, of 36 in 3% (issue 14, docs/performance.md). A slow state lasts seconds, not rounds, so
+# rounds of at most SHORT_ROUND_MS need more of them: replayed on the H200's 100 ms rounds, 36 to 72 left 20% of
+# 7% gates undecided, 60 to 160 3%
 PAIRED_ROUNDS = (12, 60)
 FLOOR_ROUNDS = (36, 72)
+SHORT_FLOOR_ROUNDS = (60, 160)
+SHORT_ROUND_MS = 150
 
 
 @dataclass(frozen=True)
@@ -119,24 +123,27 @@ class GateSettings:
     budget_s: float = 1800.0  # per case, rounds only (warm-up runs are not counted)
     estimator: str = "auto"  # auto, paired or floor (--mlperf-gate-estimator; host/gate/stats.py)
 
-    def plan(self, device: str = "cpu", scenario: str = "Offline") -> GatePlan:
-        """The gate's plan for a `scenario` case on `device`:
+    def plan(self, device: str = "cpu", scenario: str = "Offline", round_ms: int | None = None) -> GatePlan:
+        """The gate's plan for a `scenario` case on `device` whose rounds last `round_ms` (round_ms_for):
 
         | field      | resolved as                                                                             |
         |------------|-----------------------------------------------------------------------------------------|
         | estimator  | --mlperf-gate-estimator; `auto`: on cuda latency by the arms' floors (one-sided noise   |
         |            | lasting seconds: docs/gate-statistics.md) and throughput by paired rounds; else paired  |
-        | min_rounds | --mlperf-gate-min-rounds; else 36 when the floor judges every gate metric of the        |
-        |            | scenario (on cuda: SingleStream, MultiStream, Server at a fixed load), else 12 (Offline, |
+        | min_rounds | --mlperf-gate-min-rounds; else when the floor judges every gate metric of the        |
+        |            | scenario (on cuda: SingleStream, MultiStream, Server at a fixed load) 60 for rounds of  |
+        |            | at most 150 ms (SingleStream on cuda: 100 ms) and 36 for longer ones; else 12 (Offline, |
         |            | any scenario on a CPU); never above max_rounds                                          |
-        | max_rounds | --mlperf-gate-max-rounds; else 72 (floor) or 60 (paired); never below min_rounds        |
+        | max_rounds | --mlperf-gate-max-rounds; else 160 (floor, short rounds), 72 (floor) or 60 (paired);    |
+        |            | never below min_rounds                                                                  |
         """
         estimator = self.estimator
         if estimator == "auto":
             estimator = "floor-latency" if device == "cuda" else "paired"
         floor = estimator == "floor" or (estimator == "floor-latency" and not any(
             m.higher_is_better for m in catalogue.gate_set(scenario)))
-        first, last = FLOOR_ROUNDS if floor else PAIRED_ROUNDS
+        short = round_ms is not None and round_ms <= SHORT_ROUND_MS
+        first, last = (SHORT_FLOOR_ROUNDS if short else FLOOR_ROUNDS) if floor else PAIRED_ROUNDS
         min_rounds = self.min_rounds or min(first, self.max_rounds or first)
         max_rounds = self.max_rounds or max(last, min_rounds)
         return GatePlan(min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=self.budget_s,
@@ -144,7 +151,7 @@ class GateSettings:
 
     def round_ms_for(self, profile: Profile, device: str, scenario: str) -> int:
         """One round's LoadGen run: --mlperf-gate-round, else for SingleStream on cuda the profile's
-        `gpu_singlestream_gate_round_ms` (smoke, ci: 250 ms), else its `gate_round_ms` (smoke 500 ms, ci 1 s,
+        `gpu_singlestream_gate_round_ms` (smoke, ci: 100 ms), else its `gate_round_ms` (smoke 500 ms, ci 1 s,
         official 10 s)."""
         if self.round_ms:
             return self.round_ms

@@ -1,6 +1,6 @@
 """GateDriving against a fake LoadGenDriver whose runs report a device: the round length and the plan a gate runs
-with follow the device the reference's runner reported (issue 14: on a GPU, SingleStream rounds of 250 ms and the
-floor's 36 to 72 rounds), while the reference's warm-up, run before any runner has said its device, keeps the
+with follow the device the reference's runner reported (issue 14: on a GPU, SingleStream rounds of 100 ms and the
+floor's 60 to 160 rounds), while the reference's warm-up, run before any runner has said its device, keeps the
 profile's round."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class FakeDriver(GateDriving):
                                run=SimpleNamespace(metrics={P90: p90}))
 
 
-@pytest.mark.parametrize(("device", "round_ms", "rounds"), [("cuda", 250, 36), ("cpu", 1000, 12)])
+@pytest.mark.parametrize(("device", "round_ms", "rounds"), [("cuda", 100, 60), ("cpu", 1000, 12)])
 def test_the_rounds_follow_the_device_the_reference_reported(tmp_path: Path, device: str, round_ms: int,
                                                              rounds: int) -> None:
     driver = FakeDriver(tmp_path, device)

@@ -450,29 +450,35 @@ def test_the_gate_estimator_follows_the_device_under_auto():
         S.parse_gate_estimator("min")
 
 
-@pytest.mark.parametrize(("device", "scenario", "given", "rounds"), [
-    ("cuda", "SingleStream", {}, (36, 72)),  # the floor judges p90 latency: more rounds (issue 14)
-    ("cuda", "MultiStream", {}, (36, 72)),
-    ("cuda", "Offline", {}, (12, 60)),  # throughput: paired rounds
-    ("cuda", "Server", {}, (36, 72)),  # p99 latency at a fixed load, by the floor too
-    ("cpu", "SingleStream", {}, (12, 60)),
-    ("cpu", "SingleStream", {"estimator": "floor"}, (36, 72)),
-    ("cuda", "SingleStream", {"estimator": "paired"}, (12, 60)),
-    ("cuda", "SingleStream", {"min_rounds": 3, "max_rounds": 6}, (3, 6)),  # the options win
-    ("cuda", "SingleStream", {"max_rounds": 6}, (6, 6)),  # the default first look never passes the last round
-    ("cuda", "SingleStream", {"min_rounds": 80}, (80, 80)),  # nor the default last round the first look
-    ("cpu", "Offline", {"min_rounds": 4}, (4, 60)),
+@pytest.mark.parametrize(("device", "scenario", "round_ms", "given", "rounds"), [
+    ("cuda", "SingleStream", 100, {}, (60, 160)),  # the floor judges p90 latency: more rounds (issue 14) ...
+    ("cuda", "SingleStream", 150, {}, (60, 160)),  # ... and more still when they are short
+    ("cuda", "SingleStream", 250, {}, (36, 72)),
+    ("cuda", "SingleStream", None, {}, (36, 72)),
+    ("cuda", "MultiStream", 1000, {}, (36, 72)),
+    ("cuda", "Offline", 1000, {}, (12, 60)),  # throughput: paired rounds
+    ("cuda", "Offline", 100, {}, (12, 60)),
+    ("cuda", "Server", 1000, {}, (36, 72)),  # p99 latency at a fixed load, by the floor too
+    ("cpu", "SingleStream", 1000, {}, (12, 60)),
+    ("cpu", "SingleStream", 1000, {"estimator": "floor"}, (36, 72)),
+    ("cuda", "SingleStream", 100, {"estimator": "paired"}, (12, 60)),
+    ("cuda", "SingleStream", 100, {"min_rounds": 3, "max_rounds": 6}, (3, 6)),  # the options win
+    ("cuda", "SingleStream", 100, {"max_rounds": 6}, (6, 6)),  # the default first look never passes the last round
+    ("cuda", "SingleStream", 100, {"min_rounds": 200}, (200, 200)),  # nor the default last round the first look
+    ("cuda", "SingleStream", 250, {"min_rounds": 80}, (80, 80)),
+    ("cpu", "Offline", 1000, {"min_rounds": 4}, (4, 60)),
 ])
-def test_the_gate_rounds_follow_the_estimator_that_judges(device: str, scenario: str, given: dict, rounds: tuple) -> None:
+def test_the_gate_rounds_follow_the_estimator_that_judges(device: str, scenario: str, round_ms: int | None,
+                                                          given: dict, rounds: tuple) -> None:
     from pytest_mlperf import settings as S
     from pytest_mlperf.runner.recipe import LaunchRecipe
-    plan = S.GateSettings(candidate=LaunchRecipe(), **given).plan(device, scenario)
+    plan = S.GateSettings(candidate=LaunchRecipe(), **given).plan(device, scenario, round_ms)
     assert (plan.min_rounds, plan.max_rounds) == rounds
 
 
 @pytest.mark.parametrize(("profile", "device", "scenario", "round_ms", "expected"), [
-    ("ci", "cuda", "SingleStream", None, 250),  # shorter rounds: the vCPU's slow states (issue 14)
-    ("smoke", "cuda", "SingleStream", None, 250),
+    ("ci", "cuda", "SingleStream", None, 100),  # shorter rounds: the vCPU's slow states (issue 14)
+    ("smoke", "cuda", "SingleStream", None, 100),
     ("ci", "cuda", "MultiStream", None, 1000),
     ("ci", "cpu", "SingleStream", None, 1000),
     ("smoke", "cpu", "Offline", None, 500),

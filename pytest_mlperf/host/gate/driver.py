@@ -45,10 +45,11 @@ class GateDriving(DriverSurface):
         ref = self.execute(sut, recipes["reference"], scenario, mode, base / "warmup-reference", fixed=test,
                            label="gate warm-up, reference")
         device = str(ref.backend.get("device", "cpu"))
-        fixed = replace(TestRequest.from_dict(ref.test), min_duration_ms=gate.round_ms_for(profile, device, scenario))
+        round_ms = gate.round_ms_for(profile, device, scenario)
+        fixed = replace(TestRequest.from_dict(ref.test), min_duration_ms=round_ms)
         cand = self.execute(sut, recipes["candidate"], scenario, mode, base / "warmup-candidate", fixed=fixed,
                             label="gate warm-up, candidate")
-        outcome = self._judge(sut, scenario, mode, gate.plan(device, scenario), base, recipes, ref, cand, fixed)
+        outcome = self._judge(sut, scenario, mode, gate.plan(device, scenario, round_ms), base, recipes, ref, cand, fixed)
         outcome.reference_recipe = recipes["reference"].describe()
         outcome.candidate_recipe = recipes["candidate"].describe()
         cand.gate = outcome

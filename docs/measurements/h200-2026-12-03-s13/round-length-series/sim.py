@@ -1,7 +1,7 @@
 # Block-bootstrap gates from the H200's recorded 250 ms rounds (issue 14): PYTHONPATH=<repo> python3 sim.py
 import json,glob,os,numpy as np,sys
 HERE=os.path.dirname(os.path.abspath(__file__))
-from pytest_mlperf.stopping import GatePlan, evaluate
+from pytest_mlperf.host.gate.stopping import GatePlan, evaluate
 def series(kind):
     out=[]
     for f in sorted(glob.glob(f'{HERE}/gate250-resnet50-{kind}-*-results.json'))+glob.glob(f'{HERE}/series-resnet50-{kind}-250ms-100-results.json'):
