@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from .baselines import CaseKey, Metric
+from pytest_mlperf.host.baselines.store import CaseKey, Metric
+
 from .contract import metrics as catalogue
 from .contract.loadgen_results import finite_number
 from .contract.test_request import TestRequest, user_conf_keys

@@ -132,8 +132,9 @@ def _add_summarize(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
-    # imported here: aggregate renders with report.py, which pulls numpy in; summarize stays light without it
-    from pytest_mlperf.aggregate import (
+    # imported here: aggregate renders with host/results/report.py, which pulls numpy in; summarize stays light without it
+    from pytest_mlperf.contract.files import write_json_atomic, write_text_atomic
+    from pytest_mlperf.host.results.aggregate import (
         AggregateError,
         aggregate_document,
         load_results,
@@ -141,7 +142,6 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
         render_markdown,
         terminal_lines,
     )
-    from pytest_mlperf.contract.files import write_json_atomic, write_text_atomic
 
     try:
         sources = [load_results(Path(p)) for p in args.files]

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.host.results.report import ResultsCollector
+
 from .contract.files import write_json_atomic, write_text_atomic
 from .host.gate import report as gate_report
 from .outputs import Claim, point_latest
-from .report import ResultsCollector
 from .session import BASELINE_PROPERTY, RECORD_PROPERTY, MlperfSession
 
 CLAIM_KEY = pytest.StashKey[Claim]()

@@ -9,7 +9,7 @@ nvidia-smi number GPUs in PCI bus order, CUDA by default "fastest first", so an 
 on a machine with mixed models, while a UUID names the same GPU for NVML, nvidia-smi and CUDA.
 
 Placement is pure: worker i owns gpu_ids[i]; a case that needs k GPUs takes its worker's GPU and the k-1 after it
-in a fixed cyclic order. Placement alone does not make a GPU exclusive: the per-GPU locks (gpulock.py) do, across
+in a fixed cyclic order. Placement alone does not make a GPU exclusive: the per-GPU locks (host/machine/gpulock.py) do, across
 workers and across pytest sessions."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """pytest entry point: the `mlperf` marker, fixtures, and thin hooks.
 
 Logic lives in options.py (the --mlperf-* options, their ini twins, `build_settings`), settings.py (parsing),
-session.py (fixtures' objects), cases.py (judgement), baselines.py and report.py. Under pytest-xdist, workers
+session.py (fixtures' objects), cases.py (judgement), host/baselines/store.py and host/results/report.py. Under pytest-xdist, workers
 measure and attach records to their reports; the controller alone writes results and baselines."""
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.host.baselines.check import BaselineCheck
+from pytest_mlperf.host.machine.placement import RANK_KEY, WORKERS_KEY, local_ranks, place
+from pytest_mlperf.host.results.records import report_properties
+
 from . import settings as S
-from .baseline_check import BaselineCheck
 from .controller import CLAIM_KEY, SCENARIO_SKIP, ControllerReporter
 from .gpus import PlacementError, auto_num_workers, discover
 from .interrupt import stop_on_sigterm
@@ -27,9 +30,7 @@ from .outputs import (
     claim_outputs_of,
     refuse_shared_cpu_baselines,
 )
-from .placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from .progress import shown
-from .records import report_properties
 from .session import LoadGenDriver, MlperfSession
 from .sut_handle import SUTHandle, make_sut
 from .workloads import workload_module, workload_spec

@@ -4,7 +4,7 @@
 worker). Results and baselines to write travel to the controller on the test report (`user_properties`), and
 only the controller writes files. The overhead gate is `LoadGenDriver`'s through host/gate/driver.py, the Server search
 and the capacity gate through search_driver.py; what a case hosts is sut_handle.py's `SUTHandle`, where it runs
-case_placement.py's, and what one run of it is asked to do once its runner is up, host/case.py resolves."""
+host/machine/case_placement.py's, and what one run of it is asked to do once its runner is up, host/case.py resolves."""
 
 from __future__ import annotations
 
@@ -18,16 +18,17 @@ from typing import Any
 
 import pytest
 
-from .baselines import BaselineError, CaseKey, key_mismatch, load_baseline
-from .case_placement import case_cpus, case_gpus, waiting
+from pytest_mlperf.host.baselines.store import BaselineError, CaseKey, key_mismatch, load_baseline
+from pytest_mlperf.host.machine.case_placement import case_cpus, case_gpus, waiting
+from pytest_mlperf.host.machine.gpulock import GpuLockTimeout, acquire_gpus
+from pytest_mlperf.host.machine.placement import Placement
+
 from .cases import CaseRun, rerun_expected_qps, server_target_of
 from .contract.test_request import TestRequest, user_conf_keys
-from .gpulock import GpuLockTimeout, acquire_gpus
 from .gpus import gpu_state, leftover_notes
 from .host.case import CaseSpec, case_spec
 from .host.gate.driver import GateDriving
 from .logs import Run
-from .placement import Placement
 from .progress import Report, Sink, reporter
 from .runner.client import Runner, RunnerError, RunnerPool
 from .runner.protocol import RunRequest

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.report import STRICT_RESULTS_ENV
+from pytest_mlperf.host.results.report import STRICT_RESULTS_ENV
 
 # every results.json that a test's pytest session writes must match results_format (else that session fails)
 os.environ.setdefault(STRICT_RESULTS_ENV, "1")

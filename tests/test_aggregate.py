@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.aggregate and `pytest-mlperf aggregate`: merging results files of several hosts,
+"""Tests for pytest_mlperf.host.results.aggregate and `pytest-mlperf aggregate`: merging results files of several hosts,
 combined throughput, per-GPU mean, worst latency, scaling against a one-GPU run, bad input."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlperf.aggregate import (
+from pytest_mlperf.host.results.aggregate import (
     AGGREGATE_FORMAT,
     AggregateError,
     Device,
@@ -24,12 +24,12 @@ from pytest_mlperf.aggregate import (
     table_rows,
     terminal_lines,
 )
-from pytest_mlperf.aggregate import table_rows as aggregate_table_rows
-from pytest_mlperf.baselines import CaseKey
+from pytest_mlperf.host.results.aggregate import table_rows as aggregate_table_rows
+from pytest_mlperf.host.baselines.store import CaseKey
 from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.cli import EXIT_OK, EXIT_USAGE, main
 from pytest_mlperf.logs import read_run
-from pytest_mlperf.report import RESULTS_FORMAT, ResultsCollector, render_table
+from pytest_mlperf.host.results.report import RESULTS_FORMAT, ResultsCollector, render_table
 from pytest_mlperf.settings import PROFILES, Settings
 
 LOGS = Path(__file__).parent / "data" / "mlperf-logs"
@@ -517,7 +517,7 @@ def failed_record(host: str, reason: str, *, started: bool = True) -> dict[str, 
     """A failure record as the plugin writes it (session.failure_record) for a case LoadGen gave no result."""
     from types import SimpleNamespace
 
-    from pytest_mlperf.records import failure_record
+    from pytest_mlperf.host.results.records import failure_record
 
     marker = SimpleNamespace(kwargs={"workload": "resnet50"})
     item = SimpleNamespace(nodeid=NODE.format(scenario="Offline", mode="performance"),

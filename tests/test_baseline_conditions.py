@@ -9,13 +9,8 @@ import json
 
 import pytest
 
-from pytest_mlperf.baseline_conditions import (
-    details_differ,
-    duration_differs,
-    option_values,
-    options_differ,
-)
-from pytest_mlperf.baselines import Baseline, CaseKey
+from pytest_mlperf.host.baselines.conditions import details_differ, duration_differs, option_values, options_differ
+from pytest_mlperf.host.baselines.store import Baseline, CaseKey
 
 
 def baseline(settings: dict | None = None, system: dict | None = None) -> Baseline:

@@ -1,4 +1,4 @@
-"""The baseline file format (baseline_format.py): its schema names the metric record, every baseline this project
+"""The baseline file format (host/baselines/document.py): its schema names the metric record, every baseline this project
 ships decodes and loads, and a newer writer's extra field does not stop a read."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf import baseline_format
-from pytest_mlperf.baselines import load_baseline
-from pytest_mlperf.json_schemas import schema_text
+from pytest_mlperf.host.baselines import document as baseline_format
+from pytest_mlperf.host.baselines.store import load_baseline
+from pytest_mlperf.host.schemas import schema_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "baselines").rglob("*.json"))

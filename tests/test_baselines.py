@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.baselines: case keys, the baseline file format, atomic writes, comparisons."""
+"""Tests for pytest_mlperf.host.baselines.store: case keys, the baseline file format, atomic writes, comparisons."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.baselines import (
+from pytest_mlperf.host.baselines.store import (
     FORMAT,
     VERSION,
     Baseline,
@@ -415,7 +415,7 @@ def test_compare_with_nothing_measured_is_empty() -> None:
 
 
 # --- noise-aware comparison -------------------------------------------------------------------------------------
-from pytest_mlperf.baselines import noise_allowance  # noqa: E402
+from pytest_mlperf.host.baselines.store import noise_allowance  # noqa: E402
 
 
 def test_noise_allowance_grows_with_the_spread_of_the_repeats() -> None:
@@ -446,7 +446,7 @@ def test_a_noisy_baseline_widens_the_check_and_says_so() -> None:
 
 
 # --- what noise may excuse is bounded (issue 10) ----------------------------------------------------------------
-from pytest_mlperf.baselines import key_mismatch, noisy_metrics, unusable_metrics  # noqa: E402
+from pytest_mlperf.host.baselines.store import key_mismatch, noisy_metrics, unusable_metrics  # noqa: E402
 
 
 def _throughput(value: float) -> dict[str, Metric]:

@@ -1,11 +1,11 @@
-"""case_placement.py: a case's GPUs and CPUs, and the skip or failure when it cannot have them."""
+"""host/machine/case_placement.py: a case's GPUs and CPUs, and the skip or failure when it cannot have them."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_mlperf.case_placement import case_cpus, case_gpus, waiting
-from pytest_mlperf.placement import Placement
+from pytest_mlperf.host.machine.case_placement import case_cpus, case_gpus, waiting
+from pytest_mlperf.host.machine.placement import Placement
 
 A, B, C = "GPU-a", "GPU-b", "GPU-c"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlperf.baselines import CaseKey
+from pytest_mlperf.host.baselines.store import CaseKey
 from pytest_mlperf.cases import REGRESSION_METRICS, SHORT_RUN_HINT, CaseRun, regression_metrics, rerun_expected_qps
 from pytest_mlperf.logs import Latency, Run, read_run
 from pytest_mlperf.settings import PROFILES

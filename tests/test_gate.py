@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pytest_mlperf.host.gate import report as gate_report
-from pytest_mlperf.baselines import Metric
+from pytest_mlperf.host.baselines.store import Metric
 from pytest_mlperf.host.gate.loop import (
     GateError,
     compare_outputs_gate,

@@ -410,7 +410,7 @@ def replace_calibrate(req: RunRequest) -> RunRequest:
 def test_baseline_check_compares_token_lists_and_shortens_them_in_messages() -> None:
     from types import SimpleNamespace
 
-    from pytest_mlperf.baseline_check import BaselineCheck
+    from pytest_mlperf.host.baselines.check import BaselineCheck
 
     check = BaselineCheck(None, None, 0.05)  # type: ignore[arg-type]
     long = list(range(20))

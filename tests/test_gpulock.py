@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.gpulock: per-GPU locks between real processes (a holder process, concurrent lockers,
+"""Tests for pytest_mlperf.host.machine.gpulock: per-GPU locks between real processes (a holder process, concurrent lockers,
 a killed holder, another user), owner records, timeouts and the lock directory."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf import gpulock
-from pytest_mlperf.gpulock import (
+from pytest_mlperf.host.machine import gpulock
+from pytest_mlperf.host.machine.gpulock import (
     GpuLockError,
     GpuLockTimeout,
     Holder,
@@ -41,7 +41,7 @@ GPU_C = "GPU-cccccccc-0000-0000-0000-000000000000"
 HOLDER = r"""
 import sys
 from pathlib import Path
-from pytest_mlperf.gpulock import acquire_gpus
+from pytest_mlperf.host.machine.gpulock import acquire_gpus
 lock_dir, owner, *uuids = sys.argv[1:]
 with acquire_gpus(uuids, timeout_s=30, lock_dir=Path(lock_dir), owner=owner):
     print("held", flush=True)
@@ -83,7 +83,7 @@ def release(proc: subprocess.Popen[str]) -> None:
 
 def is_free(uuid: str, lock_dir: Path) -> bool:
     """Asked from another process, so that this process's own locks count as taken."""
-    code = ("import sys; from pathlib import Path; from pytest_mlperf.gpulock import acquire_gpus, GpuLockTimeout\n"
+    code = ("import sys; from pathlib import Path; from pytest_mlperf.host.machine.gpulock import acquire_gpus, GpuLockTimeout\n"
             "try:\n"
             "    with acquire_gpus([sys.argv[2]], timeout_s=0, lock_dir=Path(sys.argv[1])): print('free')\n"
             "except GpuLockTimeout: print('held')\n")
@@ -222,7 +222,7 @@ def test_a_killed_holder_frees_its_gpu(lock_dir: Path, start_holder) -> None:
 EXCLUSIVE = r"""
 import os, random, sys, time
 from pathlib import Path
-from pytest_mlperf.gpulock import acquire_gpus
+from pytest_mlperf.host.machine.gpulock import acquire_gpus
 lock_dir, marks, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
 ids = ["GPU-a", "GPU-b", "GPU-c"]
@@ -394,7 +394,7 @@ def _hold_bare_lock(lock_dir: Path, uuid: str, record_after_s: float | None, rel
 import json, os, sys, time
 from pathlib import Path
 from filelock import FileLock
-from pytest_mlperf.gpulock import ensure_lock_dir, lock_path, owner_path
+from pytest_mlperf.host.machine.gpulock import ensure_lock_dir, lock_path, owner_path
 lock_dir, uuid, record_after, release_after = Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
 ensure_lock_dir(lock_dir)
 lock = FileLock(str(lock_path(lock_dir, uuid)))

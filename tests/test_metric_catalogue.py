@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 import pytest_mlperf.contract as contract_pkg
-from pytest_mlperf import aggregate, cases, report, server_search
+from pytest_mlperf import cases, server_search
+from pytest_mlperf.host.results import aggregate
+from pytest_mlperf.host.results import report
 from pytest_mlperf.host.gate import loop as gate
 from pytest_mlperf.contract import metrics as catalogue
 from pytest_mlperf.contract import loadgen_log, loadgen_results

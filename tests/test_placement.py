@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_mlperf.gpus import PlacementError
-from pytest_mlperf.placement import RANK_KEY, WORKERS_KEY, host_of, local_ranks, place
+from pytest_mlperf.host.machine.placement import RANK_KEY, WORKERS_KEY, host_of, local_ranks, place
 from pytest_mlperf.system import GPU
 
 GPUS = [GPU(i, f"GPU-{i}{i}{i}", "H100", "580", 81559) for i in range(4)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.baselines import noise_allowance
+from pytest_mlperf.host.baselines.store import noise_allowance
 from null_bench import write_null_bench
 
 

@@ -10,15 +10,15 @@ import sys
 
 # modules of the pytest process only (the runner must not load them)
 HOST_ONLY = ("pytest", "_pytest", "pytest_mlperf.plugin", "pytest_mlperf.session", "pytest_mlperf.settings",
-             "pytest_mlperf.baselines", "pytest_mlperf.baseline_format", "pytest_mlperf.baseline_conditions",
-             "pytest_mlperf.cases", "pytest_mlperf.report", "pytest_mlperf.records", "pytest_mlperf.results_format",
+             "pytest_mlperf.host.baselines.store", "pytest_mlperf.host.baselines.document", "pytest_mlperf.host.baselines.conditions",
+             "pytest_mlperf.cases", "pytest_mlperf.host.results.report", "pytest_mlperf.host.results.records", "pytest_mlperf.host.results.document",
              "pytest_mlperf.host.gate.loop", "pytest_mlperf.host.gate.report", "pytest_mlperf.server_search",
-             "pytest_mlperf.host.gate.capacity", "pytest_mlperf.aggregate", "pytest_mlperf.outputs", "pytest_mlperf.userconf",
-             "pytest_mlperf.placement", "pytest_mlperf.gpulock", "pytest_mlperf.runner.client",
+             "pytest_mlperf.host.gate.capacity", "pytest_mlperf.host.results.aggregate", "pytest_mlperf.outputs", "pytest_mlperf.userconf",
+             "pytest_mlperf.host.machine.placement", "pytest_mlperf.host.machine.gpulock", "pytest_mlperf.runner.client",
              "pytest_mlperf.runner.recipe", "pytest_mlperf.host.case", "pytest_mlperf.search_driver",
-             "pytest_mlperf.options", "pytest_mlperf.baseline_check", "pytest_mlperf.aggregate_input",
+             "pytest_mlperf.options", "pytest_mlperf.host.baselines.check", "pytest_mlperf.host.results.aggregate_input",
              "pytest_mlperf.controller", "pytest_mlperf.sut_handle", "pytest_mlperf.host.gate.driver",
-             "pytest_mlperf.case_placement", "pytest_mlperf.host.gate.stopping",
+             "pytest_mlperf.host.machine.case_placement", "pytest_mlperf.host.gate.stopping",
              "pytest_mlperf.driver_surface")
 # modules of the runner only (LoadGen, the backends and their frameworks)
 RUNNER_ONLY = ("mlperf_loadgen", "pytest_mlperf.runner.loadgen", "pytest_mlperf.runner.child", "onnxruntime", "torch",

@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.report: value formatting, the terminal table, the collector and the results JSON.
+"""Tests for pytest_mlperf.host.results.report: value formatting, the terminal table, the collector and the results JSON.
 
 Records are built the way the plugin builds them: `CaseRun.to_record()` on a run read from real LoadGen logs, plus
 the "baseline" comparisons list `pytest_runtest_makereport` adds."""
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import pytest_mlperf
-from pytest_mlperf.baselines import Baseline, CaseKey, Comparison, Metric, load_baseline, write_json_atomic
+from pytest_mlperf.host.baselines.store import Baseline, CaseKey, Comparison, Metric, load_baseline, write_json_atomic
 from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.logs import read_run
-from pytest_mlperf.report import (
+from pytest_mlperf.host.results.report import (
     RESULTS_FORMAT,
     ResultsCollector,
     delta_of,
@@ -429,7 +429,7 @@ def test_sharing_note_flags_cpu_cases_on_several_workers_only() -> None:
 
 
 def test_a_case_without_a_loadgen_result_is_a_row_with_its_outcome_and_reason(tmp_path: Path) -> None:
-    from pytest_mlperf.records import failure_record
+    from pytest_mlperf.host.results.records import failure_record
 
     marker = SimpleNamespace(kwargs={"workload": "resnet50"})
     item = SimpleNamespace(nodeid="benchmarks/test_resnet50.py::test_resnet50[resnet50-Server-performance]",
@@ -455,7 +455,7 @@ def test_a_case_without_a_loadgen_result_is_a_row_with_its_outcome_and_reason(tm
 
 
 def test_the_latency_line_names_the_batch_and_the_tail_when_known() -> None:
-    from pytest_mlperf.report import latency_line
+    from pytest_mlperf.host.results.report import latency_line
     bare = {"batch_size": 8, "batch_latency_p50_s": 0.00148, "batch_latency_p99_s": 0.00155}
     assert latency_line("t::ms", 0.012, 0.035, bare) == (
         "harness: t::ms: LoadGen p50 +1.2% over the bare batch-8 p50 (1.480 ms), p99 +3.5% over its p99 (1.550 ms)")

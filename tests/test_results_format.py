@@ -9,8 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pytest_mlperf import results_format
-from pytest_mlperf.report import STRICT_RESULTS_ENV, ResultsCollector
+from pytest_mlperf.host.results import document as results_format
+from pytest_mlperf.host.results.report import STRICT_RESULTS_ENV, ResultsCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ...baseline_check import _output
+from pytest_mlperf.host.baselines.check import _output
+
 from ...cases import CaseRun
 from ...contract.test_request import TestRequest
 from ...driver_surface import DriverSurface

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...baselines import Metric
+from pytest_mlperf.host.baselines.store import Metric
+
 from ...contract import metrics as catalogue
 from .stats import Interval
 from .stopping import (

@@ -10,8 +10,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.host.results.report import case_labels, format_value
+
 from ...contract.files import write_bytes_atomic
-from ...report import case_labels, format_value
 
 VERDICT_MARK = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}
 

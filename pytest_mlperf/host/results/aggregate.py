@@ -9,7 +9,7 @@ scenario (tokens/s first for LLMs): Offline result_(tokens|samples)_per_second, 
 result_completed_(tokens_per_second|samples_per_sec). Latencies do not add up: SingleStream (p90), MultiStream (p99
 per query) and Server (p99, TTFT p99 for LLMs) report the worst host instead.
 
-An input file is decoded by aggregate_input.py (load_results, parse_results and the records they make, named here
+An input file is decoded by host/results/aggregate_input.py (load_results, parse_results and the records they make, named here
 too). Everything here is pure; the `pytest-mlperf aggregate` command (cli.py) reads, merges and renders with them,
 and writes the outputs with contract/files.py."""
 
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import __version__
-from .aggregate_input import (  # noqa: F401  (the decoding's names, for the CLI, tests and tools)
+from pytest_mlperf import __version__
+from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.host.results.aggregate_input import (  # noqa: F401  (the decoding's names, for the CLI, tests and tools)
     AggregateError,
     CaseId,
     Device,
@@ -33,8 +34,7 @@ from .aggregate_input import (  # noqa: F401  (the decoding's names, for the CLI
     parse_gpu_list,
     parse_results,
 )
-from .contract import metrics as catalogue
-from .report import format_value, reason_line, render_table
+from pytest_mlperf.host.results.report import format_value, reason_line, render_table
 
 AGGREGATE_FORMAT = "pytest-mlperf/aggregate"
 AGGREGATE_VERSION = 1

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from .baseline_check import COMPARISONS_KEY, PENDING_BASELINE_KEY
-from .session import ATTEMPT_KEY, BASELINE_PROPERTY, CASES_KEY, RECORD_PROPERTY
-from .workloads import workload_spec
+from pytest_mlperf.host.baselines.check import COMPARISONS_KEY, PENDING_BASELINE_KEY
+from pytest_mlperf.session import ATTEMPT_KEY, BASELINE_PROPERTY, CASES_KEY, RECORD_PROPERTY
+from pytest_mlperf.workloads import workload_spec
 
 REASON_LIMIT = 4000  # characters of a failure's message kept in its record (the terminal shows it whole)
 

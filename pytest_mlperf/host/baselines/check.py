@@ -2,7 +2,7 @@
 tolerance, its outputs sample by sample) and fails the test on a regression or on a baseline that cannot judge the
 run, or, on --mlperf-update-baselines, keeps the case as the baseline to write. It runs in the pytest process (the
 controller, or one xdist worker) and writes no file: the comparisons and the baseline to write wait in the test's
-stash (`COMPARISONS_KEY`, `PENDING_BASELINE_KEY`) until records.py puts them on the report for the controller."""
+stash (`COMPARISONS_KEY`, `PENDING_BASELINE_KEY`) until host/results/records.py puts them on the report for the controller."""
 
 from __future__ import annotations
 
@@ -14,13 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseline_conditions import (
-    details_differ,
-    duration_differs,
-    option_values,
-    options_differ,
-)
-from .baselines import (
+from pytest_mlperf.cases import CaseRun
+from pytest_mlperf.host.baselines.conditions import details_differ, duration_differs, option_values, options_differ
+from pytest_mlperf.host.baselines.store import (
     Baseline,
     BaselineError,
     Comparison,
@@ -31,12 +27,11 @@ from .baselines import (
     noisy_metrics,
     unusable_metrics,
 )
-from .cases import CaseRun
-from .host.gate.loop import describe
-from .metrics import compare_outputs
+from pytest_mlperf.host.gate.loop import describe
+from pytest_mlperf.metrics import compare_outputs
 
 if TYPE_CHECKING:
-    from .session import MlperfSession
+    from pytest_mlperf.session import MlperfSession
 
 
 @dataclass

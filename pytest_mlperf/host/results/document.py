@@ -1,5 +1,5 @@
 """What `results.json` holds: the document a pytest session writes (`report.ResultsCollector.results_document`),
-as msgspec Structs, and the JSON Schema generated from them (`docs/results.schema.json`, written by json_schemas.py).
+as msgspec Structs, and the JSON Schema generated from them (`docs/results.schema.json`, written by host/schemas.py).
 
 A consumer (a CI step, a dashboard, `pytest-mlperf aggregate`) can rely on every field named here: its type, and
 whether it may be null. Nested objects whose shape belongs to another module (LoadGen's run, the calibration, the
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .json_schemas import describe
+from pytest_mlperf.host.schemas import describe
 
 RESULTS_FORMAT = "pytest-mlperf/results"
 RESULTS_VERSION = 1

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .gpus import assign_workers, gpu_ids, worker_index
-from .system import GPU
+from pytest_mlperf.gpus import assign_workers, gpu_ids, worker_index
+from pytest_mlperf.system import GPU
 
 RANK_KEY = "mlperf_local_rank"
 WORKERS_KEY = "mlperf_local_workers"

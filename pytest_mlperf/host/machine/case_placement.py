@@ -1,15 +1,15 @@
 """Where one case runs: its GPUs (this worker's own, plus the next ones for a k-GPU case) and the CPUs its runners
 are pinned to, with the skip or failure a case gets when it cannot have them; and the note a case keeps while it
-waits for a GPU another process holds. placement.py places the process; this module places a case within it."""
+waits for a GPU another process holds. host/machine/placement.py places the process; this module places a case within it."""
 
 from __future__ import annotations
 
 import pytest
 
-from .cpus import Affinity, AffinityError, allowed_cpus, case_affinity
-from .gpus import PlacementError, gpus_for_case
-from .placement import Placement
-from .progress import NORMAL, Sink, line
+from pytest_mlperf.cpus import Affinity, AffinityError, allowed_cpus, case_affinity
+from pytest_mlperf.gpus import PlacementError, gpus_for_case
+from pytest_mlperf.host.machine.placement import Placement
+from pytest_mlperf.progress import NORMAL, Sink, line
 
 
 def waiting(progress: Sink | None, case: str, notes: list[str], uuid: str, holder: str) -> None:

@@ -1,7 +1,7 @@
 """The JSON Schemas of the documents this project writes, generated from their msgspec Structs and kept in docs/
 (tests/test_json_schemas.py fails when a file is stale, saying how to write it again):
 
-    python -m pytest_mlperf.json_schemas        # writes every schema file from the types
+    python -m pytest_mlperf.host.schemas        # writes every schema file from the types
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def describe(text: str) -> msgspec.Meta:
@@ -29,8 +29,8 @@ def schema_text(kind: type) -> str:
 
 def documents() -> dict[str, type]:
     """Each schema file's name under docs/ and the Struct it is generated from."""
-    from .baseline_format import BaselineDocument
-    from .results_format import ResultsDocument
+    from pytest_mlperf.host.baselines.document import BaselineDocument
+    from pytest_mlperf.host.results.document import ResultsDocument
 
     return {"results.schema.json": ResultsDocument, "baseline.schema.json": BaselineDocument}
 

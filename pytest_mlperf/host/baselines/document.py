@@ -1,12 +1,12 @@
 """What a stored baseline file holds (`baselines/WORKLOAD/SCENARIO-MODE-BACKEND-PRECISION-SYSTEM.json`), as msgspec
 Structs, and the JSON Schema generated from them (`docs/baseline.schema.json`, written by
-json_schemas.py and kept current by tests/test_json_schemas.py).
+host/schemas.py and kept current by tests/test_json_schemas.py).
 
-baselines.py reads a file with `decode` and turns a mismatch into a BaselineError naming the file, the field
+host/baselines/store.py reads a file with `decode` and turns a mismatch into a BaselineError naming the file, the field
 (`"metrics.result_samples_per_second.value": expected float, got str`) and the fix. The checks a type cannot state
-(a metric is stored under its own name, its value and samples are positive and finite) stay in baselines.py.
+(a metric is stored under its own name, its value and samples are positive and finite) stay in host/baselines/store.py.
 Unknown fields are accepted: a file written by a newer pytest-mlperf of the same format version still reads.
-The twin of results_format.py, for the other document this project writes."""
+The twin of host/results/document.py, for the other document this project writes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .json_schemas import describe
+from pytest_mlperf.host.schemas import describe
 
 BASELINE_FORMAT = "pytest-mlperf/baseline"
 BASELINE_VERSION = 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .baselines import Baseline
+from pytest_mlperf.host.baselines.store import Baseline
 
 # backend details that name the run rather than its numerics; left out of the outputs diagnosis
 VOLATILE_DETAILS = frozenset({"model"})

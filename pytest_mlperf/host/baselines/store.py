@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import baseline_format
-
 # write_json_atomic: tests/test_baselines.py and test_report.py import it from here too
-from .contract.files import write_json_atomic
-from .host.gate.stats import t_quantile
+from pytest_mlperf.contract.files import write_json_atomic
+from pytest_mlperf.host.baselines import document as baseline_format
+from pytest_mlperf.host.gate.stats import t_quantile
 
 FORMAT = baseline_format.BASELINE_FORMAT
 VERSION = baseline_format.BASELINE_VERSION
