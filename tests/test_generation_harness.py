@@ -1,4 +1,4 @@
-"""The token harness (suts/generation.py) and the runner's LLM setup (runner/tokens.py) with a fake backend:
+"""The token harness (suts/generation.py) and the runner's LLM setup (runner/generation_setup.py) with a fake backend:
 order of first token and completion, token counts, threads, failures; then through real LoadGen."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.calibrate import CalibrationError  # noqa: E402
 from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
-from pytest_mlperf.runner.tokens import generation_batch, prepare_generation  # noqa: E402
+from pytest_mlperf.runner.generation_setup import generation_batch, prepare_generation  # noqa: E402
 from pytest_mlperf.suts.base import BackendInfo  # noqa: E402
 from pytest_mlperf.suts.generation import (  # noqa: E402
     GenerationConfig,
@@ -342,7 +342,7 @@ def test_calibration_sets_what_loadgen_expects_per_scenario(tmp_path: Path) -> N
 def test_expectations_err_towards_more_work_by_the_margin(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from pytest_mlperf.runner.tokens import generation_expectations
+    from pytest_mlperf.runner.generation_setup import generation_expectations
     from pytest_mlperf.suts.generation import GenerationMeasurement
 
     m = GenerationMeasurement(batch_size=4, streams=1, samples_per_s=10.0, tokens_per_s=500.0,

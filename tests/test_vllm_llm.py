@@ -1,5 +1,5 @@
 """The serving harness (suts/serving.py), the vllm backend (suts/vllm_llm.py) and the runner's setup for it
-(runner/serving.py), on CPU without vllm: stand-ins with the shapes of vLLM's `LLM` and `AsyncLLM` drive the real
+(runner/serving_setup.py), on CPU without vllm: stand-ins with the shapes of vLLM's `LLM` and `AsyncLLM` drive the real
 backend code; then the benchmark's skip without vllm, and a real engine on a GPU (marked `gpu`)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytest.importorskip("mlperf_loadgen")
 from pytest_mlperf.runner.loadgen import TestRequest, run_test  # noqa: E402
 from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
-from pytest_mlperf.runner.serving import calibration_requests, prepare_serving  # noqa: E402
+from pytest_mlperf.runner.serving_setup import calibration_requests, prepare_serving  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
 from pytest_mlperf.suts import create_backend  # noqa: E402
 from pytest_mlperf.suts.base import OPTION_NAMES, BackendError  # noqa: E402

@@ -18,6 +18,9 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.runner.generation_setup import prepare_generation
+from pytest_mlperf.runner.serving_setup import prepare_serving
+
 from ..cpus import allowed_cpus, format_cpu_list
 from ..logs import read_accuracy_log, read_run
 from ..progress import Notice, Phase
@@ -42,9 +45,7 @@ from .calibrate import (
 from .lifetime import PARENT_PID_ENV, Watchdog
 from .loadgen import TestRequest, effective_test, loaded_sample_count, run_test
 from .protocol import LoadRequest, RunRequest, receive, send, send_phase
-from .serving import prepare_serving
 from .staging import Stager
-from .tokens import prepare_generation
 
 
 class FailedTest(RuntimeError):
@@ -168,11 +169,11 @@ class RunnerState:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
         calibration: dict[str, Any] | None  # the bare loop's figures (None: the run did not calibrate)
-        if self.kind is Kind.SERVING:  # serving engines (vLLM): runner/serving.py
+        if self.kind is Kind.SERVING:  # serving engines (vLLM): runner/serving_setup.py
             test, serving, calibration, schedule = prepare_serving(req, backend, stager,  # type: ignore[arg-type]
                                                                    self.notify)
             return self._finish(test, serving, calibration, schedule, started)
-        if self.kind is Kind.GENERATION:  # LLMs: token harness, TTFT/TPOT (runner/tokens.py)
+        if self.kind is Kind.GENERATION:  # LLMs: token harness, TTFT/TPOT (runner/generation_setup.py)
             if req.calibrate:  # a generation's length varies too much to predict the bare loop's
                 self.notify(Notice(Phase.CALIBRATE))
             test, generation, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]

@@ -17,8 +17,8 @@ class Kind(str, Enum):
     """How the runner serves a backend's LoadGen queries."""
 
     BATCHING = "batching"  # batches of staged samples in, one output each out (suts/scheduling.py)
-    GENERATION = "generation"  # token streams, one request at a time or in batches (runner/tokens.py)
-    SERVING = "serving"  # an engine that takes concurrent requests and streams tokens (runner/serving.py)
+    GENERATION = "generation"  # token streams, one request at a time or in batches (runner/generation_setup.py)
+    SERVING = "serving"  # an engine that takes concurrent requests and streams tokens (runner/serving_setup.py)
 
     def __str__(self) -> str:
         return self.value

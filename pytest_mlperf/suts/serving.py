@@ -15,7 +15,7 @@ never wait for it:
 
 An error completes its samples empty so LoadGen can end the test, and its traceback fails the case (the
 conventions of suts/scheduling.py and suts/generation.py). Engine start-up is not the harness's: the runner
-calls `start(scenario)` before calibration (runner/serving.py), outside LoadGen's measurement.
+calls `start(scenario)` before calibration (runner/serving_setup.py), outside LoadGen's measurement.
 
 `measure_all`, `measure_concurrent` and `measure_sequential` are the bare loops the runner calibrates with: the same
 engine calls without LoadGen.

@@ -76,7 +76,7 @@ def _streamer_class() -> type:
 
 
 class TransformersLLM:
-    """A Hugging Face causal LM served by the token harness (registry kind "generation": runner/tokens.py)."""
+    """A Hugging Face causal LM served by the token harness (registry kind "generation": runner/generation_setup.py)."""
 
     def __init__(self, model_dir: Path, device: str, options: Mapping[str, object]) -> None:
         try:
@@ -148,7 +148,7 @@ class TransformersLLM:
             raise BackendError(f"sample {index} was not loaded") from None
 
     def prompt_length(self, index: int) -> int:
-        """Tokens in a staged prompt (warm-up picks the longest: runner/tokens.py)."""
+        """Tokens in a staged prompt (warm-up picks the longest: runner/generation_setup.py)."""
         return len(self._prompt(index))
 
     def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:

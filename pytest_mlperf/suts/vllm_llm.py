@@ -216,7 +216,7 @@ class _AsyncEngine:
 
 
 class VllmLLM:
-    """A vLLM engine served by the serving harness (registry kind "serving": runner/serving.py)."""
+    """A vLLM engine served by the serving harness (registry kind "serving": runner/serving_setup.py)."""
 
     def __init__(self, model_dir: Path, device: str, options: Mapping[str, object], *,
                  api: VllmApi | None = None, env: Mapping[str, str] | None = None) -> None:

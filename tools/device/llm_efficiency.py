@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
     backend = TransformersLLM(model_dir, args.device, {"max_new_tokens": max_new})
     prompts = Prompts(n)
     backend.stage(range(n), list(prompts.load(range(n))))
-    if args.warm == "longest":  # the widest batch: what the runner's warm-up does (runner/tokens.py)
+    if args.warm == "longest":  # the widest batch: what the runner's warm-up does (runner/generation_setup.py)
         warm = sorted(range(n), key=backend.prompt_length, reverse=True)[:batch]
     else:
         warm = list(range(min(batch, n)))

@@ -4,7 +4,7 @@
     python tools/device/vllm_efficiency.py --model DIR --out eff.json [--seconds 10] [--option NAME=VALUE ...]
 
 Method: the backend (suts/vllm_llm.py) starts its Offline engine (`LLM`) once; a warm-up `generate`, then the
-runner's own calibration (runner/serving.py) sets LoadGen's expected QPS; one LoadGen Offline test (performance
+runner's own calibration (runner/serving_setup.py) sets LoadGen's expected QPS; one LoadGen Offline test (performance
 mode) issues its samples, recorded as the harness hands them to `generate_all`; then the same list of prompts goes
 through `LLM.generate` without LoadGen, timed. LoadGen tokens/s over bare tokens/s is the harness efficiency.
 Needs vllm, a CUDA GPU, transformers, mlcommons-loadgen and this checkout on PYTHONPATH.
@@ -30,9 +30,9 @@ from pytest_mlperf.runner.loadgen import TestRequest, effective_test, offline_sa
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.lifetime import end_tree
 from pytest_mlperf.runner.protocol import RunRequest
-from pytest_mlperf.runner.serving import calibrate_serving
+from pytest_mlperf.runner.serving_setup import calibrate_serving
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.runner.tokens import generation_expectations
+from pytest_mlperf.runner.generation_setup import generation_expectations
 from pytest_mlperf.suts.serving import ServingHarness
 from pytest_mlperf.suts.vllm_llm import VllmLLM
 from pytest_mlperf.workloads import llama3_1_8b

@@ -27,7 +27,7 @@ from pytest_mlperf.host.results.aggregate_input import (  # noqa: F401  (the dec
     AggregateError,
     CaseId,
     Device,
-    Measurement,
+    HostMeasurement,
     Source,
     case_nodeid,
     load_results,
@@ -72,7 +72,7 @@ class WorstLatency:
 @dataclass(frozen=True)
 class MergedCase:
     case: CaseId
-    measurements: tuple[Measurement, ...]
+    measurements: tuple[HostMeasurement, ...]
     throughput: Throughput | None
     latency: WorstLatency | None
     single_source: str | None = None
@@ -114,7 +114,7 @@ class Aggregate:
 # --------------------------------------------------------------------------- merging
 
 
-def _throughput(scenario: str, measurements: Sequence[Measurement], n_gpus: int) -> Throughput | None:
+def _throughput(scenario: str, measurements: Sequence[HostMeasurement], n_gpus: int) -> Throughput | None:
     for metric, unit in THROUGHPUT_METRICS.get(scenario, ()):
         if any(metric in m.metrics for m in measurements):
             per_host: dict[str, float] = {}
@@ -128,7 +128,7 @@ def _throughput(scenario: str, measurements: Sequence[Measurement], n_gpus: int)
     return None
 
 
-def _worst_latency(scenario: str, measurements: Sequence[Measurement]) -> WorstLatency | None:
+def _worst_latency(scenario: str, measurements: Sequence[HostMeasurement]) -> WorstLatency | None:
     for metric, label in LATENCY_METRICS.get(scenario, ()):
         having = [m for m in measurements if metric in m.metrics]
         if having:
@@ -140,7 +140,7 @@ def _worst_latency(scenario: str, measurements: Sequence[Measurement]) -> WorstL
     return None
 
 
-def _case_notes(measurements: Sequence[Measurement], throughput: Throughput | None) -> list[str]:
+def _case_notes(measurements: Sequence[HostMeasurement], throughput: Throughput | None) -> list[str]:
     notes = [f"{m.outcome} on {m.host} ({m.source}): {reason_line(m.reason)}" for m in measurements if m.reason]
     if throughput is not None:
         for m in measurements:
@@ -161,7 +161,7 @@ def _case_notes(measurements: Sequence[Measurement], throughput: Throughput | No
     return notes
 
 
-def merge_case(measurements: Sequence[Measurement]) -> MergedCase:
+def merge_case(measurements: Sequence[HostMeasurement]) -> MergedCase:
     """The records of one case, merged: combined throughput (summed), mean per GPU, worst latency."""
     case = measurements[0].case
     n_gpus = sum(len(m.devices) for m in measurements)
@@ -170,8 +170,8 @@ def merge_case(measurements: Sequence[Measurement]) -> MergedCase:
                       notes=tuple(_case_notes(measurements, throughput)))
 
 
-def group_cases(measurements: Sequence[Measurement]) -> list[MergedCase]:
-    groups: dict[CaseId, list[Measurement]] = {}
+def group_cases(measurements: Sequence[HostMeasurement]) -> list[MergedCase]:
+    groups: dict[CaseId, list[HostMeasurement]] = {}
     for m in measurements:
         groups.setdefault(m.case, []).append(m)
     return [merge_case(groups[c]) for c in sorted(groups, key=CaseId.sort_key)]

@@ -72,7 +72,7 @@ class CaseId:
 
 
 @dataclass(frozen=True)
-class Measurement:
+class HostMeasurement:
     """One record of one results file."""
 
     case: CaseId
@@ -95,7 +95,7 @@ class Source:
     host: str
     profile: str
     created: str
-    measurements: tuple[Measurement, ...]
+    measurements: tuple[HostMeasurement, ...]
 
 
 # --------------------------------------------------------------------------- reading
@@ -179,11 +179,11 @@ def _devices(case: _Case, host: str) -> tuple[Device, ...]:
     return (Device(host, "", None, system.cpu or "cpu"),)
 
 
-def _measurement(case: _Case, host: str, source: str) -> Measurement:
+def _measurement(case: _Case, host: str, source: str) -> HostMeasurement:
     k, run = case.key, case.run
     metrics = {n: v for part in (run.metrics if run else None, case.metrics) for n, v in (part or {}).items()
                if v is not None}
-    return Measurement(CaseId(case_nodeid(case.nodeid), k.workload, k.scenario, k.mode, k.backend, k.precision),
+    return HostMeasurement(CaseId(case_nodeid(case.nodeid), k.workload, k.scenario, k.mode, k.backend, k.precision),
                        source, host, case.nodeid, k.system, _devices(case, host), metrics, case.outcome,
                        run.validity if run else "-", case.reason)
 

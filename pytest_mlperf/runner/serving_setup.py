@@ -1,5 +1,5 @@
 """The runner's setup of one LoadGen test for a serving engine (a backend of suts/registry.py's kind "serving":
-vLLM), like runner/tokens.py for one-call-at-a-time generators.
+vLLM), like runner/generation_setup.py for one-call-at-a-time generators.
 
 First the engine the scenario needs is started (`backend.start`), before anything is measured. Calibration is then a
 bare run of the same engine calls, without LoadGen:
@@ -17,14 +17,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..progress import Notice, Phase
-from ..suts.generation import GenerationMeasurement
-from ..suts.serving import ServingBackend, ServingHarness, measure_all, measure_concurrent, measure_sequential
-from .calibrate import calibration_failed
-from .loadgen import TestRequest
-from .protocol import RunRequest
-from .staging import Stager
-from .tokens import generation_expectations
+from pytest_mlperf.progress import Notice, Phase
+from pytest_mlperf.runner.calibrate import calibration_failed
+from pytest_mlperf.runner.generation_setup import generation_expectations
+from pytest_mlperf.runner.loadgen import TestRequest
+from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.runner.staging import Stager
+from pytest_mlperf.suts.generation import GenerationMeasurement
+from pytest_mlperf.suts.serving import (
+    ServingBackend,
+    ServingHarness,
+    measure_all,
+    measure_concurrent,
+    measure_sequential,
+)
 
 MIN_CALIBRATION_REQUESTS = 16
 MAX_CALIBRATION_REQUESTS = 1024

@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..suts.generation import (
+from pytest_mlperf.runner.calibrate import calibration_failed, work_expectations
+from pytest_mlperf.runner.loadgen import TestRequest
+from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.runner.staging import Stager
+from pytest_mlperf.suts.generation import (
     GenerationConfig,
     GenerationHarness,
     GenerationMeasurement,
@@ -28,10 +32,6 @@ from ..suts.generation import (
     measure_batches,
     measure_streams,
 )
-from .calibrate import calibration_failed, work_expectations
-from .loadgen import TestRequest
-from .protocol import RunRequest
-from .staging import Stager
 
 
 def generation_batch(req: RunRequest) -> tuple[int, int]:
