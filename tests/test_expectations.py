@@ -151,3 +151,23 @@ def test_available_memory_is_the_lower_of_the_kernel_and_the_cgroup(tmp_path) ->
     (cgroup / "memory.max").write_text("max\n")
     assert available_memory(meminfo, cgroup) == 20_000_000 * 1024
     assert available_memory(tmp_path / "none", tmp_path / "none") is None
+
+
+def test_one_server_target_formula_for_batching_and_generation() -> None:
+    """The batch harness and the token harness ask LoadGen for the same target from the same capacity (issue 15:
+    there were two formulas): a load fraction of what all the run's streams measured together."""
+    from pytest_mlperf.runner.calibrate import server_expectations
+    from pytest_mlperf.runner.generation_setup import generation_expectations
+    from pytest_mlperf.suts.generation import GenerationMeasurement
+
+    req = request("Server")
+    batching, _ = expectations(req, BATCH, SINGLE)
+    assert batching.server_target_qps == pytest.approx(req.server_load_fraction * 100.0)
+    one_stream = GenerationMeasurement(**{**{f: 0 for f in GenerationMeasurement.__dataclass_fields__},
+                                          "samples_per_s": 25.0, "batch_latency_p50_s": 0.04})
+    generation = generation_expectations(req, one_stream, streams=4)
+    assert generation.server_target_qps == pytest.approx(batching.server_target_qps)  # 4 streams of 25 = 100
+    assert server_expectations(req.test, 0.5, 100.0).server_target_qps == 50.0
+    kept = request("Server", server_target_qps=7.0).test
+    assert server_expectations(kept, 0.5, 100.0).server_target_qps == 7.0  # a target already set stays
+    assert server_expectations(request("Offline").test, 0.5, 100.0) == request("Offline").test

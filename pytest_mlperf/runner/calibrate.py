@@ -53,6 +53,16 @@ def work_expectations(t: TestRequest, samples_per_s: float, latency_p50_s: float
     return t
 
 
+def server_expectations(t: TestRequest, load_fraction: float, capacity_samples_per_s: float) -> TestRequest:
+    """The Server target LoadGen is asked to sustain, one formula for every strategy: `load_fraction` of the
+    capacity the bare loop measured with the run's streams together (a batch backend's loop runs them all; a
+    generator's loop runs one stream, and its caller multiplies by the streams). A target already set (user.conf,
+    a baseline, the benchmark) is kept."""
+    if t.scenario != "Server" or t.server_target_qps is not None:
+        return t
+    return replace(t, server_target_qps=load_fraction * capacity_samples_per_s)
+
+
 def _run_all(backend: Backend, batches: list[list[int]]) -> None:
     try:
         for rows in batches:

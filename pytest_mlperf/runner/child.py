@@ -39,6 +39,7 @@ from .calibrate import (
     measure,
     predicted_duration,
     query_size_problem,
+    server_expectations,
     warm_up,
     work_expectations,
 )
@@ -118,8 +119,7 @@ def expectations(req: RunRequest, m: Measurement, single: Measurement) -> tuple[
     if t.scenario == "Server":
         if req.server_latency_floor_factor:
             bound = max(bound, int(req.server_latency_floor_factor * single.batch_latency_p90_s * 1e9))
-        qps = t.server_target_qps or req.server_load_fraction * m.samples_per_s
-        t = replace(t, server_target_latency_ns=bound, server_target_qps=qps)
+        t = replace(server_expectations(t, req.server_load_fraction, m.samples_per_s), server_target_latency_ns=bound)
     return t, batcher_wait_s(req, bound)
 
 

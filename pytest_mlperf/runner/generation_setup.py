@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from pytest_mlperf.runner.calibrate import calibration_failed, work_expectations
+from pytest_mlperf.runner.calibrate import calibration_failed, server_expectations, work_expectations
 from pytest_mlperf.runner.loadgen import TestRequest
 from pytest_mlperf.runner.protocol import RunRequest
 from pytest_mlperf.runner.staging import Stager
@@ -73,9 +73,7 @@ def calibrate_generation(backend: TokenBackend, stager: Stager, scenario: str, b
 def generation_expectations(req: RunRequest, m: GenerationMeasurement, streams: int) -> TestRequest:
     """What LoadGen should expect, from the bare loop; values the user (or a baseline) set are kept."""
     t = work_expectations(req.test, m.samples_per_s, m.batch_latency_p50_s, req.expectation_margin)
-    if t.scenario == "Server" and t.server_target_qps is None:
-        t = replace(t, server_target_qps=req.server_load_fraction * streams * m.samples_per_s)
-    return t
+    return server_expectations(t, req.server_load_fraction, streams * m.samples_per_s)
 
 
 def prepare_generation(req: RunRequest, backend: TokenBackend, stager: Stager
