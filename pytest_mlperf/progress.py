@@ -3,7 +3,7 @@ calibration, the LoadGen test with its predicted length, accuracy scoring, the g
 terminal reporter shows for them, and which lines each verbosity shows.
 
 Free of pytest and of runners: the runner child sends a `Notice` when it enters a phase inside a command
-(runner/protocol.py), the client enters the phases of the commands it sends and keeps a `PhaseClock`, and the
+(contract/protocol.py), the client enters the phases of the commands it sends and keeps a `PhaseClock`, and the
 plugin writes the lines. A phase that lasts much longer than predicted is said again ("still ..."), and a runner
 killed at its timeout is named with the phase it was in (`PhaseClock.during`)."""
 
@@ -12,48 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any
 
-
-class Phase(str, Enum):
-    """A phase of a case, as the words that complete "mlperf: <case>: ..." and "killed while ..."."""
-
-    START = "starting the runner"
-    LOAD = "loading the model and data"
-    PREPARE = "preparing the test"
-    ENGINE = "getting the serving engine up"
-    CALIBRATE = "calibrating"
-    LOADGEN = "running the LoadGen test"
-    ACCURACY = "scoring accuracy"
-
+from .contract.protocol import Notice, Phase
 
 # verbosity a line needs: QUIET lines show with -q, NORMAL ones by default, VERBOSE ones with -v; -qq shows none
 QUIET, NORMAL, VERBOSE = -1, 0, 1
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A phase entered: what it is, about how long it should take (None: unknown) and why, and what it works on."""
-
-    phase: Phase
-    predicted_s: float | None = None
-    why: str = ""  # how the prediction follows from the settings, e.g. "64 queries of about 60 ms each"
-    detail: str = ""  # what the phase works on, e.g. "resnet50 on onnxruntime"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase.name, "predicted_s": self.predicted_s, "why": self.why, "detail": self.detail}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Notice:
-        """The notice a runner sent; ValueError names what is wrong with it."""
-        try:
-            phase = Phase[str(d["phase"])]
-        except KeyError:
-            raise ValueError(f"runner protocol: unknown phase {d.get('phase')!r}") from None
-        predicted = d.get("predicted_s")
-        return cls(phase, None if predicted is None else float(predicted), str(d.get("why") or ""),
-                   str(d.get("detail") or ""))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.host.baselines.store import BaselineError, CaseKey, key_mismatch, load_baseline
 from pytest_mlperf.host.machine.case_placement import case_cpus, case_gpus, waiting
 from pytest_mlperf.host.machine.gpulock import GpuLockTimeout, acquire_gpus
@@ -31,7 +32,6 @@ from .host.gate.driver import GateDriving
 from .logs import Run
 from .progress import Report, Sink, reporter
 from .runner.client import Runner, RunnerError, RunnerPool
-from .runner.protocol import RunRequest
 from .runner.recipe import LaunchRecipe, interpreter_hint
 from .search_driver import SearchDriving
 from .settings import Settings

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .runner.protocol import LoadRequest
+from pytest_mlperf.contract.protocol import LoadRequest
+
 from .suts.base import whole_number
 from .workloads import workload_spec
 from .workloads.base import DataRequest, WorkloadSpec

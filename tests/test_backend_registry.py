@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from pytest_mlperf.runner.protocol import DataRequest, LoadRequest
+from pytest_mlperf.contract.protocol import DataRequest, LoadRequest
 from pytest_mlperf.suts import BACKENDS, create_backend
 from pytest_mlperf.suts.base import OPTION_NAMES, BackendError
 from pytest_mlperf.suts.registry import BACKENDS as REGISTRY

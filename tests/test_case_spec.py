@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_mlperf.host.case import CaseSpec, case_spec
-from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.settings import PROFILES
 
 

@@ -69,3 +69,38 @@ def test_the_round_option_wins_on_a_gpu(tmp_path: Path) -> None:
     driver.gate_run(SimpleNamespace(), "SingleStream", "performance", gate, "")
     assert {test.min_duration_ms for _, test in driver.runs} == {700}
     assert len(driver.runs) == 2 + 2 * 3
+
+
+class BusyCalibration(FakeDriver):
+    """The reference calibrated while the host was busy: its test expects 20 samples/s, its warm-up then did 40."""
+
+    def execute(self, sut: Any, recipe: LaunchRecipe, scenario: str, mode: str, log_dir: Path, *,
+                fixed: TestRequest | None = None, label: str = "", **_: Any) -> Any:
+        assert fixed is not None
+        test = replace(fixed, log_dir=str(log_dir), offline_expected_qps=fixed.offline_expected_qps or 20.0)
+        self.runs.append((label, test))
+        rate = 36.0 if recipe.name == "candidate" else 40.0
+        return SimpleNamespace(backend={"device": self.device}, test=asdict(test), accuracy=None,
+                               run=SimpleNamespace(metrics={"result_samples_per_second": rate}))
+
+
+def test_an_offline_gate_asks_for_the_work_its_reference_warm_up_measured(tmp_path: Path) -> None:
+    """Both arms run the reference's calibrated test; one calibrated on a busy host would run out of samples before
+    the min duration at full speed (a candidate's warm-up INVALID under pytest-xdist on two CPUs)."""
+    driver = BusyCalibration(tmp_path, "cpu")
+    gate = GateSettings(candidate=LaunchRecipe(name="candidate"), min_rounds=3, max_rounds=3)
+    driver.gate_run(SimpleNamespace(), "Offline", "performance", gate, "")
+    expected = {label: test.offline_expected_qps for label, test in driver.runs}
+    assert expected.pop("gate warm-up, reference") == 20.0
+    assert set(expected.values()) == {40.0 * PROFILES["ci"].expectation_margin}  # the candidate's warm-up and rounds
+
+
+def test_measured_work_only_ever_raises_an_offline_expectation() -> None:
+    from pytest_mlperf.host.gate.driver import with_measured_work
+    test = TestRequest(loadgen_model="resnet50", scenario="Offline", mode="performance", log_dir="x",
+                       total_sample_count=64, offline_expected_qps=100.0)
+    assert with_measured_work(test, {"result_samples_per_second": 50.0}, 1.5) == test  # never less work
+    assert with_measured_work(test, {}, 1.5) == test
+    assert with_measured_work(test, {"result_samples_per_second": 80.0}, 1.5).offline_expected_qps == 120.0
+    single = replace(test, scenario="SingleStream", offline_expected_qps=None)
+    assert with_measured_work(single, {"result_samples_per_second": 80.0}, 1.5) == single

@@ -16,7 +16,7 @@ pytest.importorskip("mlperf_loadgen")
 from pytest_mlperf.runner.loadgen import Responder, TestRequest, run_test  # noqa: E402
 from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.calibrate import CalibrationError  # noqa: E402
-from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
+from pytest_mlperf.contract.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
 from pytest_mlperf.runner.generation_setup import generation_batch, prepare_generation  # noqa: E402
 from pytest_mlperf.suts.base import BackendInfo  # noqa: E402

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from pytest_mlperf.runner.protocol import LoadRequest
+from pytest_mlperf.contract.protocol import LoadRequest
 from pytest_mlperf.suts import create_backend
 from pytest_mlperf.suts.base import BackendError
 from pytest_mlperf.suts.torch_probe import COPY_OPS, OPS, ProbeConfig, TorchProbe, size_label

@@ -12,7 +12,7 @@ from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.host.results.report import ResultsCollector, accuracy_of, harness_line, standin_lines, table_rows
 from pytest_mlperf.sut_handle import SUTHandle, stand_ins
-from pytest_mlperf.runner.protocol import LoadRequest
+from pytest_mlperf.contract.protocol import LoadRequest
 from pytest_mlperf.settings import PROFILES
 from pytest_mlperf.workloads import workload_spec
 from pytest_mlperf.workloads.base import DataRequest

@@ -21,7 +21,7 @@ pytest.importorskip("mlperf_loadgen")
 
 from pytest_mlperf.runner.loadgen import TestRequest, run_test  # noqa: E402
 from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
-from pytest_mlperf.runner.protocol import RunRequest  # noqa: E402
+from pytest_mlperf.contract.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.serving_setup import calibration_requests, prepare_serving  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
 from pytest_mlperf.suts import create_backend  # noqa: E402
@@ -39,7 +39,7 @@ from pytest_mlperf.suts.vllm_llm import (  # noqa: E402
 )
 from pytest_mlperf.workloads import llama3_1_8b  # noqa: E402
 from pytest_mlperf.workloads.cnn_dailymail import Sample  # noqa: E402
-from pytest_mlperf.runner.protocol import LoadRequest  # noqa: E402
+from pytest_mlperf.contract.protocol import LoadRequest  # noqa: E402
 from pytest_mlperf.workloads.base import DataRequest  # noqa: E402
 
 TestRequest.__test__ = False  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ pytest.importorskip("mlperf_loadgen")
 
 from pytest_mlperf.runner.loadgen import TestRequest
 from pytest_mlperf.runner.child import RunnerState
-from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.suts.base import BackendInfo
 from pytest_mlperf.workloads.null import NullDataset

@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.contract.protocol import LoadRequest, RunRequest, protocol_problem, receive, send, send_phase
 from pytest_mlperf.runner.generation_setup import prepare_generation
 from pytest_mlperf.runner.serving_setup import prepare_serving
 
@@ -45,7 +46,6 @@ from .calibrate import (
 )
 from .lifetime import PARENT_PID_ENV, Watchdog
 from .loadgen import TestRequest, effective_test, loaded_sample_count, run_test
-from .protocol import LoadRequest, RunRequest, receive, send, send_phase
 from .staging import Stager
 
 
@@ -298,6 +298,10 @@ def serve(conn: Connection, gone: Callable[[], None] | None = None) -> int:
             if op == "exit":
                 send(conn, {"ok": True})
                 return 0
+            problem = protocol_problem(message)
+            if problem is not None:  # another install's runner: refuse rather than misread, and end
+                send(conn, {"ok": False, "error": problem, "traceback": ""})
+                return 4
             try:
                 if op == "load":
                     reply = {"ok": True, "info": state.load(LoadRequest.from_dict(message["request"]))}

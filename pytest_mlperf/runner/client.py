@@ -15,9 +15,10 @@ from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.contract.protocol import LoadRequest, RunRequest, command, phase_of, receive, send
+
 from ..progress import Notice, Phase, PhaseClock, Report
 from .lifetime import CLIENT_GRACE_S, PARENT_PID_ENV, EndedTree, end_tree
-from .protocol import LoadRequest, RunRequest, phase_of, receive, send
 from .recipe import LaunchRecipe
 
 
@@ -99,7 +100,7 @@ class Runner:
                 ) from exc
         self._conn = self._connect(address, key, time.monotonic() + 60)
         load = self.load_request
-        reply = self.request({"op": "load", "request": load.to_dict()}, self.start_timeout, "loading",
+        reply = self.request(command("load", request=load.to_dict()), self.start_timeout, "loading",
                              Notice(Phase.LOAD, detail=f"{load.data.workload} on {load.backend}"), report)
         self.info = reply["info"]
         return self.info
@@ -185,14 +186,14 @@ class Runner:
             self.phases.tick()
 
     def run(self, req: RunRequest, timeout: float, doing: str, report: Report | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request({"op": "run", "request": req.to_dict()}, timeout, doing,
+        result: dict[str, Any] = self.request(command("run", request=req.to_dict()), timeout, doing,
                                               Notice(Phase.PREPARE), report)["result"]
         return result
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._conn is not None and self._proc is not None and self._proc.poll() is None:
             try:
-                send(self._conn, {"op": "exit"})
+                send(self._conn, command("exit"))
                 self._proc.wait(timeout=timeout)
             except (OSError, subprocess.TimeoutExpired):
                 pass

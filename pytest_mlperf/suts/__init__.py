@@ -15,7 +15,7 @@ from .registry import BACKENDS as REGISTRY
 from .registry import backend_entry
 
 if TYPE_CHECKING:  # only for the annotation: importing runner/ here at run time would make an import cycle
-    from ..runner.protocol import LoadRequest
+    from pytest_mlperf.contract.protocol import LoadRequest
 
 BACKENDS = tuple(REGISTRY)
 

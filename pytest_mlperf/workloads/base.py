@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..contract.protocol import DataRequest  # noqa: F401  (crossing the process boundary: defined there)
+
 
 @dataclass(frozen=True)
 class WorkloadSpec:
@@ -25,17 +27,6 @@ class WorkloadSpec:
     # what runs without --mlperf-model / --mlperf-dataset, as the report names it (None: nothing stands in)
     standin_model: str | None = None
     standin_data: str | None = None
-
-
-@dataclass(frozen=True)
-class DataRequest:
-    """How the runner should open a workload's data; crosses the process boundary."""
-
-    workload: str
-    model_path: str | None
-    dataset_path: str | None
-    seed: int = 0
-    total_count: int | None = None
 
 
 class Dataset(Protocol):

@@ -29,7 +29,7 @@ import numpy as np
 from pytest_mlperf.runner.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
 from pytest_mlperf.logs import read_run
 from pytest_mlperf.runner.lifetime import end_tree
-from pytest_mlperf.runner.protocol import RunRequest
+from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.runner.serving_setup import calibrate_serving
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.runner.generation_setup import generation_expectations
