@@ -13,9 +13,9 @@ from pytest_mlperf.host.baselines.store import CaseKey, Metric
 
 from .contract import metrics as catalogue
 from .contract.loadgen_results import finite_number
+from .contract.loadgen_run import Run
 from .contract.test_request import TestRequest, user_conf_keys
 from .host.gate.loop import GateOutcome
-from .logs import Run
 from .server_search import CAPACITY_METRIC, SearchOutcome
 
 # The metrics a regression is judged on, per scenario: (LoadGen detail-log key, unit, higher is better), derived

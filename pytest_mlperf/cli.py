@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_mlperf.logs import DETAIL_LOG, SUMMARY_LOG, Latency, LogParseError, Run, estimate_label, read_run
+from pytest_mlperf.contract.loadgen_log import DETAIL_LOG, SUMMARY_LOG, read_run
+from pytest_mlperf.contract.loadgen_results import estimate_label
+from pytest_mlperf.contract.loadgen_run import Latency, LogParseError, Run
 
 EXIT_OK = 0
 EXIT_LOG_PROBLEM = 1  # summarized, but the log is cut short or damaged: what it says cannot be trusted as whole

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .contract import metrics as catalogue
-from .logs import Run
+from .contract.loadgen_run import Run
 
 PHASES = ("bracket", "bisect", "confirm")
 CAPACITY_METRIC = catalogue.SERVER_CAPACITY  # the case's headline and baseline metric under a search

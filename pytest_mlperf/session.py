@@ -25,11 +25,11 @@ from pytest_mlperf.host.machine.gpulock import GpuLockTimeout, acquire_gpus
 from pytest_mlperf.host.machine.placement import Placement
 
 from .cases import CaseRun, rerun_expected_qps, server_target_of
+from .contract.loadgen_run import Run
 from .contract.test_request import TestRequest, user_conf_keys
 from .gpus import gpu_state, leftover_notes
 from .host.case import CaseSpec, case_spec
 from .host.gate.driver import GateDriving
-from .logs import Run
 from .progress import Report, Sink, reporter
 from .runner.client import Runner, RunnerError, RunnerPool
 from .runner.recipe import LaunchRecipe, interpreter_hint

@@ -28,7 +28,7 @@ from pytest_mlperf.host.results.aggregate import table_rows as aggregate_table_r
 from pytest_mlperf.host.baselines.store import CaseKey
 from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.cli import EXIT_OK, EXIT_USAGE, main
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.host.results.report import RESULTS_FORMAT, ResultsCollector, render_table
 from pytest_mlperf.settings import PROFILES, Settings
 

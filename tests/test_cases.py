@@ -11,7 +11,8 @@ import pytest
 
 from pytest_mlperf.host.baselines.store import CaseKey
 from pytest_mlperf.cases import REGRESSION_METRICS, SHORT_RUN_HINT, CaseRun, regression_metrics, rerun_expected_qps
-from pytest_mlperf.logs import Latency, Run, read_run
+from pytest_mlperf.contract.loadgen_log import read_run
+from pytest_mlperf.contract.loadgen_run import Latency, Run
 from pytest_mlperf.settings import PROFILES
 
 DATA = Path(__file__).parent / "data"

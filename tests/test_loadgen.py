@@ -20,7 +20,7 @@ from pytest_mlperf.runner.loadgen import (  # noqa: E402
     run_test,
     user_conf_keys,
 )
-from pytest_mlperf.logs import read_accuracy_log, read_run  # noqa: E402
+from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run  # noqa: E402
 
 # pytest would otherwise try to collect the dataclass named Test*
 TestRequest.__test__ = False  # type: ignore[attr-defined]

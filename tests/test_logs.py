@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.logs against real submission logs and fresh LoadGen 6.0.17 logs."""
+"""Tests for the LoadGen log parser (contract/loadgen_*.py) against real submission logs and fresh LoadGen 6.0.17 logs."""
 
 from __future__ import annotations
 
@@ -10,19 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.logs import (
-    AccuracyEntry,
-    Headline,
-    Latency,
-    LogParseError,
-    Run,
-    estimate_label,
-    parse_detail,
-    parse_run,
-    parse_summary,
-    read_accuracy_log,
-    read_run,
-)
+from pytest_mlperf.contract.loadgen_log import parse_detail, parse_run, parse_summary, read_accuracy_log, read_run
+from pytest_mlperf.contract.loadgen_results import estimate_label
+from pytest_mlperf.contract.loadgen_run import AccuracyEntry, Headline, Latency, LogParseError, Run
 
 DATA = Path(__file__).parent / "data"
 REAL_DIR = DATA / "mlperf-logs"

@@ -21,7 +21,7 @@ from pytest_mlperf.host.results import report
 from pytest_mlperf.host.gate import loop as gate
 from pytest_mlperf.contract import metrics as catalogue
 from pytest_mlperf.contract import loadgen_log, loadgen_results
-from pytest_mlperf.logs import Headline
+from pytest_mlperf.contract.loadgen_run import Headline
 
 OLD_REGRESSION_METRICS = {
     "Offline": (

@@ -17,7 +17,7 @@ import pytest
 import pytest_mlperf
 from pytest_mlperf.host.baselines.store import Baseline, CaseKey, Comparison, Metric, load_baseline, write_json_atomic
 from pytest_mlperf.cases import CaseRun
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.host.results.report import (
     RESULTS_FORMAT,
     ResultsCollector,

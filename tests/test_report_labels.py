@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_mlperf.host.baselines.store import CaseKey
 from pytest_mlperf.cases import CaseRun
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.host.results.report import ResultsCollector, accuracy_of, harness_line, standin_lines, table_rows
 from pytest_mlperf.sut_handle import SUTHandle, stand_ins
 from pytest_mlperf.contract.protocol import LoadRequest

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.server_search import (STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE, STATUS_UNCONFIRMED,
                                          ProbeResult, SearchPlan, probe_verdict, search)
 

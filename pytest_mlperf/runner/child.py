@@ -22,8 +22,8 @@ from pytest_mlperf.contract.protocol import LoadRequest, RunRequest, protocol_pr
 from pytest_mlperf.runner.generation_setup import prepare_generation
 from pytest_mlperf.runner.serving_setup import prepare_serving
 
+from ..contract.loadgen_log import read_accuracy_log, read_run
 from ..cpus import allowed_cpus, format_cpu_list
-from ..logs import read_accuracy_log, read_run
 from ..progress import Notice, Phase
 from ..suts import create_backend
 from ..suts.base import Backend

@@ -43,7 +43,7 @@ import gpu_path_probe as gp
 import thread_stats
 
 from pytest_mlperf.runner.loadgen import TestRequest, run_test
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import warm_up
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.standins.resnet50 import ensure_resnet50

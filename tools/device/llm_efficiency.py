@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pytest_mlperf.runner.loadgen import TestRequest, run_test
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.standins.llama import ensure_llama_standin
 from pytest_mlperf.suts.generation import GenerationConfig, GenerationHarness, measure_streams

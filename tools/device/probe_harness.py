@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlperf.runner.loadgen import TestRequest, run_test
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import measure
 from pytest_mlperf.slowdown import SlowedBackend
 from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pytest_mlperf.runner.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
-from pytest_mlperf.logs import read_run
+from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.lifetime import end_tree
 from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.runner.serving_setup import calibrate_serving

@@ -56,7 +56,7 @@ class CaseRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_dir: Annotated[str | None, describe("the folder of LoadGen's logs of this run")]
     backend: Annotated[dict[str, Any], describe("the backend, device, precision and the details in effect")]
     system: Annotated[dict[str, Any], describe("the machine: CPU, driver, GPUs")]
-    run: Annotated[dict[str, Any] | None, describe("LoadGen's result (logs.Run.to_dict); null if none")]
+    run: Annotated[dict[str, Any] | None, describe("LoadGen's result (contract.loadgen_run.Run.to_dict); null if none")]
     metrics: Annotated[dict[str, float | None], describe("the case's metrics by LoadGen key")]
     harness_efficiency: Annotated[float | None, describe("LoadGen's throughput over the bare loop's")]
     latency_overhead: Annotated[float | None, describe("SingleStream/MultiStream: LoadGen's p50 over the bare loop's "
