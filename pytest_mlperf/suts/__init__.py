@@ -8,14 +8,12 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..contract.protocol import LoadRequest
 from .base import Backend, BackendError
 from .registry import BACKENDS as REGISTRY
 from .registry import backend_entry
-
-if TYPE_CHECKING:  # only for the annotation: importing runner/ here at run time would make an import cycle
-    from pytest_mlperf.contract.protocol import LoadRequest
 
 BACKENDS = tuple(REGISTRY)
 
