@@ -1,12 +1,15 @@
-"""GPU probes: the smallest operations that must cross a GPU isolation layer, one per sample, measured by LoadGen.
+"""GPU probes: the operations that must cross a GPU isolation layer, one per sample, measured by LoadGen.
 SingleStream gives each operation's latency, Offline the operation rate. What each probe is sensitive to:
 
-  launch        kernel launch and stream synchronisation: every call the layer forwards or intercepts
-  h2d_pinned    host-to-device copy from page-locked memory: DMA setup and the copy path (1 MiB)
+  launch        kernel launch and stream synchronisation (64 launches a sample): every call the layer forwards
+  h2d_pinned    host-to-device copy from page-locked memory: DMA setup and the copy path (16 MiB)
   h2d_pageable  the same from pageable memory: staging through the driver's (or the layer's) bounce buffers
   d2h_pinned    device-to-host copy into page-locked memory
   d2h_pageable  the same into pageable memory
-  alloc         cuMemAlloc + cuMemFree straight from the driver: memory bookkeeping, quotas, address mapping
+  alloc         cuMemAlloc + cuMemFree straight from the driver (1 MiB): memory bookkeeping, quotas, address mapping
+
+A sample is sized so that LoadGen's own cost per query (about 8 us) is a few percent of it, not a quarter
+(suts/torch_probe.py says why); `--mlperf-sut-option torch-probe.bytes=N` or `torch-probe.kernels=N` changes it.
 
     pytest benchmarks/test_gpu_probes.py                          # smoke profile, every probe
     pytest benchmarks/test_gpu_probes.py -k launch --mlperf-profile=ci --mlperf-require-baselines

@@ -37,9 +37,11 @@ def torch() -> Iterator[ModuleType]:
 
 
 def test_options_default_and_name_the_variant() -> None:
-    assert ProbeConfig.from_options({"op": "launch"}) == ProbeConfig("launch", 1 << 20, 8)
+    assert ProbeConfig.from_options({"op": "launch"}) == ProbeConfig("launch", 16 << 20, 64)
     assert ProbeConfig.from_options({"op": "launch", "kernels": 32}).variant == "launch-x32"
-    assert ProbeConfig.from_options({"op": "h2d_pinned"}).variant == "h2d_pinned-1MiB"
+    # copies default to 16 MiB (LoadGen's per-query cost is a few % of them), an allocation to 1 MiB
+    assert ProbeConfig.from_options({"op": "h2d_pinned"}).variant == "h2d_pinned-16MiB"
+    assert ProbeConfig.from_options({"op": "alloc"}).variant == "alloc-1MiB"
     assert ProbeConfig.from_options({"op": "alloc", "bytes": 4096}).variant == "alloc-4KiB"
     # --mlperf-sut-option values arrive as strings
     assert ProbeConfig.from_options({"op": "alloc", "bytes": "4096"}).variant == "alloc-4KiB"
@@ -79,9 +81,11 @@ def test_each_op_answers_every_index_with_itself(torch: ModuleType, op: str) -> 
     assert out.dtype == np.int32 and out.tolist() == [[7], [3], [7], [1000]]
     assert probe.infer([]).shape == (0, 1)
     info = probe.info
-    assert (info.backend, info.device, info.precision) == ("torch-probe", "cpu", ProbeConfig(op).variant)
+    assert (info.backend, info.device, info.precision) == ("torch-probe", "cpu",
+                                                            ProbeConfig.from_options({"op": op}).variant)
     assert info.details["op"] == op and info.details["torch"] == torch.__version__ and info.details["gpu"]
-    assert info.details.get("kernels" if op == "launch" else "bytes") == ("8" if op == "launch" else str(1 << 20))
+    default = {"launch": "64", "alloc": str(1 << 20)}.get(op, str(16 << 20))
+    assert info.details.get("kernels" if op == "launch" else "bytes") == default
     probe.close()
 
 

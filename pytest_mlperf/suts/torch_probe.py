@@ -26,9 +26,17 @@ Device 'cpu' runs the same code on CPU tensors (copies become memcpys, kernels b
 pinned memory, allocations go to torch's CPU allocator): it tests the machinery, it measures nothing of a GPU.
 
 Options (`sut_options` in the benchmark's marker, or `--mlperf-sut-option torch-probe.KEY=VALUE`, which wins): op
-(required, one of OPS); bytes (copies and alloc, default 1 MiB); kernels (launch, default 8). The baseline key has
-no slot for SUT options, so the probe's variant (op and size, e.g. 'h2d_pinned-1MiB') is reported as the
-precision: each variant keeps a baseline of its own.
+(required, one of OPS); bytes (copies: default 16 MiB; alloc: default 1 MiB); kernels (launch, default 64). The
+baseline key has no slot for SUT options, so the probe's variant (op and size, e.g. 'h2d_pinned-16MiB') is
+reported as the precision: each variant keeps a baseline of its own.
+
+Why those sizes: LoadGen's own work per SingleStream query is about 8 us, whatever the SUT does (measured on the
+H200, docs/performance.md, sessions 15-16). On a 1 MiB copy (about 36 us) or 8 launches (about 70 us) that is
+14-26% of the probe's latency, a fixed share that dilutes the layer's cost and whose noise the overhead gate must
+see through. A 16 MiB copy takes about 320 us and 64 launches about 410 us: the plugin's p90 was within 1-6% of
+the bare loop's, and the gate's estimate of a 7% layer on the copies was within 1.5 points of the truth in 13 of 15
+repeats. A layer with a fixed cost per call still shows it: 64 launches are 64 calls. Smaller sizes remain an
+option away (`--mlperf-sut-option torch-probe.bytes=1048576`).
 """
 
 from __future__ import annotations
@@ -49,8 +57,9 @@ from .base import BackendError, BackendInfo, check_option_names, whole_number
 OPS = ("launch", "h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable", "alloc")
 COPY_OPS = ("h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable")
 MIB = 1 << 20
-DEFAULT_BYTES = MIB
-DEFAULT_KERNELS = 8
+DEFAULT_COPY_BYTES = 16 * MIB
+DEFAULT_ALLOC_BYTES = MIB
+DEFAULT_KERNELS = 64
 
 
 def _positive_int(options: Mapping[str, object], name: str, default: int) -> int:
@@ -73,7 +82,7 @@ def size_label(nbytes: int) -> str:
 @dataclass(frozen=True)
 class ProbeConfig:
     op: str
-    nbytes: int = DEFAULT_BYTES
+    nbytes: int  # copies and alloc; from_options gives each its default
     kernels: int = DEFAULT_KERNELS
 
     @classmethod
@@ -89,7 +98,8 @@ class ProbeConfig:
         unused = "bytes" if op == "launch" else "kernels"
         if unused in options:
             raise BackendError(f"torch-probe SUT: option {unused!r} does not apply to op {op!r}")
-        return cls(str(op), _positive_int(options, "bytes", DEFAULT_BYTES),
+        default_bytes = DEFAULT_ALLOC_BYTES if op == "alloc" else DEFAULT_COPY_BYTES
+        return cls(str(op), _positive_int(options, "bytes", default_bytes),
                    _positive_int(options, "kernels", DEFAULT_KERNELS))
 
     @property

@@ -1,6 +1,7 @@
 """Where a GPU probe's SingleStream latency goes, in one process (run on the GPU machine; `--device cpu` anywhere).
 
     python3 tools/device/probe_harness.py OUT.json [--op launch] [--device cuda] [--seconds 2] [--cycles 4]
+    python3 tools/device/probe_harness.py OUT.json --op launch --option kernels=64   # a sample of 64 launches
     python3 tools/device/probe_harness.py OUT.json --backend onnxruntime   # the ResNet50 stand-in, staged, batch 1
 
 Each cycle runs, back to back and each for `--seconds`:
@@ -102,9 +103,9 @@ def _ratios(rows: list[dict[str, Any]], num: str, den: str, key: str) -> list[fl
     return [by[(c, num)] / by[(c, den)] for c in sorted({r["cycle"] for r in rows})]
 
 
-def make_backend(name: str, op: str, device: str) -> Any:
+def make_backend(name: str, op: str, device: str, options: dict[str, str]) -> Any:
     if name == "torch-probe":
-        return TorchProbe(device, {"op": op})
+        return TorchProbe(device, {"op": op, **options})
     from pytest_mlperf.standins.resnet50 import ensure_resnet50
     from pytest_mlperf.suts.onnxruntime import OrtClassifier
     from pytest_mlperf.workloads.resnet50 import SyntheticImages
@@ -124,8 +125,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--cycles", type=int, default=4)
     ap.add_argument("--cost", type=float, default=0.07)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="more torch-probe options, e.g. kernels=64 or bytes=16777216 (repeatable)")
     args = ap.parse_args(argv)
-    probe = make_backend(args.backend, args.op, args.device)
+    options = dict(o.split("=", 1) for o in args.option)
+    probe = make_backend(args.backend, args.op, args.device, options)
     slowed = SlowedBackend(probe, args.cost / (1 - args.cost), 0.0)
     for _ in range(2000 if args.backend == "torch-probe" else 100):  # warm: first launches load kernels, the allocator fills
         probe.infer([0])
