@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.contract.loadgen_results import finite_number
+from pytest_mlperf.contract.loadgen_run import Run
+from pytest_mlperf.contract.test_request import TestRequest, user_conf_keys
 from pytest_mlperf.host.baselines.store import CaseKey, Metric
-
-from .contract import metrics as catalogue
-from .contract.loadgen_results import finite_number
-from .contract.loadgen_run import Run
-from .contract.test_request import TestRequest, user_conf_keys
-from .host.gate.loop import GateOutcome
-from .server_search import CAPACITY_METRIC, SearchOutcome
+from pytest_mlperf.host.gate.loop import GateOutcome
+from pytest_mlperf.server_search import CAPACITY_METRIC, SearchOutcome
 
 # The metrics a regression is judged on, per scenario: (LoadGen detail-log key, unit, higher is better), derived
 # from the catalogue (contract/metrics.py), which says why each is there.

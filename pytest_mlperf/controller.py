@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.contract.files import write_json_atomic, write_text_atomic
+from pytest_mlperf.host.gate import report as gate_report
 from pytest_mlperf.host.results.report import ResultsCollector
-
-from .contract.files import write_json_atomic, write_text_atomic
-from .host.gate import report as gate_report
-from .outputs import Claim, point_latest
-from .session import BASELINE_PROPERTY, RECORD_PROPERTY, MlperfSession
+from pytest_mlperf.outputs import Claim, point_latest
+from pytest_mlperf.session import BASELINE_PROPERTY, RECORD_PROPERTY, MlperfSession
 
 CLAIM_KEY = pytest.StashKey[Claim]()
 SCENARIO_SKIP = "--mlperf-scenario asked for"  # in the skip reason of a benchmark that declares none of them

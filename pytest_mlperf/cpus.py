@@ -80,7 +80,7 @@ def allowed_cpus() -> tuple[int, ...]:
 
 def gpu_local_cpus(uuid: str) -> tuple[int, ...] | None:
     """The CPUs NVML calls ideal for the GPU (its NUMA node's), or None when NVML is unavailable or silent."""
-    from .gpus import _nvml  # NVML is initialised once per process there
+    from pytest_mlperf.gpus import _nvml  # NVML is initialised once per process there
 
     nvml = _nvml()
     if nvml is None:

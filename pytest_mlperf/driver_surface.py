@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .cases import CaseRun
-    from .contract.test_request import TestRequest
-    from .runner.recipe import LaunchRecipe
-    from .session import MlperfSession
-    from .sut_handle import SUTHandle
+    from pytest_mlperf.cases import CaseRun
+    from pytest_mlperf.contract.test_request import TestRequest
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.session import MlperfSession
+    from pytest_mlperf.sut_handle import SUTHandle
 
 
 class DriverSurface:

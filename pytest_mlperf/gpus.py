@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import system
-from .system import GPU
+from pytest_mlperf import system
+from pytest_mlperf.system import GPU
 
 
 class PlacementError(ValueError):

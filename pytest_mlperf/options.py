@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
-from . import settings as S
-from .cpus import (
-    AFFINITY_MODES,
-    AffinityError,
-    allowed_cpus,
-    case_affinity,
-    parse_affinity,
-)
-from .runner.recipe import LaunchRecipe
-from .suts.registry import OPTION_NAMES
-from .userconf import check_user_conf
+from pytest_mlperf import settings as S
+from pytest_mlperf.cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
+from pytest_mlperf.runner.recipe import LaunchRecipe
+from pytest_mlperf.suts.registry import OPTION_NAMES
+from pytest_mlperf.userconf import check_user_conf
 
 # name, help, argparse kwargs, ini type
 OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .contract.files import write_json_atomic
+from pytest_mlperf.contract.files import write_json_atomic
 
 SESSION_DIR_KEY = "mlperf_session_results_dir"  # workerinput: the results folder the controller claimed
 

@@ -15,25 +15,19 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf import settings as S
+from pytest_mlperf.controller import CLAIM_KEY, SCENARIO_SKIP, ControllerReporter
+from pytest_mlperf.gpus import PlacementError, auto_num_workers, discover
 from pytest_mlperf.host.baselines.check import BaselineCheck
 from pytest_mlperf.host.machine.placement import RANK_KEY, WORKERS_KEY, local_ranks, place
 from pytest_mlperf.host.results.records import report_properties
-
-from . import settings as S
-from .controller import CLAIM_KEY, SCENARIO_SKIP, ControllerReporter
-from .gpus import PlacementError, auto_num_workers, discover
-from .interrupt import stop_on_sigterm
-from .options import OPTIONS, _parsed, _value, add_options, build_settings
-from .outputs import (
-    SESSION_DIR_KEY,
-    OutputError,
-    claim_outputs_of,
-    refuse_shared_cpu_baselines,
-)
-from .progress import shown
-from .session import LoadGenDriver, MlperfSession
-from .sut_handle import SUTHandle, make_sut
-from .workloads import workload_module, workload_spec
+from pytest_mlperf.interrupt import stop_on_sigterm
+from pytest_mlperf.options import OPTIONS, _parsed, _value, add_options, build_settings
+from pytest_mlperf.outputs import SESSION_DIR_KEY, OutputError, claim_outputs_of, refuse_shared_cpu_baselines
+from pytest_mlperf.progress import shown
+from pytest_mlperf.session import LoadGenDriver, MlperfSession
+from pytest_mlperf.sut_handle import SUTHandle, make_sut
+from pytest_mlperf.workloads import workload_module, workload_spec
 
 SESSION_KEY = pytest.StashKey[MlperfSession]()
 OUTPUT_PROBLEM = pytest.StashKey[str]()  # why the results folder cannot be written (raised once a case is found)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .contract.protocol import Notice, Phase
+from pytest_mlperf.contract.protocol import Notice, Phase
 
 # verbosity a line needs: QUIET lines show with -q, NORMAL ones by default, VERBOSE ones with -v; -qq shows none
 QUIET, NORMAL, VERBOSE = -1, 0, 1

@@ -15,19 +15,25 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .cases import CaseRun
-from .contract.loadgen_results import finite_number
-from .contract.test_request import TestRequest, user_conf_keys
-from .driver_surface import DriverSurface
-from .host.gate.capacity import CapacityRounds, RoundSetup, longest_latency_s, round_probe_s, searches_record
-from .host.gate.loop import GateError, gate_metrics, run_rounds
-from .progress import NORMAL, line, search_round_text
-from .server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
+from pytest_mlperf.cases import CaseRun
+from pytest_mlperf.contract.loadgen_results import finite_number
+from pytest_mlperf.contract.test_request import TestRequest, user_conf_keys
+from pytest_mlperf.driver_surface import DriverSurface
+from pytest_mlperf.host.gate.capacity import (
+    CapacityRounds,
+    RoundSetup,
+    longest_latency_s,
+    round_probe_s,
+    searches_record,
+)
+from pytest_mlperf.host.gate.loop import GateError, gate_metrics, run_rounds
+from pytest_mlperf.progress import NORMAL, line, search_round_text
+from pytest_mlperf.server_search import CAPACITY_METRIC, ProbeResult, SearchOutcome, SearchPlan, probe_verdict, search
 
 if TYPE_CHECKING:
-    from .runner.recipe import LaunchRecipe
-    from .settings import GateSettings
-    from .sut_handle import SUTHandle
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.settings import GateSettings
+    from pytest_mlperf.sut_handle import SUTHandle
 
 
 # --mlperf-server-search: probes last at least this share of the case's min duration (at least PROBE_MIN_MS; longer

@@ -34,8 +34,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .contract import metrics as catalogue
-from .contract.loadgen_run import Run
+from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.contract.loadgen_run import Run
 
 PHASES = ("bracket", "bisect", "confirm")
 CAPACITY_METRIC = catalogue.SERVER_CAPACITY  # the case's headline and baseline metric under a search

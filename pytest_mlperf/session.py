@@ -18,25 +18,24 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.cases import CaseRun, rerun_expected_qps, server_target_of
+from pytest_mlperf.contract.loadgen_run import Run
 from pytest_mlperf.contract.protocol import RunRequest
+from pytest_mlperf.contract.test_request import TestRequest, user_conf_keys
+from pytest_mlperf.gpus import gpu_state, leftover_notes
 from pytest_mlperf.host.baselines.store import BaselineError, CaseKey, key_mismatch, load_baseline
+from pytest_mlperf.host.case import CaseSpec, case_spec
+from pytest_mlperf.host.gate.driver import GateDriving
 from pytest_mlperf.host.machine.case_placement import case_cpus, case_gpus, waiting
 from pytest_mlperf.host.machine.gpulock import GpuLockTimeout, acquire_gpus
 from pytest_mlperf.host.machine.placement import Placement
-
-from .cases import CaseRun, rerun_expected_qps, server_target_of
-from .contract.loadgen_run import Run
-from .contract.test_request import TestRequest, user_conf_keys
-from .gpus import gpu_state, leftover_notes
-from .host.case import CaseSpec, case_spec
-from .host.gate.driver import GateDriving
-from .progress import Report, Sink, reporter
-from .runner.client import Runner, RunnerError, RunnerPool
-from .runner.recipe import LaunchRecipe, interpreter_hint
-from .search_driver import SearchDriving
-from .settings import Settings
-from .sut_handle import SUTHandle, stand_ins
-from .system import SystemInfo, describe_system
+from pytest_mlperf.progress import Report, Sink, reporter
+from pytest_mlperf.runner.client import Runner, RunnerError, RunnerPool
+from pytest_mlperf.runner.recipe import LaunchRecipe, interpreter_hint
+from pytest_mlperf.search_driver import SearchDriving
+from pytest_mlperf.settings import Settings
+from pytest_mlperf.sut_handle import SUTHandle, stand_ins
+from pytest_mlperf.system import SystemInfo, describe_system
 
 RECORD_PROPERTY = "mlperf_case"  # user_properties name of a case's record (to the controller)
 BASELINE_PROPERTY = "mlperf_baseline"  # user_properties name of a baseline to write (on --mlperf-update-baselines)

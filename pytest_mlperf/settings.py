@@ -14,9 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
-from .contract import metrics as catalogue
-from .host.gate.stopping import GatePlan
-from .runner.recipe import LaunchRecipe
+from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.host.gate.stopping import GatePlan
+from pytest_mlperf.runner.recipe import LaunchRecipe
 
 SCENARIOS: tuple[str, ...] = catalogue.SCENARIOS  # the contract's, one list for both processes
 MODES: tuple[str, ...] = ("performance", "accuracy")

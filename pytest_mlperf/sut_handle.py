@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_mlperf.contract.protocol import LoadRequest
-
-from .suts.base import whole_number
-from .workloads import workload_spec
-from .workloads.base import DataRequest, WorkloadSpec
+from pytest_mlperf.suts.base import whole_number
+from pytest_mlperf.workloads import workload_spec
+from pytest_mlperf.workloads.base import DataRequest, WorkloadSpec
 
 if TYPE_CHECKING:
-    from .session import MlperfSession
+    from pytest_mlperf.session import MlperfSession
 
 
 @dataclass(frozen=True)

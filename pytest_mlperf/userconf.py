@@ -12,7 +12,7 @@ import difflib
 import re
 from pathlib import Path
 
-from .settings import SCENARIOS
+from pytest_mlperf.settings import SCENARIOS
 
 # The keys FromConfig reads (mlcommons-loadgen 6.x, test_settings_internal.cc, and the embedded mlperf.conf):
 # True where LoadGen reads the value as a whole number (strtoull), False where it reads a float (strtod).

@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import metrics as catalogue
-from .loadgen_results import (
+from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.contract.loadgen_results import (
     CONSTRAINTS,
     LATENCY_FAMILIES,
     finite_number,
@@ -34,7 +34,7 @@ from .loadgen_results import (
     invalid_reasons,
     latency_stats,
 )
-from .loadgen_run import AccuracyEntry, LogEntry, LogParseError, Run
+from pytest_mlperf.contract.loadgen_run import AccuracyEntry, LogEntry, LogParseError, Run
 
 __all__ = ["ACCURACY_LOG", "DETAIL_LOG", "SUMMARY_LOG", "parse_detail", "parse_run", "parse_summary",
            "read_accuracy_log", "read_run"]

@@ -22,8 +22,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import metrics as catalogue
-from .loadgen_run import Headline, Latency, Run
+from pytest_mlperf.contract import metrics as catalogue
+from pytest_mlperf.contract.loadgen_run import Headline, Latency, Run
 
 __all__ = ["CONSTRAINTS", "LATENCY_FAMILIES", "estimate_label", "finite_number", "headlines", "invalid_reasons",
            "latency_stats"]

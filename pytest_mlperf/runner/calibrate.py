@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..suts.base import Backend
-from .loadgen import TestRequest, offline_samples_per_query
+from pytest_mlperf.runner.loadgen import TestRequest, offline_samples_per_query
+from pytest_mlperf.suts.base import Backend
 
 
 class CalibrationError(RuntimeError):

@@ -18,22 +18,11 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run
 from pytest_mlperf.contract.protocol import LoadRequest, RunRequest, protocol_problem, receive, send, send_phase
-from pytest_mlperf.runner.generation_setup import prepare_generation
-from pytest_mlperf.runner.serving_setup import prepare_serving
-
-from ..contract.loadgen_log import read_accuracy_log, read_run
-from ..cpus import allowed_cpus, format_cpu_list
-from ..progress import Notice, Phase
-from ..suts import create_backend
-from ..suts.base import Backend
-from ..suts.generation import GenerationHarness
-from ..suts.registry import Kind, backend_entry
-from ..suts.scheduling import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
-from ..suts.serving import ServingHarness
-from ..workloads import workload_module
-from ..workloads.base import Dataset
-from .calibrate import (
+from pytest_mlperf.cpus import allowed_cpus, format_cpu_list
+from pytest_mlperf.progress import Notice, Phase
+from pytest_mlperf.runner.calibrate import (
     Measurement,
     available_memory,
     calibration_seconds,
@@ -44,9 +33,19 @@ from .calibrate import (
     warm_up,
     work_expectations,
 )
-from .lifetime import PARENT_PID_ENV, Watchdog
-from .loadgen import TestRequest, effective_test, loaded_sample_count, run_test
-from .staging import Stager
+from pytest_mlperf.runner.generation_setup import prepare_generation
+from pytest_mlperf.runner.lifetime import PARENT_PID_ENV, Watchdog
+from pytest_mlperf.runner.loadgen import TestRequest, effective_test, loaded_sample_count, run_test
+from pytest_mlperf.runner.serving_setup import prepare_serving
+from pytest_mlperf.runner.staging import Stager
+from pytest_mlperf.suts import create_backend
+from pytest_mlperf.suts.base import Backend
+from pytest_mlperf.suts.generation import GenerationHarness
+from pytest_mlperf.suts.registry import Kind, backend_entry
+from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
+from pytest_mlperf.suts.serving import ServingHarness
+from pytest_mlperf.workloads import workload_module
+from pytest_mlperf.workloads.base import Dataset
 
 
 class FailedTest(RuntimeError):

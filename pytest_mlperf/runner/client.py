@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlperf.contract.protocol import LoadRequest, RunRequest, command, phase_of, receive, send
-
-from ..progress import Notice, Phase, PhaseClock, Report
-from .lifetime import CLIENT_GRACE_S, PARENT_PID_ENV, EndedTree, end_tree
-from .recipe import LaunchRecipe
+from pytest_mlperf.progress import Notice, Phase, PhaseClock, Report
+from pytest_mlperf.runner.lifetime import CLIENT_GRACE_S, PARENT_PID_ENV, EndedTree, end_tree
+from pytest_mlperf.runner.recipe import LaunchRecipe
 
 
 class RunnerError(RuntimeError):

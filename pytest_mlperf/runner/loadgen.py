@@ -31,7 +31,7 @@ import numpy as np
 
 # the request and the counts it implies are the contract's (no LoadGen needed to read them); named here too, for
 # the runner's modules and for tools
-from ..contract.test_request import (  # noqa: F401
+from pytest_mlperf.contract.test_request import (  # noqa: F401
     TestRequest,
     issued_query_count,
     loaded_sample_count,

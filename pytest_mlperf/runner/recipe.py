@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cpus import format_cpu_list
-from ..gpus import worker_gpu_env
-from .lifetime import bind_to_parent
+from pytest_mlperf.cpus import format_cpu_list
+from pytest_mlperf.gpus import worker_gpu_env
+from pytest_mlperf.runner.lifetime import bind_to_parent
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import onnx
 from filelock import FileLock
 from onnx import TensorProto, helper, numpy_helper
 
-from ..contract.files import write_bytes_atomic
+from pytest_mlperf.contract.files import write_bytes_atomic
 
 #: Bump whenever the graph, the weights or the calibration data change.
 BUILDER_VERSION = 1

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from ..contract.protocol import LoadRequest
-from .base import Backend, BackendError
-from .registry import BACKENDS as REGISTRY
-from .registry import backend_entry
+from pytest_mlperf.contract.protocol import LoadRequest
+from pytest_mlperf.suts.base import Backend, BackendError
+from pytest_mlperf.suts.registry import BACKENDS as REGISTRY
+from pytest_mlperf.suts.registry import backend_entry
 
 BACKENDS = tuple(REGISTRY)
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import registry
+from pytest_mlperf.suts import registry
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..runner.loadgen import Responder
-from . import threads
-from .base import BackendInfo
+from pytest_mlperf.runner.loadgen import Responder
+from pytest_mlperf.suts import threads
+from pytest_mlperf.suts.base import BackendInfo
 
 
 class TokenBackend(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .base import BackendInfo, check_option_names
+from pytest_mlperf.suts.base import BackendInfo, check_option_names
 
 
 class NullBackend:

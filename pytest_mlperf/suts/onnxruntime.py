@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .base import BackendError, BackendInfo, check_option_names, option_int, parse_flag
+from pytest_mlperf.suts.base import BackendError, BackendInfo, check_option_names, option_int, parse_flag
 
 SAMPLES = "pytest_mlperf_samples"
 ROWS = "pytest_mlperf_rows"

@@ -27,9 +27,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..runner.loadgen import Responder
-from . import threads
-from .base import Backend
+from pytest_mlperf.runner.loadgen import Responder
+from pytest_mlperf.suts import threads
+from pytest_mlperf.suts.base import Backend
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,15 @@ from typing import Protocol
 
 import numpy as np
 
-from ..runner.loadgen import Responder
-from . import threads
-from .base import BackendInfo
-from .generation import BatchAnswerError, GenerationMeasurement, answer_batch, measure_sequential_requests
+from pytest_mlperf.runner.loadgen import Responder
+from pytest_mlperf.suts import threads
+from pytest_mlperf.suts.base import BackendInfo
+from pytest_mlperf.suts.generation import (
+    BatchAnswerError,
+    GenerationMeasurement,
+    answer_batch,
+    measure_sequential_requests,
+)
 
 TokensCallback = Callable[[np.ndarray], None]
 ErrorCallback = Callable[[BaseException], None]

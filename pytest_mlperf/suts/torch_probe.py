@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, BackendInfo, check_option_names, whole_number
+from pytest_mlperf.suts.base import BackendError, BackendInfo, check_option_names, whole_number
 
 OPS = ("launch", "h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable", "alloc")
 COPY_OPS = ("h2d_pinned", "h2d_pageable", "d2h_pinned", "d2h_pageable")
@@ -206,7 +206,7 @@ class TorchProbe:
         except ImportError:
             raise BackendError("the torch-probe backend needs torch: pip install torch "
                                "(a CUDA build on a GPU machine: https://pytorch.org/get-started/locally/)") from None
-        from .transformers_llm import resolve_device
+        from pytest_mlperf.suts.transformers_llm import resolve_device
 
         self._torch = torch
         self.device = resolve_device(device)

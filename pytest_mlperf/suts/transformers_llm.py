@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, BackendInfo, check_option_names
+from pytest_mlperf.suts.base import BackendError, BackendInfo, check_option_names
 
 MIN_NEW_TOKENS = 2  # LoadGen's TPOT divides by n_tokens - 1
 SMALL_MODEL_PARAMETERS = 50_000_000  # below this, CPU generation is bound by per-op overhead, not FLOPs

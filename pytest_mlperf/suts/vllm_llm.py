@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from . import threads
-from .base import BackendError, BackendInfo, check_option_names, parse_flag
-from .registry import VLLM_INSTALL_HINT
-from .serving import ErrorCallback, TokensCallback
+from pytest_mlperf.suts import threads
+from pytest_mlperf.suts.base import BackendError, BackendInfo, check_option_names, parse_flag
+from pytest_mlperf.suts.registry import VLLM_INSTALL_HINT
+from pytest_mlperf.suts.serving import ErrorCallback, TokensCallback
 
 MIN_NEW_TOKENS = 2  # LoadGen's TPOT divides by n_tokens - 1
 INSTALL_HINT = VLLM_INSTALL_HINT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from .base import WorkloadSpec
+from pytest_mlperf.workloads.base import WorkloadSpec
 
 _MODULES = {"resnet50": "resnet50", "llama3_1-8b": "llama3_1_8b", "null": "null", "gpu-probe": "gpu_probe"}
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..contract.protocol import DataRequest  # noqa: F401  (crossing the process boundary: defined there)
+from pytest_mlperf.contract.protocol import DataRequest  # noqa: F401  (crossing the process boundary: defined there)
 
 
 @dataclass(frozen=True)

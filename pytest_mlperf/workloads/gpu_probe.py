@@ -7,8 +7,8 @@ accuracy mode checks that every operation was answered, and by the right sample.
 
 from __future__ import annotations
 
-from .base import DataRequest, WorkloadSpec
-from .null import NullDataset
+from pytest_mlperf.workloads.base import DataRequest, WorkloadSpec
+from pytest_mlperf.workloads.null import NullDataset
 
 SPEC = WorkloadSpec(
     name="gpu-probe",

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import outputs_digest
-from ..rouge import LLAMA3_1_8B_TARGETS, ROUGE_TYPES, check_rouge
-from .base import DataRequest, WorkloadSpec, require_path
-from .cnn_dailymail import Sample, load_mlcommons_dataset, standin_corpus
+from pytest_mlperf.metrics import outputs_digest
+from pytest_mlperf.rouge import LLAMA3_1_8B_TARGETS, ROUGE_TYPES, check_rouge
+from pytest_mlperf.workloads.base import DataRequest, WorkloadSpec, require_path
+from pytest_mlperf.workloads.cnn_dailymail import Sample, load_mlcommons_dataset, standin_corpus
 
 SPEC = WorkloadSpec(
     name="llama3_1-8b",
@@ -87,7 +87,7 @@ class SummarizationDataset:
         }
         if not tokens or self.tokenizer_dir is None or importlib.util.find_spec("rouge_score") is None:
             return result
-        from ..rouge import compute_rouge_from_tokens
+        from pytest_mlperf.rouge import compute_rouge_from_tokens
 
         order = sorted(tokens)
         scores = compute_rouge_from_tokens([tokens[i] for i in order], [self.samples[i].reference for i in order],
@@ -118,6 +118,6 @@ def model_dir(req: DataRequest) -> Path:
                          "point it at a Hugging Face model folder such as Meta-Llama-3.1-8B-Instruct")
     if given is not None:
         return given
-    from ..standins.llama import ensure_llama_standin
+    from pytest_mlperf.standins.llama import ensure_llama_standin
 
     return ensure_llama_standin(seed=req.seed)

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..metrics import decode_classes, outputs_digest
-from .base import DataRequest, WorkloadSpec
+from pytest_mlperf.metrics import decode_classes, outputs_digest
+from pytest_mlperf.workloads.base import DataRequest, WorkloadSpec
 
 SPEC = WorkloadSpec(
     name="null",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract.metrics import SCENARIOS
-from ..metrics import decode_classes, outputs_digest, top1
-from .base import DataRequest, WorkloadSpec, require_path
-from .imagenet import preprocess_image, read_val_map, synthetic_images_at
+from pytest_mlperf.contract.metrics import SCENARIOS
+from pytest_mlperf.metrics import decode_classes, outputs_digest, top1
+from pytest_mlperf.workloads.base import DataRequest, WorkloadSpec, require_path
+from pytest_mlperf.workloads.imagenet import preprocess_image, read_val_map, synthetic_images_at
 
 SPEC = WorkloadSpec(
     name="resnet50",
@@ -114,6 +114,6 @@ def model_file(req: DataRequest) -> Path:
     if given is not None:
         check_model(given)
         return given
-    from ..standins.resnet50 import ensure_resnet50
+    from pytest_mlperf.standins.resnet50 import ensure_resnet50
 
     return ensure_resnet50(seed=req.seed)

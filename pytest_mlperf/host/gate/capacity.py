@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...server_search import CAPACITY_METRIC, SearchOutcome, SearchPlan
-from ...settings import GateSettings
-from .loop import GateError
+from pytest_mlperf.host.gate.loop import GateError
+from pytest_mlperf.server_search import CAPACITY_METRIC, SearchOutcome, SearchPlan
+from pytest_mlperf.settings import GateSettings
 
 # A round's search per arm: the first probe at the arm's latest capacity, then steps of ROUND_STEP up while VALID or
 # down while INVALID, ROUND_PROBES probes at most; the bracket is then one step wide, so there is no bisection.

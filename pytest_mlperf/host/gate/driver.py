@@ -13,20 +13,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_mlperf.cases import CaseRun
+from pytest_mlperf.contract.test_request import TestRequest
+from pytest_mlperf.driver_surface import DriverSurface
 from pytest_mlperf.host.baselines.check import _output
-
-from ...cases import CaseRun
-from ...contract.test_request import TestRequest
-from ...driver_surface import DriverSurface
-from ...metrics import compare_outputs
-from ...progress import NORMAL, line, round_text
-from .loop import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
+from pytest_mlperf.host.gate.loop import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
+from pytest_mlperf.metrics import compare_outputs
+from pytest_mlperf.progress import NORMAL, line, round_text
 
 if TYPE_CHECKING:
-    from ...runner.recipe import LaunchRecipe
-    from ...settings import GateSettings
-    from ...sut_handle import SUTHandle
-    from .stopping import GatePlan
+    from pytest_mlperf.host.gate.stopping import GatePlan
+    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.settings import GateSettings
+    from pytest_mlperf.sut_handle import SUTHandle
 
 
 def with_measured_work(test: TestRequest, metrics: Mapping[str, object], margin: float) -> TestRequest:

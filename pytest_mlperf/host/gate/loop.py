@@ -15,18 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_mlperf.contract import metrics as catalogue
 from pytest_mlperf.host.baselines.store import Metric
-
-from ...contract import metrics as catalogue
-from .stats import Interval
-from .stopping import (
-    GatePlan,
-    Verdict,
-    estimator_for,
-    evaluate,
-    look_confidence,
-    round_order,
-)
+from pytest_mlperf.host.gate.stats import Interval
+from pytest_mlperf.host.gate.stopping import GatePlan, Verdict, estimator_for, evaluate, look_confidence, round_order
 
 ARMS = ("reference", "candidate")
 

@@ -10,9 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.contract.files import write_bytes_atomic
 from pytest_mlperf.host.results.report import case_labels, format_value
-
-from ...contract.files import write_bytes_atomic
 
 VERDICT_MARK = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}
 

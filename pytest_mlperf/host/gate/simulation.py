@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .stats import (
+from pytest_mlperf.host.gate.stats import (
     MIN_INTERVAL_ROUNDS,
     _arm_costs,
     _batch_floor_interval,
@@ -24,7 +24,7 @@ from .stats import (
     _log_costs,
     _to_overhead,
 )
-from .stopping import (
+from pytest_mlperf.host.gate.stopping import (
     DEFAULT_PLAN,
     GateDecision,
     GatePlan,

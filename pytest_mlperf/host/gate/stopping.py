@@ -10,7 +10,7 @@ from enum import Enum
 
 import numpy as np
 
-from .stats import (
+from pytest_mlperf.host.gate.stats import (
     ESTIMATORS,
     MIN_INTERVAL_ROUNDS,
     Interval,
