@@ -36,9 +36,3 @@ def decode_classes(outputs: Mapping[int, bytes], dtype: str = "int32") -> dict[i
             raise ValueError(f"sample {idx}: expected one {dtype} class index, got {values.size} values")
         decoded[idx] = int(values[0])
     return decoded
-
-
-def compare_outputs(expected: Mapping[int, object], actual: Mapping[int, object]) -> list[int]:
-    """QSL indices whose outputs differ (or are missing on either side), sorted. Outputs are classes (ints) or
-    token id lists (LLMs), compared by equality."""
-    return sorted(i for i in set(expected) | set(actual) if expected.get(i) != actual.get(i))

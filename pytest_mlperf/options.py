@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from pytest_mlperf import settings as S
-from pytest_mlperf.cpus import AFFINITY_MODES, AffinityError, allowed_cpus, case_affinity, parse_affinity
+from pytest_mlperf.contract.cpu_list import AffinityError, allowed_cpus
+from pytest_mlperf.cpus import AFFINITY_MODES, case_affinity, parse_affinity
 from pytest_mlperf.runner.recipe import LaunchRecipe
 from pytest_mlperf.suts.registry import OPTION_NAMES
 from pytest_mlperf.userconf import check_user_conf

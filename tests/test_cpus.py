@@ -10,16 +10,8 @@ from typing import Any
 import pytest
 
 from pytest_mlperf import cpus, gpus
-from pytest_mlperf.cpus import (
-    Affinity,
-    AffinityError,
-    case_affinity,
-    format_cpu_list,
-    mask_to_cpus,
-    parse_affinity,
-    parse_cpu_list,
-    split_shared,
-)
+from pytest_mlperf.contract.cpu_list import AffinityError, format_cpu_list, parse_cpu_list
+from pytest_mlperf.cpus import Affinity, case_affinity, mask_to_cpus, parse_affinity, split_shared
 
 A, B, C, D = "GPU-a", "GPU-b", "GPU-c", "GPU-d"
 NODE0, NODE1 = tuple(range(0, 8)), tuple(range(8, 16))

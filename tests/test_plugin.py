@@ -264,7 +264,7 @@ def test_records_say_where_the_time_went_and_the_runner_log_shows_progress(pytes
 def test_cpu_affinity_pins_the_runner_and_bad_lists_are_usage_errors(pytester: pytest.Pytester) -> None:
     import os
 
-    from pytest_mlperf.cpus import format_cpu_list
+    from pytest_mlperf.contract.cpu_list import format_cpu_list
 
     cpu = min(os.sched_getaffinity(0))
     bench(pytester)

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pytest_mlperf.metrics import compare_outputs  # noqa: E402
+from pytest_mlperf.host.baselines.check import compare_outputs  # noqa: E402
 from pytest_mlperf.standins.llama import ensure_llama_standin  # noqa: E402
 from pytest_mlperf.suts.base import BackendError  # noqa: E402
 from pytest_mlperf.suts.transformers_llm import MIN_NEW_TOKENS, TransformersLLM, trim_at_eos  # noqa: E402

@@ -18,10 +18,18 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.contract.cpu_list import allowed_cpus, format_cpu_list
 from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run
-from pytest_mlperf.contract.protocol import LoadRequest, RunRequest, protocol_problem, receive, send, send_phase
-from pytest_mlperf.cpus import allowed_cpus, format_cpu_list
-from pytest_mlperf.progress import Notice, Phase
+from pytest_mlperf.contract.protocol import (
+    LoadRequest,
+    Notice,
+    Phase,
+    RunRequest,
+    protocol_problem,
+    receive,
+    send,
+    send_phase,
+)
 from pytest_mlperf.runner.calibrate import (
     Measurement,
     available_memory,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_mlperf.cpus import format_cpu_list
+from pytest_mlperf.contract.cpu_list import format_cpu_list
 from pytest_mlperf.gpus import worker_gpu_env
 from pytest_mlperf.runner.lifetime import bind_to_parent
 

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pytest_mlperf.contract.protocol import RunRequest
-from pytest_mlperf.progress import Notice, Phase
+from pytest_mlperf.contract.protocol import Notice, Phase, RunRequest
 from pytest_mlperf.runner.calibrate import calibration_failed
 from pytest_mlperf.runner.generation_setup import generation_expectations
 from pytest_mlperf.runner.loadgen import TestRequest

@@ -7,6 +7,7 @@ stash (`COMPARISONS_KEY`, `PENDING_BASELINE_KEY`) until host/results/records.py 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,6 @@ from pytest_mlperf.host.baselines.store import (
     unusable_metrics,
 )
 from pytest_mlperf.host.gate.loop import describe
-from pytest_mlperf.metrics import compare_outputs
 
 if TYPE_CHECKING:
     from pytest_mlperf.session import MlperfSession
@@ -213,3 +213,9 @@ def _short(value: int | list[int] | None) -> str:
 
 COMPARISONS_KEY = pytest.StashKey[list]()
 PENDING_BASELINE_KEY = pytest.StashKey[tuple]()
+
+
+def compare_outputs(expected: Mapping[int, object], actual: Mapping[int, object]) -> list[int]:
+    """QSL indices whose outputs differ (or are missing on either side), sorted. Outputs are classes (ints) or
+    token id lists (LLMs), compared by equality."""
+    return sorted(i for i in set(expected) | set(actual) if expected.get(i) != actual.get(i))

@@ -16,9 +16,8 @@ import pytest
 from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.driver_surface import DriverSurface
-from pytest_mlperf.host.baselines.check import _output
+from pytest_mlperf.host.baselines.check import _output, compare_outputs
 from pytest_mlperf.host.gate.loop import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
-from pytest_mlperf.metrics import compare_outputs
 from pytest_mlperf.progress import NORMAL, line, round_text
 
 if TYPE_CHECKING:
