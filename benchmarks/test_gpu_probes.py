@@ -9,7 +9,7 @@ SingleStream gives each operation's latency, Offline the operation rate. What ea
   alloc         cuMemAlloc + cuMemFree straight from the driver (1 MiB): memory bookkeeping, quotas, address mapping
 
 A sample is sized so that LoadGen's own cost per query (about 8 us) is a few percent of it, not a quarter
-(suts/torch_probe.py says why); `--mlperf-sut-option torch-probe.bytes=N` or `torch-probe.kernels=N` changes it.
+(runner/backends/torch_probe.py says why); `--mlperf-sut-option torch-probe.bytes=N` or `torch-probe.kernels=N` changes it.
 
     pytest benchmarks/test_gpu_probes.py                          # smoke profile, every probe
     pytest benchmarks/test_gpu_probes.py -k launch --mlperf-profile=ci --mlperf-require-baselines
@@ -22,7 +22,7 @@ import os
 
 import pytest
 
-from pytest_mlperf.system import query_gpus, visible
+from pytest_mlperf.host.machine.system import query_gpus, visible
 
 if importlib.util.find_spec("torch") is None:
     MISSING = "GPU probes need torch: pip install torch (a CUDA build)"

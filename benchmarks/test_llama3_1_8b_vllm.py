@@ -8,7 +8,7 @@ pip install 'pytest-mlperf[vllm]'; skips without them.
     pytest benchmarks/ -k "llama and vllm" -n 2        # with @pytest.mark.mlperf(gpus=2): tensor parallel over 2 GPUs
 
 Backend options for a run, without editing this file (`--mlperf-sut-option vllm.KEY=VALUE`, repeatable; ini
-`mlperf_sut_option`; they win over the marker's `sut_options`; keys: suts/vllm_llm.py). The 8B stand-in declares
+`mlperf_sut_option`; they win over the marker's `sut_options`; keys: runner/backends/vllm_llm.py). The 8B stand-in declares
 131,072 tokens of context, for which vLLM sizes its KV cache; CNN/DailyMail prompts and 128 new tokens need far
 fewer:
 
@@ -19,7 +19,7 @@ fewer:
 
 import pytest
 
-from pytest_mlperf.suts.vllm_llm import vllm_missing
+from pytest_mlperf.runner.backends.vllm_llm import vllm_missing
 
 _missing = vllm_missing()
 if _missing:

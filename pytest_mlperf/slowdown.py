@@ -82,7 +82,7 @@ def parse_cost(text: str) -> float:
 
 def install(cost: float, per_call_us: float, sleep: bool = False) -> None:
     """Wraps the backends that the runner, run as __main__ after this, will create (it imports the name then)."""
-    from pytest_mlperf import suts
+    from pytest_mlperf.runner import backends as suts
 
     create = suts.create_backend
     ratio = cost / (1.0 - cost)

@@ -26,11 +26,11 @@ from pytest_mlperf.host.results.aggregate import (
 )
 from pytest_mlperf.host.results.aggregate import table_rows as aggregate_table_rows
 from pytest_mlperf.host.baselines.store import CaseKey
-from pytest_mlperf.cases import CaseRun
-from pytest_mlperf.cli import EXIT_OK, EXIT_USAGE, main
+from pytest_mlperf.host.driver.cases import CaseRun
+from pytest_mlperf.host.results.cli import EXIT_OK, EXIT_USAGE, main
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.host.results.report import RESULTS_FORMAT, ResultsCollector, render_table
-from pytest_mlperf.settings import PROFILES, Settings
+from pytest_mlperf.host.settings import PROFILES, Settings
 
 LOGS = Path(__file__).parent / "data" / "mlperf-logs"
 H100 = "NVIDIA H100 80GB HBM3"

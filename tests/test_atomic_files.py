@@ -250,7 +250,7 @@ def test_json_that_cannot_be_serialized_keeps_the_old_file(existing: Path, make_
 
 
 def test_the_old_names_are_the_shared_functions() -> None:
-    from pytest_mlperf import controller
+    from pytest_mlperf.host import controller
     from pytest_mlperf.host.baselines import store as baselines
     from pytest_mlperf.host.gate import report as gate_report
 

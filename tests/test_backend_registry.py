@@ -1,4 +1,4 @@
-"""suts/registry.py: one entry per backend, and what the rest of the package reads from it."""
+"""contract/backends.py: one entry per backend, and what the rest of the package reads from it."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import importlib.util
 import pytest
 
 from pytest_mlperf.contract.protocol import DataRequest, LoadRequest
-from pytest_mlperf.suts import BACKENDS, create_backend
-from pytest_mlperf.suts.base import OPTION_NAMES, BackendError
-from pytest_mlperf.suts.registry import BACKENDS as REGISTRY
-from pytest_mlperf.suts.registry import BackendEntry, Kind, backend_entry
-from pytest_mlperf.workloads import null as null_workload
+from pytest_mlperf.runner.backends import BACKENDS, create_backend
+from pytest_mlperf.runner.backends.base import OPTION_NAMES, BackendError
+from pytest_mlperf.contract.backends import BACKENDS as REGISTRY
+from pytest_mlperf.contract.backends import BackendEntry, Kind, backend_entry
+from pytest_mlperf.runner.workloads import null as null_workload
 
 
 def test_every_entry_names_a_class_that_exists_without_importing_it() -> None:
     for entry in REGISTRY.values():
         module_name, class_name = entry.factory.split(":")
-        spec = importlib.util.find_spec(f"pytest_mlperf.suts.{module_name}")
+        spec = importlib.util.find_spec(f"pytest_mlperf.runner.backends.{module_name}")
         assert spec is not None and spec.origin is not None, entry
         with open(spec.origin, encoding="utf-8") as f:
             assert f"class {class_name}" in f.read(), entry

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.outputs import OutputError, check_results_dir, claim_results_dir
-from pytest_mlperf.runner.recipe import LaunchRecipe, interpreter_hint
+from pytest_mlperf.host.outputs import OutputError, check_results_dir, claim_results_dir
+from pytest_mlperf.host.pool.recipe import LaunchRecipe, interpreter_hint
 
 BENCH = """
 import pytest

@@ -11,10 +11,10 @@ import pytest
 from pytest_mlperf.host.gate.capacity import (ROUND_PROBES, ROUND_SLACK, ROUND_STEP, CapacityRounds, RoundSetup,
                                          longest_latency_s, on_grid, round_plan, round_probe_s, searches_record)
 from pytest_mlperf.host.gate.loop import GateError, describe, gate_metrics, run_rounds
-from pytest_mlperf.runner.recipe import LaunchRecipe
-from pytest_mlperf.server_search import (CAPACITY_METRIC, STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE,
+from pytest_mlperf.host.pool.recipe import LaunchRecipe
+from pytest_mlperf.host.driver.server_search import (CAPACITY_METRIC, STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE,
                                          Probe, ProbeResult, SearchOutcome, SearchPlan, search)
-from pytest_mlperf.settings import GateSettings
+from pytest_mlperf.host.settings import GateSettings
 from pytest_mlperf.host.gate.stopping import Verdict
 
 GATE = GateSettings(candidate=LaunchRecipe(name="candidate"), min_rounds=12, max_rounds=60, budget_s=1800.0)

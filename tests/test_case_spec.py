@@ -15,7 +15,7 @@ import pytest
 
 from pytest_mlperf.host.case import CaseSpec, case_spec
 from pytest_mlperf.contract.protocol import RunRequest
-from pytest_mlperf.settings import PROFILES
+from pytest_mlperf.host.settings import PROFILES
 
 
 @dataclass(frozen=True)
@@ -100,5 +100,5 @@ def test_case_spec_imports_neither_pytest_nor_the_runner() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     modules = json.loads(out.stdout.strip().splitlines()[-1])
     crossed = [m for m in modules if m in ("pytest", "_pytest") or m.startswith(("pytest_mlperf.runner",
-                                                                                 "pytest_mlperf.settings"))]
+                                                                                 "pytest_mlperf.host.settings"))]
     assert not crossed, crossed

@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.cases: regression metrics and the CaseRun assertions, on real LoadGen logs."""
+"""Tests for pytest_mlperf.host.driver.cases: regression metrics and the CaseRun assertions, on real LoadGen logs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pytest_mlperf.host.baselines.store import CaseKey
-from pytest_mlperf.cases import REGRESSION_METRICS, SHORT_RUN_HINT, CaseRun, regression_metrics, rerun_expected_qps
+from pytest_mlperf.host.driver.cases import REGRESSION_METRICS, SHORT_RUN_HINT, CaseRun, regression_metrics, rerun_expected_qps
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.contract.loadgen_run import Latency, Run
-from pytest_mlperf.settings import PROFILES
+from pytest_mlperf.host.settings import PROFILES
 
 DATA = Path(__file__).parent / "data"
 LOGS = DATA / "mlperf-logs"

@@ -1,4 +1,4 @@
-"""Tests for the ``pytest-mlperf`` command (pytest_mlperf.cli)."""
+"""Tests for the ``pytest-mlperf`` command (pytest_mlperf.host.results.cli)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.cli import build_parser, main
+from pytest_mlperf.host.results.cli import build_parser, main
 
 DATA = Path(__file__).parent / "data"
 REAL = {p.name[:2]: p for p in (DATA / "mlperf-logs").iterdir() if p.is_dir()}

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("numpy")
 
-from pytest_mlperf.workloads.cnn_dailymail import (  # noqa: E402
+from pytest_mlperf.runner.workloads.cnn_dailymail import (  # noqa: E402
     PROMPT_TEMPLATE,
     DatasetError,
     Sample,

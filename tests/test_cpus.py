@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.cpus: CPU lists, NVML's affinity mask, splitting a NUMA node between GPUs, and the
+"""Tests for pytest_mlperf.host.machine.cpus: CPU lists, NVML's affinity mask, splitting a NUMA node between GPUs, and the
 affinity each case gets under none / auto / an explicit list."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from pytest_mlperf import cpus, gpus
+from pytest_mlperf.host.machine import cpus
+from pytest_mlperf.host.machine import gpus
 from pytest_mlperf.contract.cpu_list import AffinityError, format_cpu_list, parse_cpu_list
-from pytest_mlperf.cpus import Affinity, case_affinity, mask_to_cpus, parse_affinity, split_shared
+from pytest_mlperf.host.machine.cpus import Affinity, case_affinity, mask_to_cpus, parse_affinity, split_shared
 
 A, B, C, D = "GPU-a", "GPU-b", "GPU-c", "GPU-d"
 NODE0, NODE1 = tuple(range(0, 8)), tuple(range(8, 16))
@@ -139,7 +140,7 @@ def test_gpu_local_cpus_without_nvml(fake_nvml) -> None:
 def test_recipe_pin_applies_to_the_started_process() -> None:
     import subprocess
 
-    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.host.pool.recipe import LaunchRecipe
 
     cpu = min(os.sched_getaffinity(0))
     recipe = LaunchRecipe(cpus=(cpu,))

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from pytest_mlperf.suts.onnxruntime import CAPTURE_RUNS, CaptureGate, _GraphSession
+from pytest_mlperf.runner.backends.onnxruntime import CAPTURE_RUNS, CaptureGate, _GraphSession
 
 
 class CaptureError(RuntimeError):

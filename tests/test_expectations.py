@@ -157,8 +157,8 @@ def test_one_server_target_formula_for_batching_and_generation() -> None:
     """The batch harness and the token harness ask LoadGen for the same target from the same capacity (issue 15:
     there were two formulas): a load fraction of what all the run's streams measured together."""
     from pytest_mlperf.runner.calibrate import server_expectations
-    from pytest_mlperf.runner.generation_setup import generation_expectations
-    from pytest_mlperf.suts.generation import GenerationMeasurement
+    from pytest_mlperf.runner.strategies.generation_setup import generation_expectations
+    from pytest_mlperf.runner.strategies.generation import GenerationMeasurement
 
     req = request("Server")
     batching, _ = expectations(req, BATCH, SINGLE)

@@ -184,7 +184,7 @@ def test_terminal_line() -> None:
 
 
 class SpinBackend:
-    from pytest_mlperf.suts.base import BackendInfo
+    from pytest_mlperf.runner.backends.base import BackendInfo
 
     info = BackendInfo(backend="spin", device="cpu", precision="none")
 
@@ -210,7 +210,7 @@ class FakeClock:
 
 
 class TimedBackend:
-    from pytest_mlperf.suts.base import BackendInfo
+    from pytest_mlperf.runner.backends.base import BackendInfo
 
     info = BackendInfo(backend="timed", device="cpu", precision="none")
 

@@ -14,8 +14,8 @@ import pytest
 
 from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.host.gate.driver import GateDriving
-from pytest_mlperf.runner.recipe import LaunchRecipe
-from pytest_mlperf.settings import PROFILES, GateSettings
+from pytest_mlperf.host.pool.recipe import LaunchRecipe
+from pytest_mlperf.host.settings import PROFILES, GateSettings
 
 P90 = "result_90.00_percentile_latency_ns"
 

@@ -96,7 +96,7 @@ def test_no_package_module_imports_the_simulation():
 
 
 def test_plugin_runtime_does_not_load_the_simulation():
-    code = ("import sys, pytest_mlperf.plugin, pytest_mlperf.host.gate.loop, pytest_mlperf.host.gate.stats; "
+    code = ("import sys, pytest_mlperf.host.plugin, pytest_mlperf.host.gate.loop, pytest_mlperf.host.gate.stats; "
             "sys.exit('pytest_mlperf.host.gate.simulation' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
 

@@ -1,4 +1,4 @@
-"""The token harness (suts/generation.py) and the runner's LLM setup (runner/generation_setup.py) with a fake backend:
+"""The token harness (runner/strategies/generation.py) and the runner's LLM setup (runner/strategies/generation_setup.py) with a fake backend:
 order of first token and completion, token counts, threads, failures; then through real LoadGen."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run  # no
 from pytest_mlperf.runner.calibrate import CalibrationError  # noqa: E402
 from pytest_mlperf.contract.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
-from pytest_mlperf.runner.generation_setup import generation_batch, prepare_generation  # noqa: E402
-from pytest_mlperf.suts.base import BackendInfo  # noqa: E402
-from pytest_mlperf.suts.generation import (  # noqa: E402
+from pytest_mlperf.runner.strategies.generation_setup import generation_batch, prepare_generation  # noqa: E402
+from pytest_mlperf.runner.backends.base import BackendInfo  # noqa: E402
+from pytest_mlperf.runner.strategies.generation import (  # noqa: E402
     GenerationConfig,
     GenerationHarness,
     measure_batches,
@@ -230,7 +230,7 @@ def test_batched_calibration_leaves_each_streams_first_batch_out_of_the_rate() -
 
 
 def test_a_streams_warm_up_ends_where_its_batches_stop_getting_faster() -> None:
-    from pytest_mlperf.suts.generation import is_settled, settled_from
+    from pytest_mlperf.runner.strategies.generation import is_settled, settled_from
 
     assert settled_from([9.1, 5.7, 2.8, 2.8, 2.9]) == 2  # the H200's transformers calibration, had it gone on
     assert settled_from([9.1, 5.7]) == 1
@@ -268,7 +268,7 @@ def test_batched_calibration_goes_on_until_its_batches_stop_getting_faster() -> 
 
 
 def test_batched_calibration_says_when_it_stopped_still_warming_up() -> None:
-    from pytest_mlperf.suts.generation import SETTLE_BATCHES
+    from pytest_mlperf.runner.strategies.generation import SETTLE_BATCHES
 
     backend = Warming([0.256 / 2 ** k for k in range(SETTLE_BATCHES + 2)])  # faster by half every batch
     backend.stage(range(8), [f"prompt {i}" for i in range(8)])
@@ -279,7 +279,7 @@ def test_batched_calibration_says_when_it_stopped_still_warming_up() -> None:
 def test_streamed_calibration_goes_on_until_its_requests_stop_getting_faster() -> None:
     """SingleStream's calibration on the H200's transformers 1B case predicted 5.77 s a query from 3 requests, the
     batched loop beside it still warming up: the streamed loop settles by the same rule."""
-    from pytest_mlperf.suts.generation import SETTLE_BATCHES, measure_sequential_requests
+    from pytest_mlperf.runner.strategies.generation import SETTLE_BATCHES, measure_sequential_requests
 
     def requests(durations: list[float]):  # noqa: ANN202 - a Request
         seen: list[int] = []
@@ -302,7 +302,7 @@ def test_streamed_calibration_goes_on_until_its_requests_stop_getting_faster() -
 
 
 def test_batch_summary_sums_the_streams_warm_rates() -> None:
-    from pytest_mlperf.suts.generation import summarize_batches
+    from pytest_mlperf.runner.strategies.generation import summarize_batches
 
     one = [(0.0, 5.0, 40), (5.0, 6.0, 40), (6.0, 7.0, 40)]  # a slow first batch, then 1 s batches of 8 samples
     m = summarize_batches(8, [one, one])
@@ -342,8 +342,8 @@ def test_calibration_sets_what_loadgen_expects_per_scenario(tmp_path: Path) -> N
 def test_expectations_err_towards_more_work_by_the_margin(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from pytest_mlperf.runner.generation_setup import generation_expectations
-    from pytest_mlperf.suts.generation import GenerationMeasurement
+    from pytest_mlperf.runner.strategies.generation_setup import generation_expectations
+    from pytest_mlperf.runner.strategies.generation import GenerationMeasurement
 
     m = GenerationMeasurement(batch_size=4, streams=1, samples_per_s=10.0, tokens_per_s=500.0,
                               batch_latency_p50_s=0.2, batch_latency_p90_s=0.3, batches=3)

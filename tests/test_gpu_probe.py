@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from pytest_mlperf.contract.protocol import LoadRequest
-from pytest_mlperf.suts import create_backend
-from pytest_mlperf.suts.base import BackendError
-from pytest_mlperf.suts.torch_probe import COPY_OPS, OPS, ProbeConfig, TorchProbe, size_label
-from pytest_mlperf.workloads import gpu_probe, workload_spec
-from pytest_mlperf.workloads.base import DataRequest
+from pytest_mlperf.runner.backends import create_backend
+from pytest_mlperf.runner.backends.base import BackendError
+from pytest_mlperf.runner.backends.torch_probe import COPY_OPS, OPS, ProbeConfig, TorchProbe, size_label
+from pytest_mlperf.contract.workloads import workload_spec
+from pytest_mlperf.runner.workloads import gpu_probe
+from pytest_mlperf.contract.protocol import DataRequest
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "test_gpu_probes.py"
 

@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.gpus: discovery through NVML (a fake pynvml here), the nvidia-smi fallback,
+"""Tests for pytest_mlperf.host.machine.gpus: discovery through NVML (a fake pynvml here), the nvidia-smi fallback,
 CUDA_VISIBLE_DEVICES, GPU state around a case, and worker / tensor-parallel placement. No GPU needed; the tests that
 talk to a real NVML skip without one."""
 
@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from pytest_mlperf import gpus, system
-from pytest_mlperf.gpus import (
+from pytest_mlperf.host.machine import gpus
+from pytest_mlperf.host.machine import system
+from pytest_mlperf.host.machine.gpus import (
     PlacementError,
     assign_workers,
     auto_num_workers,
@@ -28,7 +29,7 @@ from pytest_mlperf.gpus import (
     worker_gpu_env,
     worker_index,
 )
-from pytest_mlperf.system import GPU
+from pytest_mlperf.host.machine.system import GPU
 
 UUIDS = [
     "GPU-5d1e7c1a-9f3b-4c2e-8a6d-0123456789ab",
@@ -45,7 +46,7 @@ class FakeNVMLError(Exception):
 
 
 class FakeNvml:
-    """What gpus.py uses of pynvml, over a list of device dicts; counts nvmlInit calls."""
+    """What host/machine/gpus.py uses of pynvml, over a list of device dicts; counts nvmlInit calls."""
 
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2
@@ -279,7 +280,7 @@ def test_real_nvml_matches_nvidia_smi() -> None:
 # CUDA_ERROR_NOT_INITIALIZED (3) until someone calls cuInit.
 CUDA_PROBE = """
 import ctypes, sys
-import pytest_mlperf.gpus as g
+import pytest_mlperf.host.machine.gpus as g
 g.discover(); g.gpu_state("GPU-x")
 heavy = {"torch", "onnxruntime", "cupy", "pycuda", "cuda", "tensorrt", "mlperf_loadgen", "numpy", "jax"}
 print(sorted({m.split(".")[0] for m in sys.modules} & heavy))

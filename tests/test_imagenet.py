@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_mlperf.workloads import imagenet
-from pytest_mlperf.workloads.imagenet import (
+from pytest_mlperf.runner.workloads import imagenet
+from pytest_mlperf.runner.workloads.imagenet import (
     CHANNEL_MEANS,
     preprocess_image,
     read_val_map,

@@ -48,7 +48,7 @@ def test_the_import_contracts_of_pyproject_are_kept() -> None:
 
 
 def test_a_broken_contract_fails(tmp_path: Path) -> None:
-    """The check can fail: a contract that is false today (plugin.py imports session.py) is reported BROKEN, with the
+    """The check can fail: a contract that is false today (host/plugin.py imports host/driver/loadgen_driver.py) is reported BROKEN, with the
     import that breaks it, and lint-imports exits non-zero."""
     config = tmp_path / "false-contract.toml"
     config.write_text(textwrap.dedent("""\
@@ -57,14 +57,14 @@ def test_a_broken_contract_fails(tmp_path: Path) -> None:
         include_external_packages = true
 
         [[tool.importlinter.contracts]]
-        name = "pytest_mlperf.plugin may not import pytest_mlperf.session"
+        name = "pytest_mlperf.host.plugin may not import pytest_mlperf.host.driver.loadgen_driver"
         type = "forbidden"
-        source_modules = ["pytest_mlperf.plugin"]
-        forbidden_modules = ["pytest_mlperf.session"]
+        source_modules = ["pytest_mlperf.host.plugin"]
+        forbidden_modules = ["pytest_mlperf.host.driver.loadgen_driver"]
         """))
     out = lint_imports(config)
     report = out.stdout + out.stderr
     assert out.returncode == 1, report
-    assert "pytest_mlperf.plugin may not import pytest_mlperf.session BROKEN" in report, report
-    assert "pytest_mlperf.plugin -> pytest_mlperf.session" in report, report
+    assert "pytest_mlperf.host.plugin may not import pytest_mlperf.host.driver.loadgen_driver BROKEN" in report, report
+    assert "pytest_mlperf.host.plugin -> pytest_mlperf.host.driver.loadgen_driver" in report, report
     assert "Contracts: 0 kept, 1 broken." in report, report

@@ -434,7 +434,7 @@ def _run_instant_token_test(tmp_path: Path, req: TestRequest) -> dict[str, objec
 def test_the_ci_profile_gives_an_llm_server_run_enough_queries_for_early_stopping(tmp_path: Path) -> None:
     """H200, vLLM Server in the ci profile: 256 queries in 10 s, INVALID only for TPOT early stopping. With the ci
     profile's Server minimum, a run in which no query misses its bounds is VALID by LoadGen's own verdict."""
-    from pytest_mlperf.settings import PROFILES
+    from pytest_mlperf.host.settings import PROFILES
 
     req = TestRequest("llama3_1-8b", "Server", "performance", str(tmp_path / "logs"), 64, min_duration_ms=0,
                       min_query_count=PROFILES["ci"].min_query_count["Server"], server_target_qps=5000.0,

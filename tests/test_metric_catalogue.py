@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import pytest_mlperf.contract as contract_pkg
-from pytest_mlperf import cases, server_search
+from pytest_mlperf.host.driver import cases
+from pytest_mlperf.host.driver import server_search
 from pytest_mlperf.host.results import aggregate
 from pytest_mlperf.host.results import report
 from pytest_mlperf.host.gate import loop as gate

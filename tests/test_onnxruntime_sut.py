@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pytest_mlperf.suts.base import BackendError
-from pytest_mlperf.suts.onnxruntime import OrtClassifier, providers_for, wrap_with_gather
+from pytest_mlperf.runner.backends.base import BackendError
+from pytest_mlperf.runner.backends.onnxruntime import OrtClassifier, providers_for, wrap_with_gather
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -79,7 +79,7 @@ def test_options_from_the_command_line_are_strings_and_show_in_the_details(tmp_p
 
 
 def test_cuda_sessions_prefer_nhwc_unless_told_not_to() -> None:
-    from pytest_mlperf.suts.onnxruntime import cuda_options
+    from pytest_mlperf.runner.backends.onnxruntime import cuda_options
 
     # on by default: on the H200 it made Offline 19.7% faster and let Server hold 15 ms at 85% of that
     assert cuda_options({}) == {"prefer_nhwc": "1"}
@@ -90,7 +90,7 @@ def test_cuda_sessions_prefer_nhwc_unless_told_not_to() -> None:
 
 
 def test_cuda_provider_options_reach_plain_and_graph_sessions() -> None:
-    from pytest_mlperf.suts.onnxruntime import cuda_provider, cuda_reported
+    from pytest_mlperf.runner.backends.onnxruntime import cuda_provider, cuda_reported
 
     assert cuda_provider({}, False) == ("CUDAExecutionProvider", {})
     assert cuda_provider({"prefer_nhwc": "1"}, False) == ("CUDAExecutionProvider", {"prefer_nhwc": "1"})
@@ -144,7 +144,7 @@ def test_cuda_provider_runs_staged_batches_on_the_gpu(tmp_path) -> None:
 
 
 def test_shape_buckets_and_padding() -> None:
-    from pytest_mlperf.suts.scheduling import pad_to_bucket, shape_buckets
+    from pytest_mlperf.runner.strategies.batching import pad_to_bucket, shape_buckets
 
     assert shape_buckets(32) == (1, 2, 4, 8, 16, 32)
     assert shape_buckets(24) == (1, 2, 4, 8, 16, 24)
@@ -157,7 +157,7 @@ def test_shape_buckets_and_padding() -> None:
 def test_server_buckets_step_finely_above_eight() -> None:
     """Server's shapes: a batch padded to the next power of two runs as long as that batch, and on the H200 that kept
     every Server batch at 32; finer steps above 8 let a batch's time follow its samples."""
-    from pytest_mlperf.suts.scheduling import server_buckets
+    from pytest_mlperf.runner.strategies.batching import server_buckets
 
     assert server_buckets(32) == (1, 2, 4, 8, 12, 16, 20, 24, 28, 32)
     assert server_buckets(64) == (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64)  # steps of 64 // 8
@@ -170,10 +170,10 @@ def test_server_buckets_step_finely_above_eight() -> None:
 
 def test_padded_batches_answer_only_their_own_samples() -> None:
     from pytest_mlperf.runner.loadgen import Responder
-    from pytest_mlperf.suts.null import NullBackend
-    from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
+    from pytest_mlperf.runner.backends.null import NullBackend
+    from pytest_mlperf.runner.strategies.batching import BatchingHarness, ScheduleConfig
     from pytest_mlperf.runner.staging import Stager
-    from pytest_mlperf.workloads.null import NullDataset
+    from pytest_mlperf.runner.workloads.null import NullDataset
 
     class Recorder(Responder):
         def __init__(self) -> None:
@@ -205,7 +205,7 @@ def test_padded_batches_answer_only_their_own_samples() -> None:
 
 
 def test_sut_option_flags_accept_booleans_and_refuse_other_words() -> None:
-    from pytest_mlperf.suts.onnxruntime import _flag
+    from pytest_mlperf.runner.backends.onnxruntime import _flag
 
     assert _flag({"session_per_shape": "true"}, "session_per_shape", False) is True
     assert _flag({"session_per_shape": "0"}, "session_per_shape", True) is False
@@ -241,7 +241,7 @@ def test_a_graph_capture_waits_for_running_batches_and_holds_new_ones_back() -> 
     The gate lets a capture start only when no run is on the GPU, and no run start while a capture waits or runs."""
     import threading
 
-    from pytest_mlperf.suts.onnxruntime import CaptureGate
+    from pytest_mlperf.runner.backends.onnxruntime import CaptureGate
 
     gate = CaptureGate()
     events: list[str] = []

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_mlperf.gpus import PlacementError
+from pytest_mlperf.host.machine.gpus import PlacementError
 from pytest_mlperf.host.machine.placement import RANK_KEY, WORKERS_KEY, host_of, local_ranks, place
-from pytest_mlperf.system import GPU
+from pytest_mlperf.host.machine.system import GPU
 
 GPUS = [GPU(i, f"GPU-{i}{i}{i}", "H100", "580", 81559) for i in range(4)]
 

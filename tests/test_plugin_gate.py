@@ -23,9 +23,9 @@ def test_null(null_sut, loadgen, baseline):
 # a layer that changes results: every answer is off by one (what an isolation layer must never do)
 PERTURB = """
 import runpy, sys
-from pytest_mlperf import suts
+from pytest_mlperf.runner import backends
 
-create = suts.create_backend
+create = backends.create_backend
 
 class Off:
     def __init__(self, inner):
@@ -35,7 +35,7 @@ class Off:
     def infer(self, indices):
         return self.inner.infer(indices) + 1
 
-suts.create_backend = lambda *a, **k: Off(create(*a, **k))
+backends.create_backend = lambda *a, **k: Off(create(*a, **k))
 sys.argv = sys.argv[4:]  # perturb.py -- PYTHON -m MODULE ARGS -> MODULE ARGS
 runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
@@ -66,7 +66,7 @@ def test_no_cost_passes_with_the_default_limit_and_writes_the_reports(pytester: 
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*null Offline performance*gate PASS*", "gate: *PASS samples/s overhead*",
                                  "gate summary (Markdown, for a PR comment): *gate.md*"])
-    result.stdout.fnmatch_lines([  # what the gate is doing, as it does it (progress.py)
+    result.stdout.fnmatch_lines([  # what the gate is doing, as it does it (host/progress.py)
         "mlperf: null Offline performance (gate warm-up, reference): starting the runner",
         "mlperf: null Offline performance (gate warm-up, reference): calibrating, about *",
         "mlperf: null Offline performance (gate warm-up, candidate): starting the runner (candidate)",

@@ -100,14 +100,14 @@ def test_auto_means_one_worker_per_gpu(pytester: pytest.Pytester, gpus) -> None:
 
 def test_auto_counts_gpus_whatever_the_plugin_order(pytester: pytest.Pytester, gpus,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the H200 (16 cores, 1 GPU), `-p pytest_mlperf.plugin` registered the plugin before xdist's entry point,
+    """On the H200 (16 cores, 1 GPU), `-p pytest_mlperf.host.plugin` registered the plugin before xdist's entry point,
     so xdist's own `pytest_xdist_auto_num_workers` answered first (16 CPUs) and placement refused 16 workers on
     1 GPU. The plugin's answer must win whichever is registered first."""
     gpus(1)
     bench(pytester, cases=2)
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
-    result = run(pytester, "-p", "pytest_mlperf.plugin", "-p", "xdist.plugin", "-n", "auto", "-k", "test_null")
+    result = run(pytester, "-p", "pytest_mlperf.host.plugin", "-p", "xdist.plugin", "-n", "auto", "-k", "test_null")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*1 worker*"])
 

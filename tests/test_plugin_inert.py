@@ -15,13 +15,13 @@ GPU = "GPU-aaaaaaaa-0000-0000-0000-000000000000"
 
 # GPU discovery raises in every process of the session: calling it at all fails the session
 NO_DISCOVERY = """
-import pytest_mlperf.gpus, pytest_mlperf.plugin
+import pytest_mlperf.host.machine.gpus, pytest_mlperf.host.plugin
 
 def _discovery_called(*args, **kwargs):
     raise RuntimeError("GPU discovery was called")
 
-pytest_mlperf.gpus.discover = _discovery_called
-pytest_mlperf.plugin.discover = _discovery_called
+pytest_mlperf.host.machine.gpus.discover = _discovery_called
+pytest_mlperf.host.plugin.discover = _discovery_called
 """
 
 UNRELATED = """
@@ -90,7 +90,7 @@ def test_an_mlperf_ini_key_makes_auto_one_worker_per_gpu(pytester: pytest.Pytest
 
 MARKED = """
 import pytest
-from pytest_mlperf.plugin import SESSION_KEY
+from pytest_mlperf.host.plugin import SESSION_KEY
 
 @pytest.mark.mlperf(workload="null")
 def test_marked(request):

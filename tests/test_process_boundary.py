@@ -8,26 +8,23 @@ import json
 import subprocess
 import sys
 
-# modules of the pytest process only (the runner must not load them)
-HOST_ONLY = ("pytest", "_pytest", "pytest_mlperf.plugin", "pytest_mlperf.session", "pytest_mlperf.settings",
-             "pytest_mlperf.host.baselines.store", "pytest_mlperf.host.baselines.document", "pytest_mlperf.host.baselines.conditions",
-             "pytest_mlperf.cases", "pytest_mlperf.host.results.report", "pytest_mlperf.host.results.records", "pytest_mlperf.host.results.document",
-             "pytest_mlperf.host.gate.loop", "pytest_mlperf.host.gate.report", "pytest_mlperf.server_search",
-             "pytest_mlperf.host.gate.capacity", "pytest_mlperf.host.results.aggregate", "pytest_mlperf.outputs", "pytest_mlperf.userconf",
-             "pytest_mlperf.host.machine.placement", "pytest_mlperf.host.machine.gpulock", "pytest_mlperf.runner.client",
-             "pytest_mlperf.runner.recipe", "pytest_mlperf.host.case", "pytest_mlperf.search_driver",
-             "pytest_mlperf.options", "pytest_mlperf.host.baselines.check", "pytest_mlperf.host.results.aggregate_input",
-             "pytest_mlperf.controller", "pytest_mlperf.sut_handle", "pytest_mlperf.host.gate.driver",
-             "pytest_mlperf.host.machine.case_placement", "pytest_mlperf.host.gate.stopping",
-             "pytest_mlperf.driver_surface")
-# modules of the runner only (LoadGen, the backends and their frameworks)
-RUNNER_ONLY = ("mlperf_loadgen", "pytest_mlperf.runner.loadgen", "pytest_mlperf.runner.child", "onnxruntime", "torch",
-               "transformers", "vllm", "pytest_mlperf.suts.onnxruntime", "pytest_mlperf.suts.vllm_llm",
-               "pytest_mlperf.suts.transformers_llm")
-# the runner's entry module and the backend modules it loads when a case asks for them
-RUNNER_MODULES = ("pytest_mlperf.runner.child", "pytest_mlperf.suts.null", "pytest_mlperf.suts.onnxruntime",
-                  "pytest_mlperf.suts.transformers_llm", "pytest_mlperf.suts.vllm_llm", "pytest_mlperf.suts.torch_probe",
-                  "pytest_mlperf.workloads.resnet50", "pytest_mlperf.workloads.llama3_1_8b")
+# the pytest process's part of the package, and what only it may load
+HOST_PACKAGE = "pytest_mlperf.host"
+HOST_ONLY = ("pytest", "_pytest")
+# the runner's part of the package, and what only it may load (LoadGen, the backends' frameworks)
+RUNNER_PACKAGES = ("pytest_mlperf.runner", "pytest_mlperf.slowdown")
+RUNNER_ONLY = ("mlperf_loadgen", "onnxruntime", "torch", "transformers", "vllm")
+# the runner's entry module and the backend and workload modules it loads when a case asks for them
+RUNNER_MODULES = ("pytest_mlperf.runner.child", "pytest_mlperf.runner.backends.null",
+                  "pytest_mlperf.runner.backends.onnxruntime", "pytest_mlperf.runner.backends.transformers_llm",
+                  "pytest_mlperf.runner.backends.vllm_llm", "pytest_mlperf.runner.backends.torch_probe",
+                  "pytest_mlperf.runner.workloads.resnet50", "pytest_mlperf.runner.workloads.llama3_1_8b",
+                  "pytest_mlperf.runner.workloads.gpu_probe", "pytest_mlperf.runner.workloads.null")
+
+
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
 
 PROBE = """
 import importlib, json, sys
@@ -49,14 +46,14 @@ def imported_by(*modules: str) -> tuple[list[str], set[str]]:
 
 
 def test_the_pytest_process_imports_neither_loadgen_nor_a_backend() -> None:
-    loaded, modules = imported_by("pytest_mlperf.plugin", "pytest_mlperf.cli")
-    assert loaded == ["pytest_mlperf.plugin", "pytest_mlperf.cli"]
-    crossed = sorted(m for m in RUNNER_ONLY if m in modules)
+    loaded, modules = imported_by("pytest_mlperf.host.plugin", "pytest_mlperf.host.results.cli")
+    assert loaded == ["pytest_mlperf.host.plugin", "pytest_mlperf.host.results.cli"]
+    crossed = sorted(m for m in modules if within(m, RUNNER_PACKAGES + RUNNER_ONLY))
     assert not crossed, f"the pytest process imported the runner's {crossed}"
 
 
 def test_the_runner_imports_neither_pytest_nor_the_pytest_process_modules() -> None:
     loaded, modules = imported_by(*RUNNER_MODULES)
     assert "pytest_mlperf.runner.child" in loaded
-    crossed = sorted(m for m in HOST_ONLY if m in modules)
+    crossed = sorted(m for m in modules if within(m, (HOST_PACKAGE, *HOST_ONLY)))
     assert not crossed, f"the runner ({', '.join(loaded)}) imported the pytest process's {crossed}"

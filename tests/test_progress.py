@@ -1,4 +1,4 @@
-"""A user always knows what a case is doing (progress.py): the phase lines, which verbosity shows which, the clock
+"""A user always knows what a case is doing (host/progress.py): the phase lines, which verbosity shows which, the clock
 that says a phase is still going, and real pytest sessions against the null SUT that show them as they happen."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_mlperf.progress import (NORMAL, QUIET, VERBOSE, Notice, Phase, PhaseClock, Still, first_check_s, level,
+from pytest_mlperf.host.progress import (NORMAL, QUIET, VERBOSE, Notice, Phase, PhaseClock, Still, first_check_s, level,
                                     line, notice_text, reporter, round_text, search_round_text, shown, still_text)
 from pytest_mlperf.runner.calibrate import calibration_seconds
 from null_bench import write_null_bench

@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.runner.recipe: how a runner process is launched (prefix, environment, GPU pinning)."""
+"""Tests for pytest_mlperf.host.pool.recipe: how a runner process is launched (prefix, environment, GPU pinning)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pytest_mlperf.runner.recipe import LaunchRecipe
+from pytest_mlperf.host.pool.recipe import LaunchRecipe
 
 
 def test_from_strings_splits_the_prefix_and_reads_env_pairs() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import pytest_mlperf
 from pytest_mlperf.host.baselines.store import Baseline, CaseKey, Comparison, Metric, load_baseline, write_json_atomic
-from pytest_mlperf.cases import CaseRun
+from pytest_mlperf.host.driver.cases import CaseRun
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.host.results.report import (
     RESULTS_FORMAT,
@@ -28,7 +28,7 @@ from pytest_mlperf.host.results.report import (
     sharing_note,
     table_rows,
 )
-from pytest_mlperf.settings import PROFILES, Settings
+from pytest_mlperf.host.settings import PROFILES, Settings
 
 LOGS = Path(__file__).parent / "data" / "mlperf-logs"
 RECORD = "mlperf_case"

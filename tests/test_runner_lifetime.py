@@ -1,4 +1,4 @@
-"""A runner's life is bound to its pytest process's (runner/lifetime.py, runner/client.py, interrupt.py): its whole
+"""A runner's life is bound to its pytest process's (contract/lifetime.py, host/pool/client.py, host/interrupt.py): its whole
 process tree ends with it, whether it exits, crashes, hangs or is killed, and it ends when pytest ends, however
 pytest ends. Real processes on Linux (/proc), real pytest sessions against the null SUT."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.runner.lifetime import Proc, bind_to_parent, end_tree, is_ancestor, tree_of
+from pytest_mlperf.contract.lifetime import Proc, bind_to_parent, end_tree, is_ancestor, tree_of
 from null_bench import write_null_bench
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
@@ -51,8 +51,8 @@ def wait_for(condition, seconds: float = 60.0) -> bool:
 
 
 def runner_folders(tmp: Path) -> list[Path]:
-    """The runners' socket and key folders (runner/client.py) among the temporary folders."""
-    # the GPU locks and the results folders' session locks (outputs.py) are shared and kept by design
+    """The runners' socket and key folders (host/pool/client.py) among the temporary folders."""
+    # the GPU locks and the results folders' session locks (host/outputs.py) are shared and kept by design
     return [p for p in tmp.glob("pytest-mlperf-*") if p.name not in ("pytest-mlperf-gpu-locks", "pytest-mlperf-locks")]
 
 
@@ -132,7 +132,7 @@ def test_a_child_bound_to_its_parent_gets_sigterm_when_the_parent_dies(tmp_path:
     parent = textwrap.dedent(f"""
         import os, subprocess, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from pytest_mlperf.runner.lifetime import bind_to_parent
+        from pytest_mlperf.contract.lifetime import bind_to_parent
         child = subprocess.Popen(["sleep", "94"], preexec_fn=bind_to_parent(os.getpid()), start_new_session=True)
         open("child.pid", "w").write(str(child.pid))
     """)
@@ -237,7 +237,7 @@ WATCHED = """
 import os, subprocess, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from pytest_mlperf.runner.lifetime import Watchdog
+from pytest_mlperf.contract.lifetime import Watchdog
 files = [Path("folder/runner.sock"), Path("folder/key")]
 Path("folder").mkdir()
 for f in files:
@@ -285,7 +285,7 @@ def test_the_watchdog_ends_its_tree_and_removes_its_folder(tmp_path: Path, cause
 
 
 def test_sigterm_handling_is_installed_only_where_no_one_else_handles_it() -> None:
-    from pytest_mlperf.interrupt import Terminated, stop_on_sigterm
+    from pytest_mlperf.host.interrupt import Terminated, stop_on_sigterm
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:

@@ -1,4 +1,4 @@
-"""The Server capacity search (server_search.py) without LoadGen: simulated SUTs whose capacity is known."""
+"""The Server capacity search (host/driver/server_search.py) without LoadGen: simulated SUTs whose capacity is known."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mlperf.contract.loadgen_log import read_run
-from pytest_mlperf.server_search import (STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE, STATUS_UNCONFIRMED,
+from pytest_mlperf.host.driver.server_search import (STATUS_BUDGET, STATUS_FOUND, STATUS_UNBRACKETABLE, STATUS_UNCONFIRMED,
                                          ProbeResult, SearchPlan, probe_verdict, search)
 
 LOGS = Path(__file__).parent / "data" / "mlperf-logs"

@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.settings: the option parsers and the profiles."""
+"""Tests for pytest_mlperf.host.settings: the option parsers and the profiles."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.settings import (
+from pytest_mlperf.host.settings import (
     DEVICES,
     MODES,
     PROFILES,
@@ -438,8 +438,8 @@ def test_parse_wait_s_refuses_what_it_cannot_wait(value: str, message: str) -> N
 def test_the_gate_estimator_follows_the_device_under_auto():
     from dataclasses import replace
 
-    from pytest_mlperf import settings as S
-    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.host import settings as S
+    from pytest_mlperf.host.pool.recipe import LaunchRecipe
     gate = S.GateSettings(candidate=LaunchRecipe())
     assert gate.plan("cuda").estimator == "floor-latency"  # latency noise on a GPU host is one-sided (issue 14)
     assert gate.plan("cpu").estimator == "paired"
@@ -470,8 +470,8 @@ def test_the_gate_estimator_follows_the_device_under_auto():
 ])
 def test_the_gate_rounds_follow_the_estimator_that_judges(device: str, scenario: str, round_ms: int | None,
                                                           given: dict, rounds: tuple) -> None:
-    from pytest_mlperf import settings as S
-    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.host import settings as S
+    from pytest_mlperf.host.pool.recipe import LaunchRecipe
     plan = S.GateSettings(candidate=LaunchRecipe(), **given).plan(device, scenario, round_ms)
     assert (plan.min_rounds, plan.max_rounds) == rounds
 
@@ -486,7 +486,7 @@ def test_the_gate_rounds_follow_the_estimator_that_judges(device: str, scenario:
     ("ci", "cuda", "SingleStream", 800, 800),  # --mlperf-gate-round wins
 ])
 def test_a_gate_rounds_length(profile: str, device: str, scenario: str, round_ms: int | None, expected: int) -> None:
-    from pytest_mlperf import settings as S
-    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.host import settings as S
+    from pytest_mlperf.host.pool.recipe import LaunchRecipe
     gate = S.GateSettings(candidate=LaunchRecipe(), round_ms=round_ms)
     assert gate.round_ms_for(S.PROFILES[profile], device, scenario) == expected

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.workloads.null import NullDataset
+from pytest_mlperf.runner.workloads.null import NullDataset
 
 
 class Recording:

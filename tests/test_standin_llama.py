@@ -13,14 +13,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 pytest.importorskip("filelock")
 
-from pytest_mlperf.standins.llama import (  # noqa: E402
+from pytest_mlperf.runner.standins.llama import (  # noqa: E402
     BUILDER_VERSION,
     ensure_llama_standin,
     greedy_generate,
     llama_config,
     load_llama_standin,
 )
-from pytest_mlperf.workloads.cnn_dailymail import standin_corpus  # noqa: E402
+from pytest_mlperf.runner.workloads.cnn_dailymail import standin_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")

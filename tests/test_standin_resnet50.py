@@ -15,8 +15,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pytest_mlperf.standins import resnet50
-from pytest_mlperf.workloads.imagenet import synthetic_images
+from pytest_mlperf.runner.standins import resnet50
+from pytest_mlperf.runner.workloads.imagenet import synthetic_images
 
 # conv weights + folded batch-norm biases + fc: torchvision's 25,557,032 minus the 26,560 BN gammas
 EXPECTED_PARAMETERS = 25_530_472

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.runner.client import RunnerPool
-from pytest_mlperf.runner.recipe import LaunchRecipe
-from pytest_mlperf.session import MlperfSession
-from pytest_mlperf.sut_handle import make_sut
-from pytest_mlperf.settings import Settings, parse_sut_options
-from pytest_mlperf.suts.base import OPTION_NAMES
+from pytest_mlperf.host.pool.client import RunnerPool
+from pytest_mlperf.host.pool.recipe import LaunchRecipe
+from pytest_mlperf.host.driver.loadgen_driver import MlperfSession
+from pytest_mlperf.host.driver.sut_handle import make_sut
+from pytest_mlperf.host.settings import Settings, parse_sut_options
+from pytest_mlperf.runner.backends.base import OPTION_NAMES
 
 BENCH = """
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for pytest_mlperf.system: nvidia-smi parsing, CUDA_VISIBLE_DEVICES, system keys."""
+"""Tests for pytest_mlperf.host.machine.system: nvidia-smi parsing, CUDA_VISIBLE_DEVICES, system keys."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlperf.system import GPU, cpu_model, cpu_system, describe_system, gpu_system, parse_nvidia_smi, visible
+from pytest_mlperf.host.machine.system import GPU, cpu_model, cpu_system, describe_system, gpu_system, parse_nvidia_smi, visible
 
 UUIDS = [
     "GPU-5d1e7c1a-9f3b-4c2e-8a6d-0123456789ab",

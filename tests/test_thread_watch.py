@@ -51,7 +51,7 @@ def test_spinning_needs_busy_intervals_with_few_blocking_switches() -> None:
 def test_it_watches_the_plugins_runners_by_default(tmp_path: Path) -> None:
     # session 9 shipped `--match runner/child.py`, which no runner's command line holds: the plugin starts them as
     # `python -m pytest_mlperf.runner.child`, so the watch would have listed no process at all
-    from pytest_mlperf.runner.recipe import LaunchRecipe
+    from pytest_mlperf.host.pool.recipe import LaunchRecipe
 
     assert thread_watch.RUNNER_MODULE in " ".join(LaunchRecipe(name="reference").argv("SOCKET", "KEY"))
     out, pid = tmp_path / "watch.json", tmp_path / "pid"

@@ -1,4 +1,4 @@
-"""Lasting threads for work that completes LoadGen samples (suts/threads.py).
+"""Lasting threads for work that completes LoadGen samples (runner/strategies/threads.py).
 
 LoadGen 6.0 frees the logger of a thread that called it when the thread exits, while its IO thread may still use
 it: SIGSEGV in `TlsLogger::SwapBuffers()`. The vllm runner died of it at its first Offline test on the H200 (one
@@ -22,12 +22,12 @@ import pytest
 pytest.importorskip("mlperf_loadgen")
 
 from pytest_mlperf.runner.loadgen import Responder  # noqa: E402
-from pytest_mlperf.suts import threads  # noqa: E402
-from pytest_mlperf.suts.base import BackendInfo  # noqa: E402
-from pytest_mlperf.suts.generation import GenerationConfig, GenerationHarness  # noqa: E402
-from pytest_mlperf.suts.null import NullBackend  # noqa: E402
-from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig  # noqa: E402
-from pytest_mlperf.suts.serving import ServingHarness  # noqa: E402
+from pytest_mlperf.runner.strategies import threads
+from pytest_mlperf.runner.backends.base import BackendInfo  # noqa: E402
+from pytest_mlperf.runner.strategies.generation import GenerationConfig, GenerationHarness  # noqa: E402
+from pytest_mlperf.runner.backends.null import NullBackend  # noqa: E402
+from pytest_mlperf.runner.strategies.batching import BatchingHarness, ScheduleConfig  # noqa: E402
+from pytest_mlperf.runner.strategies.serving import ServingHarness  # noqa: E402
 
 
 def test_a_finished_target_leaves_its_thread_parked_and_reused() -> None:
@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent('''
     # plain threads that exit this crashes LoadGen within a few tests (SIGSEGV in TlsLogger::SwapBuffers)
     import sys, numpy as np, mlperf_loadgen as lg
     from pytest_mlperf.runner.loadgen import TestRequest, run_test
-    from pytest_mlperf.suts import threads
+    from pytest_mlperf.runner.strategies import threads
 
     answer = np.zeros(4, dtype=np.int32)
     address = answer.__array_interface__["data"][0]

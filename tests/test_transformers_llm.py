@@ -13,12 +13,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from pytest_mlperf.host.baselines.check import compare_outputs  # noqa: E402
-from pytest_mlperf.standins.llama import ensure_llama_standin  # noqa: E402
-from pytest_mlperf.suts.base import BackendError  # noqa: E402
-from pytest_mlperf.suts.transformers_llm import MIN_NEW_TOKENS, TransformersLLM, trim_at_eos  # noqa: E402
-from pytest_mlperf.workloads import llama3_1_8b as workload  # noqa: E402
-from pytest_mlperf.workloads.base import DataRequest  # noqa: E402
-from pytest_mlperf.workloads.cnn_dailymail import Sample, standin_corpus  # noqa: E402
+from pytest_mlperf.runner.standins.llama import ensure_llama_standin  # noqa: E402
+from pytest_mlperf.runner.backends.base import BackendError  # noqa: E402
+from pytest_mlperf.runner.backends.transformers_llm import MIN_NEW_TOKENS, TransformersLLM, trim_at_eos  # noqa: E402
+from pytest_mlperf.runner.workloads import llama3_1_8b as workload
+from pytest_mlperf.contract.protocol import DataRequest  # noqa: E402
+from pytest_mlperf.runner.workloads.cnn_dailymail import Sample, standin_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")

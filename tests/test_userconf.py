@@ -1,4 +1,4 @@
-"""user.conf checked before LoadGen sees it: each bad line named, with what is wrong (pytest_mlperf.userconf)."""
+"""user.conf checked before LoadGen sees it: each bad line named, with what is wrong (pytest_mlperf.host.userconf)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import mlperf_loadgen as lg
 import pytest
 
-from pytest_mlperf.userconf import KNOWN_KEYS, check_user_conf, line_problem
+from pytest_mlperf.host.userconf import KNOWN_KEYS, check_user_conf, line_problem
 
 
 @pytest.mark.parametrize("line", [

@@ -1,5 +1,5 @@
-"""The serving harness (suts/serving.py), the vllm backend (suts/vllm_llm.py) and the runner's setup for it
-(runner/serving_setup.py), on CPU without vllm: stand-ins with the shapes of vLLM's `LLM` and `AsyncLLM` drive the real
+"""The serving harness (runner/strategies/serving.py), the vllm backend (runner/backends/vllm_llm.py) and the runner's setup for it
+(runner/strategies/serving_setup.py), on CPU without vllm: stand-ins with the shapes of vLLM's `LLM` and `AsyncLLM` drive the real
 backend code; then the benchmark's skip without vllm, and a real engine on a GPU (marked `gpu`)."""
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ pytest.importorskip("mlperf_loadgen")
 from pytest_mlperf.runner.loadgen import TestRequest, run_test  # noqa: E402
 from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.contract.protocol import RunRequest  # noqa: E402
-from pytest_mlperf.runner.serving_setup import calibration_requests, prepare_serving  # noqa: E402
+from pytest_mlperf.runner.strategies.serving_setup import calibration_requests, prepare_serving  # noqa: E402
 from pytest_mlperf.runner.staging import Stager  # noqa: E402
-from pytest_mlperf.suts import create_backend  # noqa: E402
-from pytest_mlperf.suts.base import OPTION_NAMES, BackendError  # noqa: E402
-from pytest_mlperf.suts.serving import ServingHarness, measure_concurrent, measure_sequential  # noqa: E402
-from pytest_mlperf.suts.vllm_llm import (  # noqa: E402
+from pytest_mlperf.runner.backends import create_backend  # noqa: E402
+from pytest_mlperf.runner.backends.base import OPTION_NAMES, BackendError  # noqa: E402
+from pytest_mlperf.runner.strategies.serving import ServingHarness, measure_concurrent, measure_sequential  # noqa: E402
+from pytest_mlperf.runner.backends.vllm_llm import (  # noqa: E402
     VllmApi,
     VllmLLM,
     VllmSettings,
@@ -37,10 +37,10 @@ from pytest_mlperf.suts.vllm_llm import (  # noqa: E402
     visible_gpu_count,
     vllm_missing,
 )
-from pytest_mlperf.workloads import llama3_1_8b  # noqa: E402
-from pytest_mlperf.workloads.cnn_dailymail import Sample  # noqa: E402
+from pytest_mlperf.runner.workloads import llama3_1_8b
+from pytest_mlperf.runner.workloads.cnn_dailymail import Sample  # noqa: E402
 from pytest_mlperf.contract.protocol import LoadRequest  # noqa: E402
-from pytest_mlperf.workloads.base import DataRequest  # noqa: E402
+from pytest_mlperf.contract.protocol import DataRequest  # noqa: E402
 
 TestRequest.__test__ = False  # type: ignore[attr-defined]
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "test_llama3_1_8b_vllm.py"
@@ -53,7 +53,7 @@ def answer(prompt: Sequence[int]) -> list[int]:
     return list(range(first * 10, first * 10 + 2 + first % 5))
 
 
-# --- stand-ins for vLLM's public API (the shapes suts/vllm_llm.py uses) --------------------------------------
+# --- stand-ins for vLLM's public API (the shapes runner/backends/vllm_llm.py uses) --------------------------------------
 
 
 class OutputKind(enum.Enum):
@@ -518,7 +518,7 @@ def test_real_vllm_engine_generates_and_streams(tmp_path_factory: pytest.TempPat
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from pytest_mlperf.standins.llama import ensure_llama_standin
+    from pytest_mlperf.runner.standins.llama import ensure_llama_standin
 
     model = ensure_llama_standin(tmp_path_factory.mktemp("cache"), seed=0)
     b = VllmLLM(model, "cuda", {"max_new_tokens": 16, "gpu_memory_utilization": 0.3, "max_model_len": 1024,

@@ -20,8 +20,8 @@ from pytest_mlperf.runner.loadgen import TestRequest
 from pytest_mlperf.runner.child import RunnerState
 from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.suts.base import BackendInfo
-from pytest_mlperf.workloads.null import NullDataset
+from pytest_mlperf.runner.backends.base import BackendInfo
+from pytest_mlperf.runner.workloads.null import NullDataset
 
 
 class GraphLikeBackend:

@@ -1,6 +1,6 @@
 """The one catalogue of the LoadGen metrics pytest-mlperf reads: each metric's detail-log key, unit, direction and
 label, and per scenario the role each plays: the checker's headline (loadgen_results.py), the regression set a baseline
-compares (cases.py), the set the overhead gate judges (host/gate/loop.py), and the throughput and worst latency that
+compares (host/driver/cases.py), the set the overhead gate judges (host/gate/loop.py), and the throughput and worst latency that
 `pytest-mlperf aggregate` merges across hosts (host/results/aggregate.py). Those modules derive their tables from here.
 
 Latencies are in nanoseconds whatever the key's name says (LoadGen's `early_stopping_latency_ms` is ns too).

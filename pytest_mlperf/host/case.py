@@ -37,7 +37,7 @@ class ProfileDefaults(Protocol):
 
 
 class WorkloadDefaults(Protocol):
-    """What of a `workloads.base.WorkloadSpec` a case's run reads."""
+    """What of a `contract.workloads.WorkloadSpec` a case's run reads."""
 
     @property
     def default_batch_size(self) -> int: ...

@@ -1,6 +1,6 @@
 """The runner process: hosts one workload's data and backend, and runs LoadGen tests on command.
 
-Started by runner/client.py as `python -m pytest_mlperf.runner.child ADDRESS KEYFILE` (behind the recipe's
+Started by host/pool/client.py as `python -m pytest_mlperf.runner.child ADDRESS KEYFILE` (behind the recipe's
 prefix). It listens on ADDRESS, answers one command at a time and exits on `exit` or when the pytest side goes
 away. After a failed test it exits with status 3 so that the parent replaces it: LoadGen keeps process-wide
 state that a failed test can leave broken.
@@ -18,7 +18,9 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from pytest_mlperf.contract.backends import Kind, backend_entry
 from pytest_mlperf.contract.cpu_list import allowed_cpus, format_cpu_list
+from pytest_mlperf.contract.lifetime import PARENT_PID_ENV, Watchdog
 from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run
 from pytest_mlperf.contract.protocol import (
     LoadRequest,
@@ -30,6 +32,8 @@ from pytest_mlperf.contract.protocol import (
     send,
     send_phase,
 )
+from pytest_mlperf.runner.backends import create_backend
+from pytest_mlperf.runner.backends.base import Backend
 from pytest_mlperf.runner.calibrate import (
     Measurement,
     available_memory,
@@ -41,19 +45,15 @@ from pytest_mlperf.runner.calibrate import (
     warm_up,
     work_expectations,
 )
-from pytest_mlperf.runner.generation_setup import prepare_generation
-from pytest_mlperf.runner.lifetime import PARENT_PID_ENV, Watchdog
 from pytest_mlperf.runner.loadgen import TestRequest, effective_test, loaded_sample_count, run_test
-from pytest_mlperf.runner.serving_setup import prepare_serving
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.suts import create_backend
-from pytest_mlperf.suts.base import Backend
-from pytest_mlperf.suts.generation import GenerationHarness
-from pytest_mlperf.suts.registry import Kind, backend_entry
-from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
-from pytest_mlperf.suts.serving import ServingHarness
-from pytest_mlperf.workloads import workload_module
-from pytest_mlperf.workloads.base import Dataset
+from pytest_mlperf.runner.strategies.batching import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
+from pytest_mlperf.runner.strategies.generation import GenerationHarness
+from pytest_mlperf.runner.strategies.generation_setup import prepare_generation
+from pytest_mlperf.runner.strategies.serving import ServingHarness
+from pytest_mlperf.runner.strategies.serving_setup import prepare_serving
+from pytest_mlperf.runner.workloads import workload_module
+from pytest_mlperf.runner.workloads.base import Dataset
 
 
 class FailedTest(RuntimeError):
@@ -176,11 +176,11 @@ class RunnerState:
             req = replace(req, test=replace(req.test, use_token_latencies=True))
         progress(f"preparing {req.test.scenario} {req.test.mode}" + (" (calibrating)" if req.calibrate else ""))
         calibration: dict[str, Any] | None  # the bare loop's figures (None: the run did not calibrate)
-        if self.kind is Kind.SERVING:  # serving engines (vLLM): runner/serving_setup.py
+        if self.kind is Kind.SERVING:  # serving engines (vLLM): runner/strategies/serving_setup.py
             test, serving, calibration, schedule = prepare_serving(req, backend, stager,  # type: ignore[arg-type]
                                                                    self.notify)
             return self._finish(test, serving, calibration, schedule, started)
-        if self.kind is Kind.GENERATION:  # LLMs: token harness, TTFT/TPOT (runner/generation_setup.py)
+        if self.kind is Kind.GENERATION:  # LLMs: token harness, TTFT/TPOT (runner/strategies/generation_setup.py)
             if req.calibrate:  # a generation's length varies too much to predict the bare loop's
                 self.notify(Notice(Phase.CALIBRATE))
             test, generation, calibration, schedule = prepare_generation(req, backend, stager)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_mlperf.workloads.base import Dataset
+from pytest_mlperf.runner.workloads.base import Dataset
 
 
 class Stager:

@@ -46,10 +46,10 @@ from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import warm_up
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.standins.resnet50 import ensure_resnet50
-from pytest_mlperf.suts.onnxruntime import OrtClassifier
-from pytest_mlperf.suts.scheduling import ScheduleConfig
-from pytest_mlperf.workloads.resnet50 import SyntheticImages
+from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50
+from pytest_mlperf.runner.backends.onnxruntime import OrtClassifier
+from pytest_mlperf.runner.strategies.batching import ScheduleConfig
+from pytest_mlperf.runner.workloads.resnet50 import SyntheticImages
 
 NOW = time.perf_counter
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -160,9 +160,9 @@ def bare_round(backend: Any, rows: list[int], seconds: float) -> dict[str, Any]:
 PARTNER = r"""
 import sys, time, os
 sys.path.insert(0, {root!r})
-from pytest_mlperf.standins.resnet50 import ensure_resnet50
-from pytest_mlperf.suts.onnxruntime import OrtClassifier
-from pytest_mlperf.workloads.resnet50 import SyntheticImages
+from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50
+from pytest_mlperf.runner.backends.onnxruntime import OrtClassifier
+from pytest_mlperf.runner.workloads.resnet50 import SyntheticImages
 from pytest_mlperf.runner.calibrate import warm_up
 n = {n}
 b = OrtClassifier(ensure_resnet50(), {device!r}, {{"cuda_graph_max_batch": 8}})

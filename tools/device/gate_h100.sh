@@ -15,7 +15,7 @@ for cost in "$@"; do
   for scenario in ${GATE_SCENARIOS:-Offline SingleStream}; do
     name="gate-$scenario-${cost%\%}pct-$round-$k"
     start=$(date +%s.%N)
-    python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q \
+    python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q \
       --mlperf-device=cuda --mlperf-profile=ci --mlperf-scenario="$scenario" --mlperf-streams=1 \
       --mlperf-gate-round="$round" --mlperf-results-dir="$PWD/gate-results/$name" \
       --mlperf-candidate-prefix="python3 -m pytest_mlperf.slowdown --cost $cost --" ${GATE_ARGS:-} 2>&1 | grep -E "^gate:|passed|failed"

@@ -10,7 +10,7 @@ set -uo pipefail
 out=${1:?output dir}; repeats=${2:-5}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=${PYTEST_MLPERF_CACHE:-/tmp/pmc}
 mkdir -p "$out" lat
-plugin=(python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q --mlperf-device=cuda 
+plugin=(python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q --mlperf-device=cuda 
         --mlperf-profile=ci)
 timeout 100 "${plugin[@]}" -k "performance and (SingleStream or MultiStream or Offline)" \
     --mlperf-sut-option=onnxruntime.cuda_graph_max_batch=32 --mlperf-results-dir="$PWD/lat/r1" > "$out/r1.txt" 2>&1

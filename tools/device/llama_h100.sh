@@ -29,7 +29,7 @@ step efficiency-1b 230 python3 tools/device/llm_efficiency.py --device cuda --co
 printf '%s\n' "llama3_1-8b.Server.min_query_count = 24" "llama3_1-8b.SingleStream.min_query_count = 24" > /tmp/llm-user.conf
 bench() {  # bench NAME SECONDS [pytest args]
   local name=$1 limit=$2; shift 2
-  step "bench-$name" "$limit" python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/ -k "llama and not vllm" \
+  step "bench-$name" "$limit" python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/ -k "llama and not vllm" \
     --mlperf-device=cuda --mlperf-profile=ci --mlperf-mode=performance --mlperf-timeout=120 \
     --mlperf-user-conf=/tmp/llm-user.conf \
     --mlperf-results-dir="$PWD/gpu-results/$name" "$@"
@@ -38,6 +38,6 @@ bench() {  # bench NAME SECONDS [pytest args]
   cp gpu-results/"$name"/runners/*.log "$out/$name/" 2>/dev/null
 }
 bench tiny 160
-model_1b=$(python3 -c "from pytest_mlperf.standins.llama import ensure_llama_standin; print(ensure_llama_standin(config='1b'))")
+model_1b=$(python3 -c "from pytest_mlperf.runner.standins.llama import ensure_llama_standin; print(ensure_llama_standin(config='1b'))")
 bench 1b 190 --mlperf-model "llama3_1-8b=$model_1b"
 ls -la "$out"

@@ -33,10 +33,10 @@ import numpy as np
 from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.standins.llama import ensure_llama_standin
-from pytest_mlperf.suts.generation import GenerationConfig, GenerationHarness, measure_streams
-from pytest_mlperf.suts.transformers_llm import TransformersLLM
-from pytest_mlperf.workloads.cnn_dailymail import standin_corpus
+from pytest_mlperf.runner.standins.llama import ensure_llama_standin
+from pytest_mlperf.runner.strategies.generation import GenerationConfig, GenerationHarness, measure_streams
+from pytest_mlperf.runner.backends.transformers_llm import TransformersLLM
+from pytest_mlperf.runner.workloads.cnn_dailymail import standin_corpus
 
 
 @dataclass
@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
     backend = TransformersLLM(model_dir, args.device, {"max_new_tokens": max_new})
     prompts = Prompts(n)
     backend.stage(range(n), list(prompts.load(range(n))))
-    if args.warm == "longest":  # the widest batch: what the runner's warm-up does (runner/generation_setup.py)
+    if args.warm == "longest":  # the widest batch: what the runner's warm-up does (runner/strategies/generation_setup.py)
         warm = sorted(range(n), key=backend.prompt_length, reverse=True)[:batch]
     else:
         warm = list(range(min(batch, n)))

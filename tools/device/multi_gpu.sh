@@ -11,14 +11,14 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache MLPERF_COPIES=$n
 nvidia-smi --query-gpu=index,name,uuid,clocks.sm,temperature.gpu --format=csv | tee "$out/gpus.txt"
 # build the stand-in once, outside both timings
-python3 -c "from pytest_mlperf.standins.resnet50 import ensure_resnet50 as e; print(e())" | tee -a "$out/gpus.txt"
+python3 -c "from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50 as e; print(e())" | tee -a "$out/gpus.txt"
 suite() {  # suite NAME XDIST_ARGS...
   local name=$1; shift
   nvidia-smi --query-compute-apps=timestamp,pid,gpu_uuid,used_memory --format=csv,noheader -lms 500 \
     > "$out/apps-$name.csv" 2>/dev/null &
   local smi=$!
   local start; start=$(date +%s.%N)
-  python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider tools/device/multi_gpu -q "$@" \
+  python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider tools/device/multi_gpu -q "$@" \
     --mlperf-device=cuda --mlperf-profile=ci --mlperf-scenario=Offline \
     --mlperf-results-dir="$PWD/gpu-results/$name" > "$out/$name.txt" 2>&1
   local rc=$?

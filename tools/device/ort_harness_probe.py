@@ -27,10 +27,10 @@ from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import measure, warm_up
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.standins.resnet50 import ensure_resnet50
-from pytest_mlperf.suts.onnxruntime import OrtClassifier
-from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig, shape_buckets
-from pytest_mlperf.workloads.resnet50 import SyntheticImages
+from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50
+from pytest_mlperf.runner.backends.onnxruntime import OrtClassifier
+from pytest_mlperf.runner.strategies.batching import BatchingHarness, ScheduleConfig, shape_buckets
+from pytest_mlperf.runner.workloads.resnet50 import SyntheticImages
 
 
 def gil_probe(backend: OrtClassifier, rows: list[int], seconds: float = 2.0) -> dict[str, float]:

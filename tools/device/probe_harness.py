@@ -31,8 +31,8 @@ from pytest_mlperf.runner.loadgen import TestRequest, run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import measure
 from pytest_mlperf.slowdown import SlowedBackend
-from pytest_mlperf.suts.scheduling import BatchingHarness, ScheduleConfig
-from pytest_mlperf.suts.torch_probe import TorchProbe
+from pytest_mlperf.runner.strategies.batching import BatchingHarness, ScheduleConfig
+from pytest_mlperf.runner.backends.torch_probe import TorchProbe
 
 SAMPLES = 1024
 
@@ -106,9 +106,9 @@ def _ratios(rows: list[dict[str, Any]], num: str, den: str, key: str) -> list[fl
 def make_backend(name: str, op: str, device: str, options: dict[str, str]) -> Any:
     if name == "torch-probe":
         return TorchProbe(device, {"op": op, **options})
-    from pytest_mlperf.standins.resnet50 import ensure_resnet50
-    from pytest_mlperf.suts.onnxruntime import OrtClassifier
-    from pytest_mlperf.workloads.resnet50 import SyntheticImages
+    from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50
+    from pytest_mlperf.runner.backends.onnxruntime import OrtClassifier
+    from pytest_mlperf.runner.workloads.resnet50 import SyntheticImages
 
     # as benchmarks/test_resnet50.py's SingleStream case runs it (session 12's run predates this: no CUDA graphs)
     backend = OrtClassifier(ensure_resnet50(), device, {"cuda_graph_max_batch": 8} if device == "cuda" else {})

@@ -20,7 +20,7 @@ if [ "${MATRIX_S:-0}" -gt 0 ]; then
       --loads "${LOADS:-0.85,0.92}" --deadline-s "$(( MATRIX_S - 15 ))" > "$out/matrix.txt" 2>&1
   echo "matrix rc=$?"; grep -E '^\{|ceiling|ERROR|done' "$out/matrix.txt" | cut -c1-160
 fi
-plugin=(python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q --mlperf-device=cuda
+plugin=(python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q --mlperf-device=cuda
         --mlperf-profile=ci)
 show() { grep -E "^resnet50|^note|^harness|^baseline|passed|failed|capacity|search|recorded" "$1" | cut -c1-400; }
 timeout 90 "${plugin[@]}" -k "Offline-performance" --mlperf-results-dir="$PWD/srv/off" > "$out/off.txt" 2>&1

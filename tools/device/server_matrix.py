@@ -34,10 +34,10 @@ from gpu_path_probe import NullBackend, PrivateSessions, Timeline, bare_latency,
 
 from pytest_mlperf.runner.loadgen import TestRequest  # noqa: E402
 from pytest_mlperf.runner.calibrate import measure  # noqa: E402
-from pytest_mlperf.standins.resnet50 import ensure_resnet50  # noqa: E402
-from pytest_mlperf.suts.onnxruntime import CAPTURE_RUNS, CaptureGate, OrtClassifier  # noqa: E402
-from pytest_mlperf.suts.scheduling import ScheduleConfig, server_buckets, shape_buckets  # noqa: E402
-from pytest_mlperf.workloads.resnet50 import SyntheticImages  # noqa: E402
+from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50  # noqa: E402
+from pytest_mlperf.runner.backends.onnxruntime import CAPTURE_RUNS, CaptureGate, OrtClassifier  # noqa: E402
+from pytest_mlperf.runner.strategies.batching import ScheduleConfig, server_buckets, shape_buckets  # noqa: E402
+from pytest_mlperf.runner.workloads.resnet50 import SyntheticImages  # noqa: E402
 
 NOW = time.perf_counter
 # (backend, batch, streams, gather wait ms, buckets: "pow2" shape_buckets, "fine" server_buckets)

@@ -11,7 +11,7 @@ set -uo pipefail
 out=${1:?output dir}; shift
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=${PYTEST_MLPERF_CACHE:-/tmp/pmc}
 mkdir -p "$out" var
-plugin=(python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q --mlperf-device=cuda
+plugin=(python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/test_resnet50.py -q --mlperf-device=cuda
         --mlperf-profile=ci)
 show() { grep -E "^resnet50|^note|^harness|^gate|passed|failed" "$1" | cut -c1-300; }
 timeout 90 "${plugin[@]}" -k "Offline-performance" --mlperf-results-dir="$PWD/var/off" ${BOTH_ARGS:-} > "$out/off.txt" 2>&1

@@ -9,7 +9,7 @@ set -uo pipefail
 out=${1:?output dir}
 mkdir -p "$out"
 export PYTHONPATH=$PWD:/tmp/site:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTEST_MLPERF_CACHE=/tmp/pytest-mlperf-cache
-probe=(python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/test_gpu_probes.py -k launch
+probe=(python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/test_gpu_probes.py -k launch
        --mlperf-device=cuda --mlperf-profile=smoke -rs)
 nvidia-smi --query-gpu=index,name,uuid --format=csv | tee "$out/gpus.txt"
 timeout 60 "${probe[@]}" -n auto --mlperf-results-dir="$PWD/lock-results/auto" > "$out/auto.txt" 2>&1

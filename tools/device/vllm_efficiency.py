@@ -3,8 +3,8 @@
 
     python tools/device/vllm_efficiency.py --model DIR --out eff.json [--seconds 10] [--option NAME=VALUE ...]
 
-Method: the backend (suts/vllm_llm.py) starts its Offline engine (`LLM`) once; a warm-up `generate`, then the
-runner's own calibration (runner/serving_setup.py) sets LoadGen's expected QPS; one LoadGen Offline test (performance
+Method: the backend (runner/backends/vllm_llm.py) starts its Offline engine (`LLM`) once; a warm-up `generate`, then the
+runner's own calibration (runner/strategies/serving_setup.py) sets LoadGen's expected QPS; one LoadGen Offline test (performance
 mode) issues its samples, recorded as the harness hands them to `generate_all`; then the same list of prompts goes
 through `LLM.generate` without LoadGen, timed. LoadGen tokens/s over bare tokens/s is the harness efficiency.
 Needs vllm, a CUDA GPU, transformers, mlcommons-loadgen and this checkout on PYTHONPATH.
@@ -28,15 +28,15 @@ import numpy as np
 
 from pytest_mlperf.runner.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
 from pytest_mlperf.contract.loadgen_log import read_run
-from pytest_mlperf.runner.lifetime import end_tree
+from pytest_mlperf.contract.lifetime import end_tree
 from pytest_mlperf.contract.protocol import RunRequest
-from pytest_mlperf.runner.serving_setup import calibrate_serving
+from pytest_mlperf.runner.strategies.serving_setup import calibrate_serving
 from pytest_mlperf.runner.staging import Stager
-from pytest_mlperf.runner.generation_setup import generation_expectations
-from pytest_mlperf.suts.serving import ServingHarness
-from pytest_mlperf.suts.vllm_llm import VllmLLM
-from pytest_mlperf.workloads import llama3_1_8b
-from pytest_mlperf.workloads.base import DataRequest
+from pytest_mlperf.runner.strategies.generation_setup import generation_expectations
+from pytest_mlperf.runner.strategies.serving import ServingHarness
+from pytest_mlperf.runner.backends.vllm_llm import VllmLLM
+from pytest_mlperf.runner.workloads import llama3_1_8b
+from pytest_mlperf.contract.protocol import DataRequest
 
 
 class Recorder:

@@ -42,7 +42,7 @@ gpu_apps() { nvidia-smi --query-compute-apps=pid,process_name,used_memory --form
 build() {  # build CONFIG: the stand-in folder, built on the GPU (seeded random init: seconds instead of minutes)
   step "build-$1" 240 python3 -c "
 import torch, time
-from pytest_mlperf.standins.llama import ensure_llama_standin
+from pytest_mlperf.runner.standins.llama import ensure_llama_standin
 t = time.time()
 with torch.device('cuda'):
     path = ensure_llama_standin(seed=0, config='$1')
@@ -51,7 +51,7 @@ open('$out/model-$1.txt', 'w').write(str(path))"
   cat "$out/model-$1.txt" 2>/dev/null || echo "/tmp/pytest-mlperf-cache/llama3_1-8b-standin-$1-seed0-v1"
 }
 
-bench=(python3 -m pytest -p pytest_mlperf.plugin -p no:cacheprovider benchmarks/ -rs --mlperf-profile=ci)
+bench=(python3 -m pytest -p pytest_mlperf.host.plugin -p no:cacheprovider benchmarks/ -rs --mlperf-profile=ci)
 # backend options for every vllm case (the stand-in declares 131,072 tokens; CNN/DailyMail needs far fewer)
 vllm_opts=(${VLLM_OPTIONS-})  # e.g. VLLM_OPTIONS=--mlperf-sut-option=vllm.max_model_len=4096
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.host.baselines.conditions import details_differ, duration_differs, option_values, options_differ
 from pytest_mlperf.host.baselines.store import (
     Baseline,
@@ -28,10 +27,11 @@ from pytest_mlperf.host.baselines.store import (
     noisy_metrics,
     unusable_metrics,
 )
+from pytest_mlperf.host.driver.cases import CaseRun
 from pytest_mlperf.host.gate.loop import describe
 
 if TYPE_CHECKING:
-    from pytest_mlperf.session import MlperfSession
+    from pytest_mlperf.host.driver.loadgen_driver import MlperfSession
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The overhead gate on Server capacity: `--mlperf-server-search` under a candidate recipe (issue 13).
 
-Baselines of a searched Server case compare its capacity; so does the gate. search_driver.py drives it
+Baselines of a searched Server case compare its capacity; so does the gate. host/driver/search.py drives it
 (`LoadGenDriver.capacity_gate_run`); this module is its planning and its `measure`, free of pytest and runners:
 
 * warm-up: the reference runs one full capacity search (as a case without the gate: its first probe calibrates,
@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_mlperf.host.driver.server_search import CAPACITY_METRIC, SearchOutcome, SearchPlan
 from pytest_mlperf.host.gate.loop import GateError
-from pytest_mlperf.server_search import CAPACITY_METRIC, SearchOutcome, SearchPlan
-from pytest_mlperf.settings import GateSettings
+from pytest_mlperf.host.settings import GateSettings
 
 # A round's search per arm: the first probe at the arm's latest capacity, then steps of ROUND_STEP up while VALID or
 # down while INVALID, ROUND_PROBES probes at most; the bracket is then one step wide, so there is no bisection.
@@ -111,7 +111,7 @@ def longest_latency_s(*outcomes: SearchOutcome) -> float | None:
 @dataclass
 class CapacityRounds:
     """The rounds of a capacity gate: `measure(arm, i)` is gate.run_rounds' callable. Each call searches `arm`'s
-    capacity from its latest one with `search(arm, i, plan)` (search_driver.py runs the probes), keeps the search's record
+    capacity from its latest one with `search(arm, i, plan)` (host/driver/search.py runs the probes), keeps the search's record
     and returns the capacity; a search that finds no VALID load raises GateError."""
 
     setup: RoundSetup

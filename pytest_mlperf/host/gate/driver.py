@@ -1,7 +1,7 @@
 """The overhead gate, as `LoadGenDriver` drives it (`GateDriving`, which it inherits): the two arms' warm-up runs,
 then rounds of short runs in ABBA order, each a LoadGen run of the case (`LoadGenDriver.execute`). The rounds' loop
 and statistics are host/gate/loop.py's and host/gate/stats.py's; this module holds pytest's side (progress lines, logs, failures), as
-search_driver.py does for the Server search."""
+host/driver/search.py does for the Server search."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_mlperf.cases import CaseRun
 from pytest_mlperf.contract.test_request import TestRequest
-from pytest_mlperf.driver_surface import DriverSurface
 from pytest_mlperf.host.baselines.check import _output, compare_outputs
+from pytest_mlperf.host.driver.cases import CaseRun
+from pytest_mlperf.host.driver.surface import DriverSurface
 from pytest_mlperf.host.gate.loop import GateError, GateOutcome, compare_outputs_gate, gate_metrics, run_rounds
-from pytest_mlperf.progress import NORMAL, line, round_text
+from pytest_mlperf.host.progress import NORMAL, line, round_text
 
 if TYPE_CHECKING:
+    from pytest_mlperf.host.driver.sut_handle import SUTHandle
     from pytest_mlperf.host.gate.stopping import GatePlan
-    from pytest_mlperf.runner.recipe import LaunchRecipe
-    from pytest_mlperf.settings import GateSettings
-    from pytest_mlperf.sut_handle import SUTHandle
+    from pytest_mlperf.host.pool.recipe import LaunchRecipe
+    from pytest_mlperf.host.settings import GateSettings
 
 
 def with_measured_work(test: TestRequest, metrics: Mapping[str, object], margin: float) -> TestRequest:
@@ -41,7 +41,7 @@ def with_measured_work(test: TestRequest, metrics: Mapping[str, object], margin:
 
 class GateDriving(DriverSurface):
     """The overhead gate of a `LoadGenDriver` (mixed into it): it needs the driver's `session` and its `execute`,
-    `test_request`, `log_dir` and `case_label` (driver_surface.py declares them)."""
+    `test_request`, `log_dir` and `case_label` (host/driver/surface.py declares them)."""
 
     def gate_run(self, sut: SUTHandle, scenario: str, mode: str, gate: GateSettings, log_suffix: str) -> CaseRun:
         """The overhead gate of this case: reference and candidate runners (alive together, measuring one at a

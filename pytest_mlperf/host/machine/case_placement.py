@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from pytest_mlperf.contract.cpu_list import AffinityError, allowed_cpus
-from pytest_mlperf.cpus import Affinity, case_affinity
-from pytest_mlperf.gpus import PlacementError, gpus_for_case
+from pytest_mlperf.host.machine.cpus import Affinity, case_affinity
+from pytest_mlperf.host.machine.gpus import PlacementError, gpus_for_case
 from pytest_mlperf.host.machine.placement import Placement
-from pytest_mlperf.progress import NORMAL, Sink, line
+from pytest_mlperf.host.progress import NORMAL, Sink, line
 
 
 def waiting(progress: Sink | None, case: str, notes: list[str], uuid: str, holder: str) -> None:

@@ -3,7 +3,7 @@
 The controller numbers the workers of each host (`local_ranks`, from xdist's node specs) and hands each its rank
 through `workerinput`; every worker then discovers its own host's GPUs and takes the rank-th one, so remote
 workers (`--tx ssh=HOST//python=...`) place themselves on their host's GPUs. Runners are pinned to their case's
-GPUs with CUDA_VISIBLE_DEVICES before they start (session.py), and hold the per-GPU locks while they measure."""
+GPUs with CUDA_VISIBLE_DEVICES before they start (host/driver/loadgen_driver.py), and hold the per-GPU locks while they measure."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_mlperf.gpus import assign_workers, gpu_ids, worker_index
-from pytest_mlperf.system import GPU
+from pytest_mlperf.host.machine.gpus import assign_workers, gpu_ids, worker_index
+from pytest_mlperf.host.machine.system import GPU
 
 RANK_KEY = "mlperf_local_rank"
 WORKERS_KEY = "mlperf_local_workers"

@@ -10,7 +10,7 @@ result_completed_(tokens_per_second|samples_per_sec). Latencies do not add up: S
 per query) and Server (p99, TTFT p99 for LLMs) report the worst host instead.
 
 An input file is decoded by host/results/aggregate_input.py (load_results, parse_results and the records they make, named here
-too). Everything here is pure; the `pytest-mlperf aggregate` command (cli.py) reads, merges and renders with them,
+too). Everything here is pure; the `pytest-mlperf aggregate` command (host/results/cli.py) reads, merges and renders with them,
 and writes the outputs with contract/files.py."""
 
 from __future__ import annotations

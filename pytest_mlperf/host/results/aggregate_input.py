@@ -1,7 +1,7 @@
 """The input of `pytest-mlperf aggregate`: a results.json (one per host, as the controller writes them) decoded into
 the records host/results/aggregate.py merges: a Source (the file) of Measurements (its records), each naming its case (CaseId)
 and the devices it held (Device). A file that cannot be merged raises AggregateError, one line naming the file and
-the problem. Runs in the CLI (cli.py, through host/results/aggregate.py); a pytest session writes these files, never reads them.
+the problem. Runs in the CLI (host/results/cli.py, through host/results/aggregate.py); a pytest session writes these files, never reads them.
 
 An input file is decoded into msgspec Structs naming just the fields read here: msgspec checks their types and says
 where one is wrong (`$.cases[0].key.scenario`), and it ignores the fields it is not told of, which newer writers add.

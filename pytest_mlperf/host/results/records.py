@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from pytest_mlperf.contract.workloads import workload_spec
 from pytest_mlperf.host.baselines.check import COMPARISONS_KEY, PENDING_BASELINE_KEY
-from pytest_mlperf.session import ATTEMPT_KEY, BASELINE_PROPERTY, CASES_KEY, RECORD_PROPERTY
-from pytest_mlperf.workloads import workload_spec
+from pytest_mlperf.host.driver.loadgen_driver import ATTEMPT_KEY, BASELINE_PROPERTY, CASES_KEY, RECORD_PROPERTY
 
 REASON_LIMIT = 4000  # characters of a failure's message kept in its record (the terminal shows it whole)
 

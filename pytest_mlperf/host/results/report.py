@@ -15,7 +15,7 @@ from pytest_mlperf import __version__
 from pytest_mlperf.contract import metrics as catalogue
 from pytest_mlperf.host.baselines.store import Baseline, BaselineError, CaseKey, load_baseline, write_baseline
 from pytest_mlperf.host.results.document import RESULTS_FORMAT, RESULTS_VERSION, check_document
-from pytest_mlperf.settings import Settings
+from pytest_mlperf.host.settings import Settings
 
 # results.json's format: host/results/document.py types it and generates its JSON Schema; where this is set, a record
 # that does not match it fails the session (tests/conftest.py sets it for this project's tests)
