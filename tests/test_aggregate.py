@@ -10,20 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mlperf.host.results.aggregate import (
-    AGGREGATE_FORMAT,
-    AggregateError,
-    Device,
-    case_dict,
-    case_nodeid,
-    load_results,
-    merge,
-    parse_gpu_list,
-    parse_results,
-    render_markdown,
-    table_rows,
-    terminal_lines,
-)
+from pytest_mlperf.host.results.aggregate_input import AggregateError, Device, case_nodeid, load_results, parse_gpu_list, parse_results
+from pytest_mlperf.host.results.aggregate import AGGREGATE_FORMAT, case_dict, merge, render_markdown, table_rows, terminal_lines
 from pytest_mlperf.host.results.aggregate import table_rows as aggregate_table_rows
 from pytest_mlperf.host.baselines.store import CaseKey
 from pytest_mlperf.host.driver.cases import CaseRun

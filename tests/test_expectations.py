@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mlperf.runner.loadgen import TestRequest
+from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.runner.calibrate import (LOADGEN_BYTES_PER_SAMPLE, Measurement, available_memory,
                                             generated_samples, predicted_duration, query_size_problem)
 from pytest_mlperf.runner.child import expectations

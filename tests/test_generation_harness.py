@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.runner.loadgen import Responder, TestRequest, run_test  # noqa: E402
+from pytest_mlperf.contract.test_request import TestRequest  # noqa: E402
+from pytest_mlperf.runner.loadgen import Responder, run_test  # noqa: E402
 from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.runner.calibrate import CalibrationError  # noqa: E402
 from pytest_mlperf.contract.protocol import RunRequest  # noqa: E402

@@ -11,15 +11,8 @@ import pytest
 
 lg = pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.runner.loadgen import (  # noqa: E402
-    LoadGenError,
-    Responder,
-    TestRequest,
-    build_test_settings,
-    effective_test,
-    run_test,
-    user_conf_keys,
-)
+from pytest_mlperf.contract.test_request import TestRequest, user_conf_keys
+from pytest_mlperf.runner.loadgen import LoadGenError, Responder, build_test_settings, effective_test, run_test
 from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run  # noqa: E402
 
 # pytest would otherwise try to collect the dataclass named Test*
@@ -356,7 +349,7 @@ def test_run_test_refuses_a_log_dir_that_is_a_file(tmp_path: Path) -> None:
 def test_issued_query_count_rounds_to_whole_passes_only_where_samples_are_concatenated(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from pytest_mlperf.runner.loadgen import issued_query_count
+    from pytest_mlperf.contract.test_request import issued_query_count
 
     ss = TestRequest("llama3_1-8b", "SingleStream", "performance", str(tmp_path), 256)
     assert issued_query_count(ss, 100, True) == 256
@@ -386,7 +379,7 @@ def test_offline_samples_per_query_is_what_loadgen_issues_for_an_llm(tmp_path: P
     """The H200's vllm Offline case planned 586 samples and LoadGen generated 768 (3 passes over 256 loaded), and
     the transformers case planned 9 and ran 256 (88 s where 10 s were predicted): for llama3_1-8b, LoadGen rounds
     its Offline query up to whole passes over the loaded samples."""
-    from pytest_mlperf.runner.loadgen import offline_samples_per_query
+    from pytest_mlperf.contract.test_request import offline_samples_per_query
 
     req = TestRequest("llama3_1-8b", "Offline", "performance", str(tmp_path / "logs"), 64,
                       performance_sample_count=loaded, min_duration_ms=100, min_query_count=1,

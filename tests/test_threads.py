@@ -64,7 +64,8 @@ SCRIPT = textwrap.dedent('''
     # Offline tests whose samples are completed, 7 at a time, by 4 workers per query that are then done: with
     # plain threads that exit this crashes LoadGen within a few tests (SIGSEGV in TlsLogger::SwapBuffers)
     import sys, numpy as np, mlperf_loadgen as lg
-    from pytest_mlperf.runner.loadgen import TestRequest, run_test
+    from pytest_mlperf.contract.test_request import TestRequest
+    from pytest_mlperf.runner.loadgen import run_test
     from pytest_mlperf.runner.strategies import threads
 
     answer = np.zeros(4, dtype=np.int32)

@@ -14,7 +14,8 @@ pytest.importorskip("mlperf_loadgen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "device"))
 import vllm_efficiency
 
-from pytest_mlperf.runner.loadgen import effective_test, offline_samples_per_query
+from pytest_mlperf.contract.test_request import offline_samples_per_query
+from pytest_mlperf.runner.loadgen import effective_test
 
 
 def test_the_efficiency_query_is_what_the_duration_asks_for_in_whole_passes(tmp_path: Path) -> None:

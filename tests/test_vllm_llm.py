@@ -19,7 +19,8 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.runner.loadgen import TestRequest, run_test  # noqa: E402
+from pytest_mlperf.contract.test_request import TestRequest  # noqa: E402
+from pytest_mlperf.runner.loadgen import run_test  # noqa: E402
 from pytest_mlperf.contract.loadgen_log import read_accuracy_log, read_run  # noqa: E402
 from pytest_mlperf.contract.protocol import RunRequest  # noqa: E402
 from pytest_mlperf.runner.strategies.serving_setup import calibration_requests, prepare_serving  # noqa: E402

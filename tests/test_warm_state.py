@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("mlperf_loadgen")
 
-from pytest_mlperf.runner.loadgen import TestRequest
+from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.runner.child import RunnerState
 from pytest_mlperf.contract.protocol import RunRequest
 from pytest_mlperf.runner.staging import Stager

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pytest_mlperf.contract.test_request import TestRequest, offline_samples_per_query
 from pytest_mlperf.runner.backends.base import Backend
-from pytest_mlperf.runner.loadgen import TestRequest, offline_samples_per_query
 
 
 class CalibrationError(RuntimeError):

@@ -32,6 +32,7 @@ from pytest_mlperf.contract.protocol import (
     send,
     send_phase,
 )
+from pytest_mlperf.contract.test_request import TestRequest, loaded_sample_count
 from pytest_mlperf.runner.backends import create_backend
 from pytest_mlperf.runner.backends.base import Backend
 from pytest_mlperf.runner.calibrate import (
@@ -45,7 +46,7 @@ from pytest_mlperf.runner.calibrate import (
     warm_up,
     work_expectations,
 )
-from pytest_mlperf.runner.loadgen import TestRequest, effective_test, loaded_sample_count, run_test
+from pytest_mlperf.runner.loadgen import effective_test, run_test
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.runner.strategies.batching import BatchingHarness, ScheduleConfig, server_buckets, shape_buckets
 from pytest_mlperf.runner.strategies.generation import GenerationHarness

@@ -29,13 +29,10 @@ from typing import Protocol
 import mlperf_loadgen as lg
 import numpy as np
 
-# the request and the counts it implies are the contract's (no LoadGen needed to read them); named here too, for
-# the runner's modules and for tools
-from pytest_mlperf.contract.test_request import (  # noqa: F401
+from pytest_mlperf.contract.test_request import (
     TestRequest,
     issued_query_count,
     loaded_sample_count,
-    offline_samples_per_query,
     user_conf_keys,
 )
 

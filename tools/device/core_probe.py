@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_path_probe as gp
 import thread_stats
 
-from pytest_mlperf.runner.loadgen import TestRequest, run_test
+from pytest_mlperf.contract.test_request import TestRequest
+from pytest_mlperf.runner.loadgen import run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import warm_up
 from pytest_mlperf.runner.staging import Stager

@@ -30,7 +30,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pytest_mlperf.runner.loadgen import TestRequest, run_test
+from pytest_mlperf.contract.test_request import TestRequest
+from pytest_mlperf.runner.loadgen import run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.runner.standins.llama import ensure_llama_standin

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_mlperf.runner.loadgen import TestRequest, run_test
+from pytest_mlperf.contract.test_request import TestRequest
+from pytest_mlperf.runner.loadgen import run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.runner.calibrate import measure
 from pytest_mlperf.slowdown import SlowedBackend

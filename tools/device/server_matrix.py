@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_path_probe import NullBackend, PrivateSessions, Timeline, bare_latency, lg_run, pct  # noqa: E402
 
-from pytest_mlperf.runner.loadgen import TestRequest  # noqa: E402
+from pytest_mlperf.contract.test_request import TestRequest  # noqa: E402
 from pytest_mlperf.runner.calibrate import measure  # noqa: E402
 from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50  # noqa: E402
 from pytest_mlperf.runner.backends.onnxruntime import CAPTURE_RUNS, CaptureGate, OrtClassifier  # noqa: E402

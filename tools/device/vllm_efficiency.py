@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_mlperf.runner.loadgen import TestRequest, effective_test, offline_samples_per_query, run_test
+from pytest_mlperf.contract.test_request import TestRequest, offline_samples_per_query
+from pytest_mlperf.runner.loadgen import effective_test, run_test
 from pytest_mlperf.contract.loadgen_log import read_run
 from pytest_mlperf.contract.lifetime import end_tree
 from pytest_mlperf.contract.protocol import RunRequest

@@ -23,16 +23,12 @@ from typing import Any
 
 from pytest_mlperf import __version__
 from pytest_mlperf.contract import metrics as catalogue
-from pytest_mlperf.host.results.aggregate_input import (  # noqa: F401  (the decoding's names, for the CLI, tests and tools)
+from pytest_mlperf.host.results.aggregate_input import (
     AggregateError,
     CaseId,
     Device,
     HostMeasurement,
     Source,
-    case_nodeid,
-    load_results,
-    parse_gpu_list,
-    parse_results,
 )
 from pytest_mlperf.host.results.report import format_value, reason_line, render_table
 

@@ -136,14 +136,8 @@ def _add_summarize(sub: argparse._SubParsersAction) -> None:
 def _cmd_aggregate(args: argparse.Namespace) -> int:
     # imported here: aggregate renders with host/results/report.py, which pulls numpy in; summarize stays light without it
     from pytest_mlperf.contract.files import write_json_atomic, write_text_atomic
-    from pytest_mlperf.host.results.aggregate import (
-        AggregateError,
-        aggregate_document,
-        load_results,
-        merge,
-        render_markdown,
-        terminal_lines,
-    )
+    from pytest_mlperf.host.results.aggregate import aggregate_document, merge, render_markdown, terminal_lines
+    from pytest_mlperf.host.results.aggregate_input import AggregateError, load_results
 
     try:
         sources = [load_results(Path(p)) for p in args.files]

@@ -21,8 +21,8 @@ from dataclasses import replace
 from typing import Any
 
 from pytest_mlperf.contract.protocol import RunRequest
+from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.runner.calibrate import calibration_failed, server_expectations, work_expectations
-from pytest_mlperf.runner.loadgen import TestRequest
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.runner.strategies.generation import (
     GenerationConfig,

@@ -18,8 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from pytest_mlperf.contract.protocol import Notice, Phase, RunRequest
+from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.runner.calibrate import calibration_failed
-from pytest_mlperf.runner.loadgen import TestRequest
 from pytest_mlperf.runner.staging import Stager
 from pytest_mlperf.runner.strategies.generation import GenerationMeasurement
 from pytest_mlperf.runner.strategies.generation_setup import generation_expectations
