@@ -7,7 +7,7 @@ import pytest
 from pytest_mlperf.contract.test_request import TestRequest
 from pytest_mlperf.runner.calibrate import (LOADGEN_BYTES_PER_SAMPLE, Measurement, available_memory,
                                             generated_samples, predicted_duration, query_size_problem)
-from pytest_mlperf.runner.child import expectations
+from pytest_mlperf.runner.strategies.batching_setup import expectations
 from pytest_mlperf.contract.protocol import RunRequest
 
 BATCH = Measurement(batch_size=8, streams=1, samples_per_s=100.0, batch_latency_p50_s=0.08, batch_latency_p90_s=0.1,

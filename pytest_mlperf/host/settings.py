@@ -38,7 +38,7 @@ class Profile:
     # relax the Server latency bound to at least this many times the measured batch-1 latency (CPU stand-ins)
     server_latency_floor_factor: float | None
     calibrate: bool
-    # calibrated expectations err by this factor towards more work (see runner/child.expectations)
+    # calibrated expectations err by this factor towards more work (see runner/strategies/batching_setup.expectations)
     expectation_margin: float = 1.0
     # the overhead gate: length of one round's LoadGen run (measured on an H100: docs/performance.md) ...
     gate_round_ms: int = 1000
