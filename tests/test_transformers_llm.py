@@ -16,6 +16,7 @@ from pytest_mlperf.host.baselines.check import compare_outputs  # noqa: E402
 from pytest_mlperf.runner.standins.llama import ensure_llama_standin  # noqa: E402
 from pytest_mlperf.runner.backends.base import BackendError  # noqa: E402
 from pytest_mlperf.runner.backends.transformers_llm import MIN_NEW_TOKENS, TransformersLLM, trim_at_eos  # noqa: E402
+from pytest_mlperf.contract.workloads import workload_spec  # noqa: E402
 from pytest_mlperf.runner.workloads import llama3_1_8b as workload
 from pytest_mlperf.contract.protocol import DataRequest  # noqa: E402
 from pytest_mlperf.runner.workloads.cnn_dailymail import Sample, standin_corpus  # noqa: E402
@@ -87,7 +88,7 @@ def test_trim_at_eos() -> None:
 
 
 def test_spec_is_mlperfs_llama() -> None:
-    spec = workload.SPEC
+    spec = workload_spec("llama3_1-8b")
     assert (spec.name, spec.loadgen_model) == ("llama3_1-8b", "llama3_1-8b")
     assert spec.scenarios == ("Offline", "Server", "SingleStream") and spec.backends == ("transformers", "vllm")
     assert spec.token_latencies and spec.server_latency_ns is None and spec.default_batch_size == 8

@@ -1,6 +1,6 @@
 """The workloads pytest-mlperf knows, one `WorkloadSpec` each: what both processes read of a workload without its
 data or model code. The pytest process reads a spec to generate and resolve cases and checks a model path before
-any runner starts (`check_model`); the runner's workload module (`runner/workloads/<module>.py`, named in
+any runner starts (`MODEL_CHECKS`); the runner's workload module (`runner/workloads/<module>.py`, named in
 `WorkloadSpec.module`) adds the dataset, the model files and the accuracy rule, and takes its spec from here.
 
 To add a workload: one entry in `WORKLOADS` and its module under runner/workloads/ (an `open_dataset` and, for a
@@ -23,7 +23,7 @@ class WorkloadSpec:
     scenarios: tuple[str, ...]
     backends: tuple[str, ...]  # the first is the default
     server_latency_ns: int | None  # MLPerf's Server latency bound (None: token latencies instead)
-    module: str = ""  # its module under pytest_mlperf.runner.workloads (dataset, model files, accuracy)
+    module: str  # its module under pytest_mlperf.runner.workloads (dataset, model files, accuracy)
     multistream_samples_per_query: int = 8
     default_batch_size: int = 32
     cuda_streams: int = 3  # concurrent inference streams on a GPU when not set (measured: docs/performance.md)

@@ -33,6 +33,7 @@ from pytest_mlperf.contract.protocol import (
     send_phase,
 )
 from pytest_mlperf.contract.test_request import TestRequest
+from pytest_mlperf.contract.workloads import workload_spec
 from pytest_mlperf.runner.backends import create_backend
 from pytest_mlperf.runner.backends.base import Backend
 from pytest_mlperf.runner.calibrate import (
@@ -113,8 +114,9 @@ class RunnerState:
         self.backend = create_backend(req, module)
         self.kind = backend_entry(req.backend).kind
         self.stager = Stager(self.backend, self.dataset)
-        self.samples_per_query = module.SPEC.multistream_samples_per_query
-        self.token_latencies = module.SPEC.token_latencies
+        spec = workload_spec(req.data.workload)
+        self.samples_per_query = spec.multistream_samples_per_query
+        self.token_latencies = spec.token_latencies
         load_s = time.perf_counter() - started
         progress(f"loaded in {load_s:.1f} s: {self.dataset.description}, {self.backend.info.device}")
         return {

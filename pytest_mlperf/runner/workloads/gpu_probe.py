@@ -8,10 +8,7 @@ accuracy mode checks that every operation was answered, and by the right sample.
 from __future__ import annotations
 
 from pytest_mlperf.contract.protocol import DataRequest
-from pytest_mlperf.contract.workloads import workload_spec
 from pytest_mlperf.runner.workloads.null import NullDataset
-
-SPEC = workload_spec("gpu-probe")
 
 
 def open_dataset(req: DataRequest) -> NullDataset:

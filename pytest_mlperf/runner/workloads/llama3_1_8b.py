@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 
 from pytest_mlperf.contract.protocol import DataRequest
-from pytest_mlperf.contract.workloads import workload_spec
 from pytest_mlperf.runner.workloads.base import require_path
 from pytest_mlperf.runner.workloads.cnn_dailymail import Sample, load_mlcommons_dataset, standin_corpus
 from pytest_mlperf.runner.workloads.metrics import outputs_digest
 from pytest_mlperf.runner.workloads.rouge import check_rouge
 
-SPEC = workload_spec("llama3_1-8b")
 # Few prompts keep CPU runs short; the smoke profile uses 64 of them per test (performance_sample_count)
 STANDIN_COUNT = 256
 

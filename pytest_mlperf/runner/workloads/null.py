@@ -7,10 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from pytest_mlperf.contract.protocol import DataRequest
-from pytest_mlperf.contract.workloads import workload_spec
 from pytest_mlperf.runner.workloads.metrics import decode_classes, outputs_digest
-
-SPEC = workload_spec("null")
 
 
 class NullDataset:

@@ -13,14 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from pytest_mlperf.contract.protocol import DataRequest
-from pytest_mlperf.contract.workloads import RESNET50_MODEL_HINT as MODEL_HINT
-from pytest_mlperf.contract.workloads import check_onnx_model as check_model
-from pytest_mlperf.contract.workloads import workload_spec
+from pytest_mlperf.contract.workloads import RESNET50_MODEL_HINT, check_onnx_model
 from pytest_mlperf.runner.workloads.base import require_path
 from pytest_mlperf.runner.workloads.imagenet import preprocess_image, read_val_map, synthetic_images_at
 from pytest_mlperf.runner.workloads.metrics import decode_classes, outputs_digest, top1
 
-SPEC = workload_spec("resnet50")
 SYNTHETIC_COUNT = 1024  # MLPerf's performance_sample_count for resnet50
 
 
@@ -77,9 +74,9 @@ def open_dataset(req: DataRequest) -> SyntheticImages | ImageNetFolder:
 
 
 def model_file(req: DataRequest) -> Path:
-    given = require_path(req.model_path, "--mlperf-model resnet50:", MODEL_HINT)
+    given = require_path(req.model_path, "--mlperf-model resnet50:", RESNET50_MODEL_HINT)
     if given is not None:
-        check_model(given)
+        check_onnx_model(given)
         return given
     from pytest_mlperf.runner.standins.resnet50 import ensure_resnet50
 
