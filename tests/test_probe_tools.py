@@ -1,4 +1,4 @@
-"""tools/device/probe_harness.py and launch_breakdown.py, run on the CPU: their rows, ratios and windows are real
+"""tools/device/probe_harness.py, launch_breakdown.py and copy_states.py, run on the CPU: their rows, ratios and windows are real
 measurements of this machine, so the checks are on structure and on relations that hold on any machine."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "device"))
+import copy_states
 import launch_breakdown
 import probe_harness
 
@@ -46,7 +47,8 @@ def test_probe_harness_rows_ratios_and_the_layers_cost(tmp_path: Path) -> None:
                                "--option", "kernels=8"]) == 0
     result = json.loads(out.read_text())
     rows = {r["row"]: r for r in result["rows"]}
-    assert set(rows) == {"bare", "minimal", "plugin", "slowed", "slowed_bare"}
+    assert set(rows) == {"raw", "bare", "minimal", "plugin", "slowed", "slowed_bare"}
+    assert rows["raw"]["queries"] > 0
     assert all(r["p50_us"] > 0 and r["p90_us"] >= r["p50_us"] for r in rows.values())
     # far above any noise, in the bare loop and through LoadGen
     assert result["ratios"]["slowed_bare/bare p50_us"][0] > 1.5
@@ -59,3 +61,39 @@ def test_correlation_of_a_column_that_does_not_vary_is_none() -> None:
 
     assert launch_breakdown.correlation(np.array([1.0, 2.0, 3.0]), np.array([5.0, 5.0, 5.0])) is None
     assert launch_breakdown.correlation(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.1])) > 0.99
+
+
+def _slices(p90s: list[float], buffers: int) -> list[dict[str, object]]:
+    return [{"p90_us": v, "buffer": k % buffers, "nodes": [0] * buffers} for k, v in enumerate(p90s)]
+
+
+def test_copy_states_finds_an_offset_that_lasts_a_process() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+
+    def noise() -> list[float]:  # 1% slice noise around a 320 us p90
+        return list(320 * np.exp(rng.normal(0, 0.01, 40)))
+
+    steady = [[_slices(noise(), 4), _slices(noise(), 4)] for _ in range(4)]
+    # the second process of one pair runs 12% slow for its whole life, as session 16's +12.5% candidate did
+    offset = [[_slices(noise(), 4), _slices([v * 1.12 for v in noise()], 4)]] + steady[1:]
+    calm, shifted = copy_states.summary(steady, 4), copy_states.summary(offset, 4)
+    assert calm["sd_aa_estimate"] < 3 * calm["expected_sd_aa_estimate_from_slices"]
+    assert shifted["sd_aa_estimate"] > 10 * shifted["expected_sd_aa_estimate_from_slices"]
+    assert shifted["aa_estimates_pct"][0] == pytest.approx(12, abs=1)
+    assert shifted["sd_process_mean"] > 10 * shifted["expected_sd_process_mean_from_slices"]
+
+
+def test_copy_states_runs_pairs_of_workers_on_the_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "cs.json"
+    sys.argv = ["copy_states.py", str(out), "--device", "cpu", "--pairs", "2", "--slices", "4", "--slice-ms", "20",
+                "--buffers", "2", "--bytes", "65536", "--pattern", "random"]
+    copy_states.main()
+    result = json.loads(out.read_text())
+    assert len(result["pairs"]) == 2
+    for pair in result["pairs"]:
+        assert [len(series) for series in pair["series"]] == [4, 4]
+        assert all(s["p90_us"] >= s["p50_us"] > 0 and s["buffer"] in (0, 1) for w in pair["series"] for s in w)
+    assert len(result["summary"]["aa_estimates_pct"]) == 2

@@ -5,6 +5,7 @@
     python3 tools/device/probe_harness.py OUT.json --backend onnxruntime   # the ResNet50 stand-in, staged, batch 1
 
 Each cycle runs, back to back and each for `--seconds`:
+  raw       (torch-probe) the op on the probe's own buffers in a tight loop on the main thread, nothing around it;
   bare      the probe's infer([i]) in a loop (the calibration's bare batch-1 loop, runner/calibrate.measure);
   minimal   LoadGen SingleStream with the smallest SUT Python allows: issue -> infer -> QuerySamplesComplete;
   plugin    LoadGen SingleStream through the plugin's path (loadgen.run_test + suts.scheduling.BatchingHarness);
@@ -60,6 +61,24 @@ def _request(seconds: float, expected_us: float) -> TestRequest:
 def bare(backend: Any, seconds: float) -> dict[str, float]:
     m = measure(backend, list(range(SAMPLES)), 1, 1, seconds)
     return {"p50_us": m.batch_latency_p50_s * 1e6, "p90_us": m.batch_latency_p90_s * 1e6, "queries": m.batches}
+
+
+def raw(backend: Any, seconds: float) -> dict[str, float]:
+    """The op itself on the probe's own lane in a tight loop on this thread: no infer(), no thread, no LoadGen."""
+    import numpy as np
+
+    lane, op = backend._first, backend._op
+    times = []
+    end = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        op(lane)
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if t1 >= end:
+            break
+    a = np.array(times) * 1e6
+    return {"p50_us": float(np.percentile(a, 50)), "p90_us": float(np.percentile(a, 90)), "queries": len(a)}
 
 
 def minimal(backend: Any, seconds: float, expected_us: float) -> dict[str, float]:
@@ -136,6 +155,7 @@ def main(argv: list[str]) -> int:
         probe.infer([0])
     expected = bare(probe, 0.5)["p50_us"]
     steps: list[tuple[str, Callable[[], dict[str, float]]]] = [
+        *([("raw", lambda: raw(probe, args.seconds))] if args.backend == "torch-probe" else []),
         ("bare", lambda: bare(probe, args.seconds)),
         ("minimal", lambda: minimal(probe, args.seconds, expected)),
         ("plugin", lambda: plugin(probe, args.seconds, expected)),
