@@ -270,3 +270,49 @@ def test_a_gpu_plan_reads_latency_by_the_floor_and_says_so_in_the_record() -> No
     assert by_metric[THROUGHPUT.name]["estimator"] == "paired"
     assert abs(by_metric[P90.name]["overhead"]) < 0.005
     assert record["estimator"] in ("floor", "paired")
+
+
+def _two_level(floor_share: float, overhead: float, seed: int):
+    """The H200's SingleStream rounds (docs/performance.md, session 17): each arm's round p90 on a floor with 1%
+    noise, or 12% above it in a slow state, with probability 1 - floor_share, independently per arm and round."""
+    rng = np.random.default_rng(seed)
+
+    def measure(arm: str, i: int) -> dict[str, float]:
+        slow = 1.12 if rng.random() > floor_share else 1.0
+        cost = 1 + overhead if arm == "candidate" else 1.0
+        return {P90.name: 3.35e5 * slow * cost * math.exp(rng.normal(0, 0.01))}
+
+    return measure
+
+
+def test_a_gate_whose_rounds_rarely_sit_on_their_floor_says_its_estimate_may_be_off() -> None:
+    """The launch probe's pattern: 15% of rounds on the floor, so the best quarter mixes in slow rounds."""
+    plan = GatePlan(estimator="floor", min_rounds=60, max_rounds=60, n_looks=1)
+    out = run_rounds(_two_level(0.15, 0.07, seed=4), [P90], plan)
+    record = json.loads(json.dumps(out.to_record()))
+    occupancy = record["floor_occupancy"]
+    assert set(occupancy) == {"reference", "candidate"} and max(occupancy.values()) < 0.25
+    assert record["metrics"][0]["floor_occupancy"] == occupancy
+    caution = gate_report.floor_caution(record)
+    assert caution is not None and "of the reference's and" in caution and "of the candidate's rounds" in caution
+    assert "slow state" in caution and "within 5% of their arm's best" in caution
+    lines = gate_report.terminal_lines([{"nodeid": "b.py::t", "gate": record}])
+    assert len(lines) == 2 and lines[1] == f"  {caution}"
+    assert caution in describe(out)
+    key = {"workload": "gpu-probe", "scenario": "SingleStream", "mode": "performance"}
+    md = gate_report.markdown_summary([{"nodeid": "b.py::t", "key": key, "gate": record}])
+    assert f"⚠️ gpu-probe SingleStream performance: {caution}" in md
+
+
+def test_a_gate_on_its_floor_half_the_time_needs_no_caution_and_paired_gates_carry_none() -> None:
+    """The copy probes' pattern on session 17's machines: 30-90% of rounds on the floor."""
+    plan = GatePlan(estimator="floor", min_rounds=60, max_rounds=60, n_looks=1)
+    out = run_rounds(_two_level(0.6, 0.07, seed=5), [P90], plan)
+    record = out.to_record()
+    assert min(record["floor_occupancy"].values()) > 0.4
+    assert gate_report.floor_caution(record) is None
+    assert "Caution" not in describe(out)
+    assert abs(out.deciding.interval.estimate - 0.07) < 0.015
+    paired = run_rounds(_two_level(0.6, 0.07, seed=5), [P90], GatePlan(estimator="paired")).to_record()
+    assert "floor_occupancy" not in paired and paired["metrics"][0]["floor_occupancy"] is None
+    assert gate_report.floor_caution(paired) is None

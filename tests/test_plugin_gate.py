@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mlperf.host.gate import report as gate_report
+
 BENCH = """
 import pytest
 pytestmark = pytest.mark.mlperf(workload="null", scenarios={scenarios!r}, sut_options={{"delay_ms": {delay_ms}}})
@@ -150,9 +152,15 @@ def test_the_estimator_option_reaches_the_gate(pytester: pytest.Pytester) -> Non
     read the arms' floors, and the record says so. The verdict is not the point: at 3-6 rounds the floor's interval
     is wide, and may leave the gate INCONCLUSIVE."""
     bench(pytester)
-    run(pytester, *FAST, f"--mlperf-candidate-prefix={slowdown('0%')}", "--mlperf-gate-estimator=floor")
+    result = run(pytester, *FAST, f"--mlperf-candidate-prefix={slowdown('0%')}", "--mlperf-gate-estimator=floor")
     gate = gates(pytester)["Offline-performance"]
     assert gate["estimator"] == "floor" and all(m["estimator"] == "floor" for m in gate["metrics"])
+    # and each arm's share of rounds on its floor, from which the report cautions (host/gate/report.floor_caution)
+    assert set(gate["floor_occupancy"]) == {"reference", "candidate"}
+    assert all(0 < share <= 1 for share in gate["floor_occupancy"].values())
+    caution = gate_report.floor_caution(gate)
+    if caution:  # the same words reach the terminal summary
+        assert caution in result.stdout.str()
 
 
 def test_a_crashing_candidate_fails_the_case_with_its_recipe(pytester: pytest.Pytester) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pytest_mlperf.host.gate.stats import (
+    floor_occupancy,
     Interval,
     overhead,
     paired_overhead_interval,
@@ -228,3 +229,24 @@ def test_evaluate_uses_the_plans_estimator():
     floor = evaluate(GatePlan(estimator="floor"), ref, cand, higher_is_better=False, elapsed_s=1.0)
     assert paired is None or paired.verdict is not Verdict.PASS  # half the paired ratios are +-15%
     assert floor is not None and floor.verdict is Verdict.PASS and floor.interval.estimate == pytest.approx(0.0)
+
+
+def test_floor_occupancy_counts_the_rounds_near_each_arms_floor():
+    # 30 rounds on a floor of 335 us (1% noise), 70 in a slow state 12% above it: the copy probes' two levels
+    rng = np.random.default_rng(3)
+    floor = 335 * np.exp(rng.normal(0, 0.01, 30))
+    slow = 375 * np.exp(rng.normal(0, 0.01, 70))
+    assert floor_occupancy(np.concatenate([slow, floor]), higher_is_better=False) == pytest.approx(0.30, abs=0.02)
+    # throughput's floor is its best (highest) rounds: the same shape inverted
+    assert floor_occupancy(1 / np.concatenate([floor, slow]), higher_is_better=True) == pytest.approx(0.30, abs=0.02)
+    # a floor visited rarely is still the anchor: the slow state does not count as floor however long it lasts
+    assert floor_occupancy(np.concatenate([slow, slow, floor[:15]]), higher_is_better=False) == pytest.approx(
+        15 / 155, abs=0.01)
+    # a steady series is all floor, and one round 2% faster than the rest in 40 does not change that
+    assert floor_occupancy([100.0] * 20, higher_is_better=False) == 1.0
+    assert floor_occupancy([100.0] * 39 + [98.0], higher_is_better=False) == 1.0
+    assert floor_occupancy([100.0] * 16 + [80.0] * 4, higher_is_better=False) == pytest.approx(0.20)
+    # a wider band takes the slow state in
+    assert floor_occupancy(np.concatenate([floor, slow]), higher_is_better=False, near=0.2) == 1.0
+    with pytest.raises(ValueError):
+        floor_occupancy([], higher_is_better=False)

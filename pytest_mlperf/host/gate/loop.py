@@ -17,7 +17,8 @@ from typing import Any
 
 from pytest_mlperf.contract import metrics as catalogue
 from pytest_mlperf.host.baselines.store import Metric
-from pytest_mlperf.host.gate.stats import Interval
+from pytest_mlperf.host.gate.report import floor_caution
+from pytest_mlperf.host.gate.stats import Interval, floor_occupancy
 from pytest_mlperf.host.gate.stopping import GatePlan, Verdict, estimator_for, evaluate, look_confidence, round_order
 
 ARMS = ("reference", "candidate")
@@ -73,6 +74,14 @@ class MetricGate:
     interval: Interval | None = None
     estimator: str = "paired"  # how its interval is read from the rounds (stopping.estimator_for)
 
+    def occupancy(self) -> dict[str, float] | None:
+        """Under the floor estimator, each arm's share of rounds on its floor (stats.floor_occupancy); else None."""
+        if self.estimator != "floor" or not self.reference:
+            return None
+        higher = self.metric.higher_is_better
+        return {"reference": round(floor_occupancy(self.reference, higher), 3),
+                "candidate": round(floor_occupancy(self.candidate, higher), 3)}
+
     def to_dict(self) -> dict[str, Any]:
         iv = self.interval
         return {
@@ -81,6 +90,7 @@ class MetricGate:
             "verdict": str(self.verdict) if self.verdict else None,
             "overhead": _num(iv.estimate) if iv else None, "ci_low": _num(iv.low) if iv else None,
             "ci_high": _num(iv.high) if iv else None, "estimator": self.estimator,
+            "floor_occupancy": self.occupancy(),
             "reference": list(self.reference), "candidate": list(self.candidate),
         }
 
@@ -131,6 +141,8 @@ class GateOutcome:
             doc.update(metric=head["metric"], label=head["label"], unit=head["unit"], overhead=head["overhead"],
                        ci_low=head["ci_low"], ci_high=head["ci_high"], reference=head["reference"],
                        candidate=head["candidate"], estimator=head["estimator"])
+            if head["floor_occupancy"] is not None:
+                doc["floor_occupancy"] = head["floor_occupancy"]
             doc["metrics"] = [m.to_dict() for m in self.metrics]
         if self.outputs is not None:
             doc.update(metric="outputs", label="outputs", outputs=self.outputs)
@@ -229,10 +241,12 @@ def describe(outcome: GateOutcome) -> str:
     where = (f"{metric_label(d.metric.name)} overhead {_pct(iv.estimate if iv else None)} "
              f"({conf} interval {_pct(iv.low if iv else None)} to {_pct(iv.high if iv else None)})")
     head = f"overhead gate {outcome.verdict}: {where}, limit {limit}, {outcome.rounds} rounds in {outcome.elapsed_s:.0f} s"
+    caution = floor_caution(outcome.to_record())
+    tail = f". {caution}" if caution else ""
     if outcome.verdict == Verdict.PASS:
-        return head
+        return head + tail
     if outcome.verdict == Verdict.FAIL:
-        return head + f": the candidate costs more than {limit} against the reference"
+        return head + f": the candidate costs more than {limit} against the reference" + tail
     return (head + f": the interval straddles the limit when the budget ({outcome.budget}) ran out. To decide it, "
             "give the gate more budget (--mlperf-gate-max-rounds, --mlperf-gate-budget) or longer rounds "
-            "(--mlperf-gate-round), or steady the GPU (lock its clocks, nothing else running on it)")
+            "(--mlperf-gate-round), or steady the GPU (lock its clocks, nothing else running on it)" + tail)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlperf.contract.files import write_bytes_atomic
+from pytest_mlperf.host.gate.stats import FLOOR_NEAR, FLOOR_SHARE
 from pytest_mlperf.host.results.report import case_labels, format_value
 
 VERDICT_MARK = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}
@@ -37,6 +38,22 @@ def overhead_text(gate: dict[str, Any]) -> str:
     return f"{pct(gate.get('overhead'))} [{pct(gate.get('ci_low'))}, {pct(gate.get('ci_high'))}]"
 
 
+def floor_caution(gate: dict[str, Any]) -> str | None:
+    """A warning when a gate judged by the floor estimator had too few rounds on an arm's floor for its estimate to
+    be the undisturbed cost (stats.floor_occupancy); None when it had enough, or was judged otherwise."""
+    shares = gate.get("floor_occupancy")
+    if not shares:
+        return None
+    low = {arm: share for arm, share in shares.items() if share < FLOOR_SHARE}
+    if not low:
+        return None
+    which = " and ".join(f"{share:.0%} of the {arm}'s" for arm, share in low.items())
+    return (f"Caution: only {which} rounds sat within {FLOOR_NEAR:.0%} of their arm's best, fewer than the "
+            f"{FLOOR_SHARE:.0%} the floor estimator averages, so the machine was in a slow state most of the gate and "
+            "the estimate may be several points off: steady the machine (lock GPU clocks, keep other work off its "
+            "CPUs) or read the figure as approximate")
+
+
 def terminal_lines(records: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in gated(records):
@@ -44,6 +61,9 @@ def terminal_lines(records: list[dict[str, Any]]) -> list[str]:
         what = g.get("label", g.get("metric", "?"))
         lines.append(f"gate: {r['nodeid']}: {g['verdict']} {what} overhead {overhead_text(g)} "
                      f"(limit {pct(g['max_overhead'], signed=False)}, {g['rounds']} rounds, {g['elapsed_s']:.0f} s)")
+        caution = floor_caution(g)
+        if caution:
+            lines.append(f"  {caution}")
     return lines
 
 
@@ -77,6 +97,8 @@ def markdown_summary(records: list[dict[str, Any]]) -> str:
             f"| {name} | {g.get('label', g.get('metric', ''))} | {_median(g.get('reference') or [], unit)} "
             f"| {_median(g.get('candidate') or [], unit)} | {overhead_text(g)} | {limit} "
             f"| {VERDICT_MARK.get(g['verdict'], g['verdict'])} | {g['rounds']} |")
+    cautions = [(name, floor_caution(r["gate"])) for r, name in zip(rows, case_labels(rows))]
+    lines += [f"\n⚠️ {name}: {text}" for name, text in cautions if text]
     lines += [
         "",
         ("Overhead is the candidate's cost against the reference: `1 - candidate/reference` for throughput, "

@@ -42,6 +42,9 @@ MIN_INTERVAL_ROUNDS = 3
 # rounds); "floor-latency", floor for latency metrics and paired for throughput (the plugin's choice on a GPU).
 ESTIMATORS = ("paired", "floor", "floor-latency")
 FLOOR_SHARE = 0.25
+# a round counts as on its arm's floor when it is within this fraction of it (floor_occupancy): a floor round's own
+# noise is 1-2% on the H200, a slow state 10-40% above it (docs/performance.md, session 17)
+FLOOR_NEAR = 0.05
 
 
 def floor_df(n: int) -> int:
@@ -50,7 +53,8 @@ def floor_df(n: int) -> int:
     return max(1, math.ceil(FLOOR_SHARE * n)) - 1
 
 __all__ = [
-    "ESTIMATORS", "MIN_INTERVAL_ROUNDS", "Interval", "floor_mean", "floor_overhead_interval", "overhead",
+    "ESTIMATORS", "FLOOR_NEAR", "FLOOR_SHARE", "MIN_INTERVAL_ROUNDS", "Interval", "floor_mean", "floor_occupancy",
+    "floor_overhead_interval", "overhead",
     "paired_overhead_interval", "percentile", "t_quantile", "trimmed_mean",
 ]
 
@@ -119,6 +123,23 @@ def floor_mean(y: np.ndarray, share: float = FLOOR_SHARE) -> np.ndarray:
     n = y.shape[-1]
     k = max(1, math.ceil(share * n))
     return np.sort(y, axis=-1)[..., :k].mean(axis=-1)
+
+
+def floor_occupancy(values: Sequence[float] | np.ndarray, higher_is_better: bool, near: float = FLOOR_NEAR) -> float:
+    """The share of an arm's rounds on its floor: within `near` (0.05: 5%) of the mean of its best tenth of rounds
+    (at least one), worse side included.
+
+    The floor estimator reads each arm at its best `FLOOR_SHARE` of rounds, so it measures the undisturbed state
+    only when at least that share of rounds is in it; below that, the best quarter reaches into raised rounds. The
+    anchor is the best tenth rather than the floor itself, which would sink into a slow state visited most of the
+    time, and rather than the best round, which one fast outlier would set. On the H200 the launch probe's gates,
+    whose estimates wandered by ±8 points, had 0.06-0.12 in their lower arm; session 17's copy gates, all within 1.5
+    points, 0.25-0.70; session 16's +12.5% outlier 0.22 (docs/performance.md, session 17)."""
+    y = np.sort(_arm_costs(values, higher_is_better))
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError("floor_occupancy needs a 1-D series of at least one round")
+    best = y[: max(1, math.ceil(y.size / 10))].mean()
+    return float(np.mean(y <= best + math.log1p(near)))
 
 
 def _arm_costs(values: Sequence[float] | np.ndarray, higher_is_better: bool) -> np.ndarray:
