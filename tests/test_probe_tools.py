@@ -1,4 +1,4 @@
-"""tools/device/probe_harness.py, launch_breakdown.py and copy_states.py, run on the CPU: their rows, ratios and windows are real
+"""tools/device/probe_harness.py, launch_breakdown.py, copy_states.py and gate_summary.py, run on the CPU: their rows,
 measurements of this machine, so the checks are on structure and on relations that hold on any machine."""
 
 from __future__ import annotations
@@ -97,3 +97,19 @@ def test_copy_states_runs_pairs_of_workers_on_the_cpu(tmp_path: Path) -> None:
         assert [len(series) for series in pair["series"]] == [4, 4]
         assert all(s["p90_us"] >= s["p50_us"] > 0 and s["buffer"] in (0, 1) for w in pair["series"] for s in w)
     assert len(result["summary"]["aa_estimates_pct"]) == 2
+
+
+def test_gate_summary_shows_each_arms_share_of_rounds_on_its_floor(tmp_path: Path) -> None:
+    import gate_summary
+
+    # reference: 8 rounds on a 335 us floor, 2 slow; candidate: 1 on its floor, 9 slow (the launch probe's shape)
+    ref = [335e3] * 8 + [375e3] * 2
+    cand = [360e3] + [405e3] * 9
+    gate = {"overhead": 0.07, "ci_low": 0.05, "ci_high": 0.09, "unit": "ns", "label": "p90 latency", "rounds": 10,
+            "elapsed_s": 3.0, "verdict": "FAIL", "estimator": "floor", "reference": ref, "candidate": cand}
+    path = tmp_path / "g1" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"cases": [{"gate": gate}]}))
+    line = gate_summary.row(path)
+    assert line is not None and line.startswith("| g1 | p90 latency | 0.335 ms | FAIL | +7.00% |")
+    assert line.endswith("| floor | 0.80 / 0.10 |")
