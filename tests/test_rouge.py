@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("rouge_score")
 pytest.importorskip("nltk")
 
+from pytest_mlperf.contract.workloads import LLAMA3_1_8B_TARGETS  # noqa: E402
 from pytest_mlperf.runner.workloads.rouge import (  # noqa: E402
-    LLAMA3_1_8B_TARGETS,
     check_rouge,
     compute_rouge,
     compute_rouge_from_tokens,

@@ -40,8 +40,6 @@ from pytest_mlperf.contract.workloads import LLAMA3_1_8B_TARGETS, ROUGE_TYPES
 __all__ = [
     "LLAMA3_1_8B_EDGE_TARGETS",
     "LLAMA3_1_8B_GEN_LEN_TOLERANCE",
-    "LLAMA3_1_8B_TARGETS",
-    "ROUGE_TYPES",
     "RougeCheck",
     "check_rouge",
     "compute_rouge",
