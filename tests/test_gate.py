@@ -293,7 +293,7 @@ def test_a_gate_whose_rounds_rarely_sit_on_their_floor_says_its_estimate_may_be_
     occupancy = record["floor_occupancy"]
     assert set(occupancy) == {"reference", "candidate"} and max(occupancy.values()) < 0.25
     assert record["metrics"][0]["floor_occupancy"] == occupancy
-    caution = gate_report.floor_caution(record)
+    caution = gate_report.floor_caution(record["floor_occupancy"])
     assert caution is not None and "of the reference's and" in caution and "of the candidate's rounds" in caution
     assert "slow state" in caution and "within 5% of their arm's best" in caution
     lines = gate_report.terminal_lines([{"nodeid": "b.py::t", "gate": record}])
@@ -310,9 +310,9 @@ def test_a_gate_on_its_floor_half_the_time_needs_no_caution_and_paired_gates_car
     out = run_rounds(_two_level(0.6, 0.07, seed=5), [P90], plan)
     record = out.to_record()
     assert min(record["floor_occupancy"].values()) > 0.4
-    assert gate_report.floor_caution(record) is None
+    assert gate_report.floor_caution(record["floor_occupancy"]) is None
     assert "Caution" not in describe(out)
     assert abs(out.deciding.interval.estimate - 0.07) < 0.015
     paired = run_rounds(_two_level(0.6, 0.07, seed=5), [P90], GatePlan(estimator="paired")).to_record()
     assert "floor_occupancy" not in paired and paired["metrics"][0]["floor_occupancy"] is None
-    assert gate_report.floor_caution(paired) is None
+    assert gate_report.floor_caution(paired.get("floor_occupancy")) is None

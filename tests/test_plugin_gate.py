@@ -158,7 +158,7 @@ def test_the_estimator_option_reaches_the_gate(pytester: pytest.Pytester) -> Non
     # and each arm's share of rounds on its floor, from which the report cautions (host/gate/report.floor_caution)
     assert set(gate["floor_occupancy"]) == {"reference", "candidate"}
     assert all(0 < share <= 1 for share in gate["floor_occupancy"].values())
-    caution = gate_report.floor_caution(gate)
+    caution = gate_report.floor_caution(gate["floor_occupancy"])
     if caution:  # the same words reach the terminal summary
         assert caution in result.stdout.str()
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pytest_mlperf.host.gate.stats import (
-    floor_occupancy,
     Interval,
+    floor_occupancy,
     overhead,
     paired_overhead_interval,
     percentile,

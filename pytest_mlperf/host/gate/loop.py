@@ -241,7 +241,7 @@ def describe(outcome: GateOutcome) -> str:
     where = (f"{metric_label(d.metric.name)} overhead {_pct(iv.estimate if iv else None)} "
              f"({conf} interval {_pct(iv.low if iv else None)} to {_pct(iv.high if iv else None)})")
     head = f"overhead gate {outcome.verdict}: {where}, limit {limit}, {outcome.rounds} rounds in {outcome.elapsed_s:.0f} s"
-    caution = floor_caution(outcome.to_record())
+    caution = floor_caution(d.occupancy())
     tail = f". {caution}" if caution else ""
     if outcome.verdict == Verdict.PASS:
         return head + tail

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,10 @@ def overhead_text(gate: dict[str, Any]) -> str:
     return f"{pct(gate.get('overhead'))} [{pct(gate.get('ci_low'))}, {pct(gate.get('ci_high'))}]"
 
 
-def floor_caution(gate: dict[str, Any]) -> str | None:
+def floor_caution(shares: Mapping[str, float] | None) -> str | None:
     """A warning when a gate judged by the floor estimator had too few rounds on an arm's floor for its estimate to
-    be the undisturbed cost (stats.floor_occupancy); None when it had enough, or was judged otherwise."""
-    shares = gate.get("floor_occupancy")
+    be the undisturbed cost: `shares` is each arm's share (a record's `gate.floor_occupancy`, or
+    `MetricGate.occupancy()`); None when both had enough, or the gate was judged otherwise (no shares)."""
     if not shares:
         return None
     low = {arm: share for arm, share in shares.items() if share < FLOOR_SHARE}
@@ -61,7 +62,7 @@ def terminal_lines(records: list[dict[str, Any]]) -> list[str]:
         what = g.get("label", g.get("metric", "?"))
         lines.append(f"gate: {r['nodeid']}: {g['verdict']} {what} overhead {overhead_text(g)} "
                      f"(limit {pct(g['max_overhead'], signed=False)}, {g['rounds']} rounds, {g['elapsed_s']:.0f} s)")
-        caution = floor_caution(g)
+        caution = floor_caution(g.get("floor_occupancy"))
         if caution:
             lines.append(f"  {caution}")
     return lines
@@ -97,7 +98,7 @@ def markdown_summary(records: list[dict[str, Any]]) -> str:
             f"| {name} | {g.get('label', g.get('metric', ''))} | {_median(g.get('reference') or [], unit)} "
             f"| {_median(g.get('candidate') or [], unit)} | {overhead_text(g)} | {limit} "
             f"| {VERDICT_MARK.get(g['verdict'], g['verdict'])} | {g['rounds']} |")
-    cautions = [(name, floor_caution(r["gate"])) for r, name in zip(rows, case_labels(rows))]
+    cautions = [(name, floor_caution(r["gate"].get("floor_occupancy"))) for r, name in zip(rows, case_labels(rows))]
     lines += [f"\n⚠️ {name}: {text}" for name, text in cautions if text]
     lines += [
         "",

@@ -132,9 +132,9 @@ def floor_occupancy(values: Sequence[float] | np.ndarray, higher_is_better: bool
     The floor estimator reads each arm at its best `FLOOR_SHARE` of rounds, so it measures the undisturbed state
     only when at least that share of rounds is in it; below that, the best quarter reaches into raised rounds. The
     anchor is the best tenth rather than the floor itself, which would sink into a slow state visited most of the
-    time, and rather than the best round, which one fast outlier would set. On the H200 the launch probe's gates,
-    whose estimates wandered by ±8 points, had 0.06-0.12 in their lower arm; session 17's copy gates, all within 1.5
-    points, 0.25-0.70; session 16's +12.5% outlier 0.22 (docs/performance.md, session 17)."""
+    time, and rather than the best round, which one fast outlier would set. On the H200 the 64-launch probe's gates,
+    whose estimates were up to 14 points off, had 0.06-0.12 in their lower arm; session 17's copy gates, all within
+    1.5 points, 0.25-0.70; session 16's +12.5% outlier 0.22 (docs/performance.md, session 17)."""
     y = np.sort(_arm_costs(values, higher_is_better))
     if y.ndim != 1 or y.size == 0:
         raise ValueError("floor_occupancy needs a 1-D series of at least one round")

@@ -35,8 +35,9 @@ H200, docs/performance.md, sessions 15-16). On a 1 MiB copy (about 36 us) or 8 l
 14-26% of the probe's latency, a fixed share that dilutes the layer's cost and whose noise the overhead gate must
 see through. A 16 MiB copy takes about 320 us and 64 launches about 410 us: the plugin's p90 was within 1-6% of
 the bare loop's, and the gate's estimate of a 7% layer on the copies was within 1.5 points of the truth in 13 of 15
-repeats in session 16 and 9 of 9 in session 17 (docs/performance.md). A layer with a fixed cost per call still shows it: 64 launches are 64 calls. Smaller sizes remain an
-option away (`--mlperf-sut-option torch-probe.bytes=1048576`).
+repeats in session 16 and 9 of 9 in session 17 (docs/performance.md). A layer with a fixed cost per call still
+shows it: 64 launches are 64 calls. Smaller sizes remain an option away (`--mlperf-sut-option
+torch-probe.bytes=1048576`).
 """
 
 from __future__ import annotations
